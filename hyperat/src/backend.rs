@@ -1,0 +1,159 @@
+//! Backend choice at run time (`--device cpu|flex|ndarray|cuda|wgpu`).
+//!
+//! Model code is generic over `B: Backend`; a command names what it runs as a
+//! [`BackendTask`], and [`dispatch`] instantiates it for the chosen backend (always
+//! wrapped in `Autodiff`, since attacks need input gradients). `cpu` is burn's `flex`
+//! backend (pure Rust, SIMD, rayon): on our workloads it beat `ndarray` (figures in
+//! the README's performance section, `hyperat bench`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::backend::Autodiff;
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::error::{Error, Result};
+
+/// The CPU backend used by default.
+pub type Cpu = burn::backend::Flex;
+/// The default CPU backend with autodiff.
+pub type CpuAutodiff = Autodiff<Cpu>;
+
+/// A backend the binary can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceKind {
+    /// The default CPU backend (flex).
+    #[default]
+    Cpu,
+    /// burn-flex explicitly.
+    Flex,
+    /// burn-ndarray (feature `ndarray`).
+    Ndarray,
+    /// NVIDIA GPU through burn-cuda (feature `cuda`).
+    Cuda,
+    /// Any GPU through burn-wgpu (feature `wgpu`).
+    Wgpu,
+}
+
+impl DeviceKind {
+    /// Names accepted by `--device`.
+    pub const NAMES: &[&str] = &["cpu", "flex", "ndarray", "cuda", "wgpu"];
+
+    /// The name as `--device` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Flex => "flex",
+            DeviceKind::Ndarray => "ndarray",
+            DeviceKind::Cuda => "cuda",
+            DeviceKind::Wgpu => "wgpu",
+        }
+    }
+
+    /// Whether this binary was built with the backend.
+    pub fn compiled(self) -> bool {
+        match self {
+            DeviceKind::Cpu | DeviceKind::Flex => true,
+            DeviceKind::Ndarray => cfg!(feature = "ndarray"),
+            DeviceKind::Cuda => cfg!(feature = "cuda"),
+            DeviceKind::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for DeviceKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let kind = match s {
+            "cpu" => DeviceKind::Cpu,
+            "flex" => DeviceKind::Flex,
+            "ndarray" => DeviceKind::Ndarray,
+            "cuda" => DeviceKind::Cuda,
+            "wgpu" => DeviceKind::Wgpu,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "unknown device `{other}` (known: {})",
+                    Self::NAMES.join(", ")
+                )));
+            }
+        };
+        if !kind.compiled() {
+            return Err(Error::Invalid(format!(
+                "device `{s}` is not available: this binary was built without the `{s}` \
+                 feature (rebuild with `cargo build --release --features {s}`)"
+            )));
+        }
+        Ok(kind)
+    }
+}
+
+/// Work that runs on any autodiff backend.
+pub trait BackendTask {
+    /// What the work returns.
+    type Output;
+    /// Runs on backend `B` and `device`.
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+}
+
+/// Runs `task` on the chosen backend; a GPU backend that finds no usable device is an
+/// error, not a crash.
+pub fn dispatch<T: BackendTask>(kind: DeviceKind, task: T) -> Result<T::Output> {
+    match kind {
+        DeviceKind::Cpu | DeviceKind::Flex => Ok(task.run::<CpuAutodiff>(Default::default())),
+        #[cfg(feature = "ndarray")]
+        DeviceKind::Ndarray => Ok(task.run::<Autodiff<burn::backend::NdArray>>(Default::default())),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            let device = burn::backend::cuda::CudaDevice::default();
+            probe::<burn::backend::Cuda>(&device, "cuda")?;
+            Ok(task.run::<Autodiff<burn::backend::Cuda>>(device))
+        }
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => {
+            let device = burn::backend::wgpu::WgpuDevice::default();
+            probe::<burn::backend::Wgpu>(&device, "wgpu")?;
+            Ok(task.run::<Autodiff<burn::backend::Wgpu>>(device))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(Error::Invalid(format!(
+            "device `{other}` is not compiled in"
+        ))),
+    }
+}
+
+/// Runs one tiny op to find out whether the device works.
+#[allow(dead_code)]
+fn probe<B: Backend>(device: &B::Device, name: &str) -> Result<()> {
+    let device = device.clone();
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let t = Tensor::<B, 1>::ones([4], &device);
+        t.sum().into_scalar().elem::<f32>()
+    }));
+    std::panic::set_hook(hook);
+    match r {
+        Ok(v) if v == 4.0 => Ok(()),
+        Ok(v) => Err(Error::Invalid(format!(
+            "device `{name}` computed 1+1+1+1 = {v}"
+        ))),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(Error::Invalid(format!(
+                "device `{name}` is compiled in but not usable here (no GPU or driver?): {msg}"
+            )))
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! One error type for the core library; every message names what was wrong.
+
+/// Errors from loading, configuring and running models.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A model or run configuration that cannot be built.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A checkpoint whose tensors do not match the architecture.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A dataset file that is missing or malformed.
+    #[error("data: {0}")]
+    Data(String),
+    /// A caller passed tensors of the wrong shape or a value out of range.
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// File-system failure, with the path involved.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Result with the library's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! HyperAT core: a timm-exact ViT on burn, datasets, adversarial attacks, and (later)
+//! hyper adversarial tuning.
+//!
+//! Model code is generic over `B: Backend` and builds for `wasm32-unknown-unknown` with
+//! default features off; file-system and dataset code sits behind the `native` feature.
+
+pub mod attack;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod loss;
+pub mod resample;
+pub mod rng;
+pub mod vit;
+
+#[cfg(feature = "native")]
+pub mod backend;
+#[cfg(feature = "native")]
+pub mod data;
+#[cfg(feature = "native")]
+pub mod io;
+
+pub use config::{GlobalPool, VitConfig};
+pub use error::{Error, Result};
+pub use vit::Vit;
+
+/// The burn types most code needs.
+pub mod prelude {
+    pub use burn::prelude::*;
+}

@@ -1,0 +1,152 @@
+//! One pre-norm transformer block: `x + attn(norm1(x))`, then `x + mlp(norm2(x))`.
+
+use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::prelude::*;
+use burn::tensor::activation::gelu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use super::LN_EPS;
+use super::delta::{BlockDeltas, LinearDelta, Target};
+
+/// `linear(x) + delta(x)`: the frozen layer plus an optional low-rank update.
+pub(crate) fn linear_with<B: Backend>(
+    layer: &Linear<B>,
+    x: Tensor<B, 3>,
+    delta: Option<&LinearDelta<B>>,
+) -> Tensor<B, 3> {
+    match delta {
+        Some(d) => layer.forward(x.clone()) + d.apply(x),
+        None => layer.forward(x),
+    }
+}
+
+/// Multi-head self-attention with a fused `qkv` linear (timm's `Attention`).
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `[D] -> [3D]`; output rows are q, k, v, each split by head.
+    pub qkv: Linear<B>,
+    /// `[D] -> [D]`.
+    pub proj: Linear<B>,
+    /// Number of heads.
+    pub num_heads: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `[batch, tokens, dim] -> [batch, tokens, dim]`.
+    pub fn forward(&self, x: Tensor<B, 3>, deltas: &BlockDeltas<B>) -> Tensor<B, 3> {
+        let [b, n, d] = x.dims();
+        let h = self.num_heads;
+        let hd = d / h;
+        let qkv = linear_with(&self.qkv, x, deltas.get(Target::Qkv))
+            .reshape([b, n, 3, h, hd])
+            .permute([2, 0, 3, 1, 4]); // [3, batch, heads, tokens, head_dim]
+        let take = |i: usize| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
+        let ctx = attention(
+            take(0),
+            take(1),
+            take(2),
+            None,
+            None,
+            AttentionModuleOptions::default(),
+        ); // [batch, heads, tokens, head_dim]
+        let ctx = ctx.swap_dims(1, 2).reshape([b, n, d]);
+        linear_with(&self.proj, ctx, deltas.get(Target::Proj))
+    }
+}
+
+/// `fc1 -> GELU (erf) -> fc2`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `[D] -> [hidden]`.
+    pub fc1: Linear<B>,
+    /// `[hidden] -> [D]`.
+    pub fc2: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `[batch, tokens, dim] -> [batch, tokens, dim]`.
+    pub fn forward(&self, x: Tensor<B, 3>, deltas: &BlockDeltas<B>) -> Tensor<B, 3> {
+        let x = gelu(linear_with(&self.fc1, x, deltas.get(Target::Fc1)));
+        linear_with(&self.fc2, x, deltas.get(Target::Fc2))
+    }
+}
+
+/// A pre-norm transformer block (timm's `Block` without layer scale or drop path).
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// LayerNorm before attention.
+    pub norm1: LayerNorm<B>,
+    /// Self-attention.
+    pub attn: Attention<B>,
+    /// LayerNorm before the MLP.
+    pub norm2: LayerNorm<B>,
+    /// Feed-forward network.
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    /// A randomly initialised block (trunc-normal-like weights, zero biases).
+    pub fn init(
+        dim: usize,
+        heads: usize,
+        hidden: usize,
+        qkv_bias: bool,
+        device: &B::Device,
+    ) -> Self {
+        let init = Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        };
+        let lin = |i, o, bias| {
+            let mut l = LinearConfig::new(i, o)
+                .with_bias(bias)
+                .with_initializer(init.clone())
+                .init(device);
+            if let Some(b) = &l.bias {
+                l.bias = Some(b.clone().map(|t| t.zeros_like()));
+            }
+            l
+        };
+        let ln = || LayerNormConfig::new(dim).with_epsilon(LN_EPS).init(device);
+        Self {
+            norm1: ln(),
+            attn: Attention {
+                qkv: lin(dim, 3 * dim, qkv_bias),
+                proj: lin(dim, dim, true),
+                num_heads: heads,
+            },
+            norm2: ln(),
+            mlp: Mlp {
+                fc1: lin(dim, hidden, true),
+                fc2: lin(hidden, dim, true),
+            },
+        }
+    }
+
+    /// `[batch, tokens, dim] -> [batch, tokens, dim]`.
+    pub fn forward(&self, x: Tensor<B, 3>, deltas: &BlockDeltas<B>) -> Tensor<B, 3> {
+        let x = x.clone() + self.attn.forward(self.norm1.forward(x), deltas);
+        x.clone() + self.mlp.forward(self.norm2.forward(x), deltas)
+    }
+
+    /// The frozen linear a target names.
+    pub fn linear(&self, t: Target) -> &Linear<B> {
+        match t {
+            Target::Qkv => &self.attn.qkv,
+            Target::Proj => &self.attn.proj,
+            Target::Fc1 => &self.mlp.fc1,
+            Target::Fc2 => &self.mlp.fc2,
+        }
+    }
+
+    /// Mutable access to the linear a target names (for folding merged deltas).
+    pub fn linear_mut(&mut self, t: Target) -> &mut Linear<B> {
+        match t {
+            Target::Qkv => &mut self.attn.qkv,
+            Target::Proj => &mut self.attn.proj,
+            Target::Fc1 => &mut self.mlp.fc1,
+            Target::Fc2 => &mut self.mlp.fc2,
+        }
+    }
+}
