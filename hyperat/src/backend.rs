@@ -141,7 +141,7 @@ fn probe<B: Backend>(device: &B::Device, name: &str) -> Result<()> {
     }));
     std::panic::set_hook(hook);
     match r {
-        Ok(v) if v == 4.0 => Ok(()),
+        Ok(4.0) => Ok(()),
         Ok(v) => Err(Error::Invalid(format!(
             "device `{name}` computed 1+1+1+1 = {v}"
         ))),

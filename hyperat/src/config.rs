@@ -186,13 +186,15 @@ impl VitConfig {
         if self.embed_dim == 0 || self.depth == 0 || self.num_heads == 0 || self.patch_size == 0 {
             return bad("embed_dim, depth, num_heads and patch_size must be positive".into());
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return bad(format!(
                 "embed_dim {} is not divisible by num_heads {}",
                 self.embed_dim, self.num_heads
             ));
         }
-        if self.img_size[0] % self.patch_size != 0 || self.img_size[1] % self.patch_size != 0 {
+        if !self.img_size[0].is_multiple_of(self.patch_size)
+            || !self.img_size[1].is_multiple_of(self.patch_size)
+        {
             return bad(format!(
                 "img_size {:?} is not a multiple of patch_size {}",
                 self.img_size, self.patch_size
@@ -209,7 +211,11 @@ impl VitConfig {
                 self.in_chans
             ));
         }
-        if self.std.iter().any(|s| !(*s > 0.0)) {
+        if self
+            .std
+            .iter()
+            .any(|s| s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+        {
             return bad("std values must be positive".into());
         }
         if self.num_classes == 0 {

@@ -115,7 +115,7 @@ pub fn write_safetensors(map: &TensorMap) -> Result<Vec<u8>> {
 
 /// Reads a raw little-endian f32 buffer.
 pub fn f32_from_le(bytes: &[u8]) -> Result<Vec<f32>> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(Error::Invalid(format!(
             "{} bytes is not a whole number of f32 values",
             bytes.len()

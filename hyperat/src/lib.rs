@@ -5,6 +5,8 @@
 //! default features off; file-system and dataset code sits behind the `native` feature.
 
 pub mod attack;
+#[cfg(feature = "native")]
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
@@ -19,7 +21,12 @@ pub mod backend;
 #[cfg(feature = "native")]
 pub mod data;
 #[cfg(feature = "native")]
+pub mod eval;
+#[cfg(feature = "native")]
 pub mod io;
+pub mod progress;
+#[cfg(feature = "native")]
+pub mod train;
 
 pub use config::{GlobalPool, VitConfig};
 pub use error::{Error, Result};
@@ -27,5 +34,7 @@ pub use vit::Vit;
 
 /// The burn types most code needs.
 pub mod prelude {
+    pub use burn::module::AutodiffModule;
     pub use burn::prelude::*;
+    pub use burn::tensor::backend::AutodiffBackend;
 }

@@ -1,1 +1,33 @@
-fn main() {}
+//! `hyperat`: the command-line front of HyperAT Studio.
+
+mod cli;
+
+/// mimalloc keeps freed pages for reuse: with glibc's allocator every large tensor
+/// allocation page-faults fresh memory, which cost more than the maths on small ViTs.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use clap::Parser;
+
+/// Keeps freed memory instead of returning it to the OS after 10 ms (mimalloc's
+/// default): the tensors of one step are freed and allocated again in the next, and
+/// fresh pages cost a page fault and a clear each.
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    /// `mi_option_purge_delay` in mimalloc.h (v2 and v3); libmimalloc-sys has no constant.
+    const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+    // SAFETY: setting an option is thread-safe and takes plain integers.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
+}
+
+fn main() -> std::process::ExitCode {
+    keep_freed_memory();
+    let args = cli::Cli::parse();
+    match cli::run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

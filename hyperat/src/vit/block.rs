@@ -2,9 +2,7 @@
 
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::gelu;
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::activation::{gelu, softmax};
 
 use super::LN_EPS;
 use super::delta::{BlockDeltas, LinearDelta, Target};
@@ -38,19 +36,19 @@ impl<B: Backend> Attention<B> {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
         let hd = d / h;
+        // Views only: flex's batched matmul takes strided operands, so q, k and v are
+        // never copied out of the fused qkv output (a squeeze would force a copy).
         let qkv = linear_with(&self.qkv, x, deltas.get(Target::Qkv))
             .reshape([b, n, 3, h, hd])
             .permute([2, 0, 3, 1, 4]); // [3, batch, heads, tokens, head_dim]
-        let take = |i: usize| qkv.clone().narrow(0, i, 1).squeeze_dim::<4>(0);
-        let ctx = attention(
-            take(0),
-            take(1),
-            take(2),
-            None,
-            None,
-            AttentionModuleOptions::default(),
-        ); // [batch, heads, tokens, head_dim]
-        let ctx = ctx.swap_dims(1, 2).reshape([b, n, d]);
+        let q = qkv.clone().narrow(0, 0, 1);
+        let k = qkv.clone().narrow(0, 1, 1);
+        let v = qkv.narrow(0, 2, 1);
+        let scores = q
+            .matmul(k.swap_dims(3, 4))
+            .mul_scalar((hd as f64).powf(-0.5));
+        let ctx = softmax(scores, 4).matmul(v); // [1, batch, heads, tokens, head_dim]
+        let ctx = ctx.swap_dims(2, 3).reshape([b, n, d]);
         linear_with(&self.proj, ctx, deltas.get(Target::Proj))
     }
 }

@@ -1,0 +1,168 @@
+//! The workloads `hyperat bench` times: the figures the README's performance section
+//! compares with PyTorch 2.15 + timm on the same machine.
+//!
+//! Tiny ViT (28 px, patch 4, dim 64, depth 4, heads 4) at batch 128: an eval forward,
+//! one AdamW training step, one PGD-10 adversarial training step (10 input-gradient
+//! steps + 1 update) and a PGD-20 attack of the batch. ViT-S/16 (224 px) at batch 8:
+//! an eval forward and a training step. Each figure is the median of `reps` runs after
+//! one warm-up run.
+
+use std::time::Instant;
+
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use crate::attack::{Attack, Pgd};
+use crate::config::VitConfig;
+use crate::loss::cross_entropy;
+use crate::rng::Rng;
+use crate::vit::Vit;
+
+/// Timings for the tiny Fashion-MNIST ViT at batch 128 (milliseconds, medians).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TinyTimes {
+    /// Eval forward.
+    pub forward_ms: f64,
+    /// Forward + backward + AdamW.
+    pub train_step_ms: f64,
+    /// PGD-10 on the batch + one training step on the result.
+    pub pgd10_at_step_ms: f64,
+    /// PGD-20 attack of the batch.
+    pub pgd20_attack_ms: f64,
+}
+
+/// Timings for ViT-S/16 at 224 px, batch 8 (milliseconds, medians).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SmallTimes {
+    /// Eval forward.
+    pub forward_ms: f64,
+    /// Forward + backward + AdamW.
+    pub train_step_ms: f64,
+}
+
+/// All figures of one `hyperat bench` run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// Backend name.
+    pub device: String,
+    /// Tiny ViT figures.
+    pub tiny_vit_28: TinyTimes,
+    /// ViT-S/16 figures (absent with `--skip-small`).
+    pub vit_s16_224: Option<SmallTimes>,
+}
+
+fn median_ms<B: Backend>(device: &B::Device, reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let _ = B::sync(device);
+    let mut t: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            let _ = B::sync(device);
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn inputs<B: Backend>(
+    cfg: &VitConfig,
+    batch: usize,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
+    let mut rng = Rng::new(1);
+    let [c, h, w] = cfg.input_shape();
+    let x = rng.uniform_vec(batch * c * h * w, 0.0, 1.0);
+    let y: Vec<i64> = (0..batch)
+        .map(|_| rng.below(cfg.num_classes) as i64)
+        .collect();
+    (
+        Tensor::from_data(TensorData::new(x, [batch, c, h, w]), device),
+        Tensor::from_data(TensorData::new(y, [batch]), device),
+    )
+}
+
+/// Times forward and training step of `cfg` at `batch`; returns (forward, train step).
+fn forward_and_train<B: AutodiffBackend>(
+    cfg: &VitConfig,
+    batch: usize,
+    reps: usize,
+    device: &B::Device,
+) -> (f64, f64, Vit<B>) {
+    let mut vit = Vit::<B>::init(cfg, device);
+    let (x, y) = inputs::<B::InnerBackend>(cfg, batch, device);
+    let eval = vit.valid();
+    let fwd = median_ms::<B>(device, reps, || {
+        let _ = eval.forward(x.clone()).into_data();
+    });
+    let mut optim = AdamWConfig::new().init::<B, Vit<B>>();
+    let (xa, ya) = (
+        Tensor::<B, 4>::from_inner(x),
+        Tensor::<B, 1, Int>::from_inner(y),
+    );
+    let train = median_ms::<B>(device, reps, || {
+        let loss = cross_entropy(vit.forward(xa.clone()), ya.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &vit);
+        vit = optim.step(1e-4, vit.clone(), grads);
+    });
+    (fwd, train, vit)
+}
+
+/// Runs every workload on `device`.
+pub fn run<B: AutodiffBackend>(
+    device: &B::Device,
+    device_name: &str,
+    reps: usize,
+    small: bool,
+) -> BenchReport {
+    let cfg = VitConfig::vit_tiny_fmnist();
+    let (forward_ms, train_step_ms, mut vit) = forward_and_train::<B>(&cfg, 128, reps, device);
+    let (x, y) = inputs::<B::InnerBackend>(&cfg, 128, device);
+    let pgd = |steps| Pgd {
+        eps: 8.0 / 255.0,
+        alpha: 2.0 / 255.0,
+        steps,
+        restarts: 1,
+        random_start: true,
+    };
+    let mut rng = Rng::new(0);
+    let mut optim = AdamWConfig::new().init::<B, Vit<B>>();
+    let pgd10 = pgd(10);
+    let pgd10_at_step_ms = median_ms::<B>(device, reps, || {
+        let frozen = vit.clone().no_grad();
+        let adv = pgd10.perturb(&frozen, x.clone(), y.clone(), &mut rng);
+        let loss = cross_entropy(
+            vit.forward(Tensor::from_inner(adv)),
+            Tensor::from_inner(y.clone()),
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &vit);
+        vit = optim.step(1e-4, vit.clone(), grads);
+    });
+    let frozen = vit.clone().no_grad();
+    let pgd20 = pgd(20);
+    let pgd20_attack_ms = median_ms::<B>(device, reps, || {
+        let _ = Attack::<B>::perturb(&pgd20, &frozen, x.clone(), y.clone(), &mut rng).into_data();
+    });
+    let vit_s16_224 = small.then(|| {
+        let (forward_ms, train_step_ms, _) =
+            forward_and_train::<B>(&VitConfig::vit_small_224(), 8, reps, device);
+        SmallTimes {
+            forward_ms,
+            train_step_ms,
+        }
+    });
+    BenchReport {
+        device: device_name.to_string(),
+        tiny_vit_28: TinyTimes {
+            forward_ms,
+            train_step_ms,
+            pgd10_at_step_ms,
+            pgd20_attack_ms,
+        },
+        vit_s16_224,
+    }
+}

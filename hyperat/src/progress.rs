@@ -1,0 +1,20 @@
+//! Progress reporting from long work to whoever shows it (a terminal bar, an SSE
+//! stream), without the core knowing which.
+
+/// Receives progress of a long computation.
+pub trait Progress {
+    /// `done` of `total` units finished; `message` says what the numbers are.
+    fn update(&mut self, done: usize, total: usize, message: &str);
+    /// Whether the caller asked to stop (checked between units of work).
+    fn cancelled(&self) -> bool {
+        false
+    }
+}
+
+/// Discards progress.
+#[derive(Debug, Default)]
+pub struct Silent;
+
+impl Progress for Silent {
+    fn update(&mut self, _: usize, _: usize, _: &str) {}
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every test: installs what is missing, then the workspace tests (unit, timm
+# fixtures, attacks, data loaders, CLI end to end) and the wasm32 build of the core.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+echo "== cargo test --workspace" >&2
+cargo test --workspace --locked
+
+echo "== core library for wasm32-unknown-unknown (default features off)" >&2
+cargo check --locked -p hyperat --no-default-features --target wasm32-unknown-unknown
+echo "== all tests passed" >&2

@@ -1,0 +1,51 @@
+//! `hyperat bench [--device ...] [--json OUT]`: times the reference workloads.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use hyperat::backend::{BackendTask, DeviceKind, dispatch};
+use hyperat::bench::BenchReport;
+use hyperat::prelude::*;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Timed repetitions per workload (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    reps: usize,
+    /// Skip the ViT-S/16 workloads.
+    #[arg(long)]
+    skip_small: bool,
+    /// Write the figures as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+struct Task(Args, &'static str);
+
+impl BackendTask for Task {
+    type Output = BenchReport;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> BenchReport {
+        hyperat::bench::run::<B>(&device, self.1, self.0.reps, !self.0.skip_small)
+    }
+}
+
+pub fn run(a: Args, device: DeviceKind) -> Result<()> {
+    let out = a.json.clone();
+    let r = dispatch(device, Task(a, device.name()))?;
+    let t = &r.tiny_vit_28;
+    println!("device: {}", r.device);
+    println!("tiny ViT 28px, batch 128:");
+    println!("  forward          {:9.1} ms", t.forward_ms);
+    println!("  train step       {:9.1} ms", t.train_step_ms);
+    println!("  PGD-10 AT step   {:9.1} ms", t.pgd10_at_step_ms);
+    println!("  PGD-20 attack    {:9.1} ms", t.pgd20_attack_ms);
+    if let Some(s) = &r.vit_s16_224 {
+        println!("ViT-S/16 224px, batch 8:");
+        println!("  forward          {:9.1} ms", s.forward_ms);
+        println!("  train step       {:9.1} ms", s.train_step_ms);
+    }
+    if let Some(p) = out {
+        hyperat::io::write_atomic(&p, serde_json::to_string_pretty(&r)?.as_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! `hyperat eval`: clean and adversarial accuracy of a model on a dataset.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use hyperat::attack::AttackParams;
+use hyperat::backend::{BackendTask, DeviceKind, dispatch};
+use hyperat::checkpoint::{Adapt, load_vit};
+use hyperat::data::{self, Split};
+use hyperat::eval::{EvalConfig, EvalReport, evaluate};
+use hyperat::prelude::*;
+use serde_json::json;
+
+use super::fraction;
+use super::progress::Bar;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model folder (timm `config.json` + `model.safetensors`).
+    #[arg(long)]
+    model: PathBuf,
+    /// fashion-mnist, cifar10, cifar100 or folder:PATH.
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: String,
+    /// train or test.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Evaluate the first N images (file order); all if absent.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Images per batch.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// none, fgsm, pgd, cw or trades-kl.
+    #[arg(long, default_value = "none")]
+    attack: String,
+    /// L-inf radius in [0,1] pixels (`0.1` or `8/255`).
+    #[arg(long, default_value = "8/255", value_parser = fraction)]
+    eps: f32,
+    /// Step size (default eps/4).
+    #[arg(long, value_parser = fraction)]
+    alpha: Option<f32>,
+    /// Attack iterations.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Random restarts (pgd, cw).
+    #[arg(long, default_value_t = 1)]
+    restarts: usize,
+    /// CW confidence kappa.
+    #[arg(long, default_value_t = 50.0)]
+    kappa: f32,
+    /// Seed of the attack's random numbers.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the full report (with per-sample predictions) here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+struct Task(Args);
+
+impl BackendTask for Task {
+    type Output = Result<EvalReport>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<EvalReport> {
+        let a = self.0;
+        let (cfg, vit) = load_vit::<B>(&a.model, &Adapt::default(), &device)?;
+        let vit = vit.no_grad();
+        let split: Split = a.split.parse()?;
+        let mut ds = data::load(&a.dataset, split, Some(cfg.input_shape()))?;
+        if ds.classes.len() != cfg.num_classes {
+            anyhow::bail!(
+                "the model has {} classes but dataset `{}` has {}",
+                cfg.num_classes,
+                a.dataset,
+                ds.classes.len()
+            );
+        }
+        if let Some(n) = a.limit {
+            ds.truncate(n);
+        }
+        let ec = EvalConfig {
+            attack: a.attack.clone(),
+            params: AttackParams {
+                eps: a.eps,
+                alpha: a.alpha,
+                steps: a.steps,
+                restarts: a.restarts,
+                kappa: a.kappa,
+            },
+            batch_size: a.batch_size,
+            seed: a.seed,
+        };
+        let mut bar = Bar::new(&format!("eval {}", a.attack));
+        Ok(evaluate::<B>(&vit, &ds, &ec, &device, &mut bar)?)
+    }
+}
+
+pub fn run(a: Args, device: DeviceKind) -> Result<()> {
+    let out = a.json.clone();
+    let (model, dataset, split) = (
+        a.model.display().to_string(),
+        a.dataset.clone(),
+        a.split.clone(),
+    );
+    let r = dispatch(device, Task(a))??;
+    let pct = |v: f64| format!("{:.2}%", 100.0 * v);
+    match r.robust_acc {
+        Some(rob) => eprintln!(
+            "n={} clean {} robust {} ({} in {:.1}s, max |delta| {:.5})",
+            r.n,
+            pct(r.clean_acc),
+            pct(rob),
+            r.attack["name"].as_str().unwrap_or("?"),
+            r.seconds,
+            r.max_linf.unwrap_or(0.0)
+        ),
+        None => eprintln!("n={} clean {} ({:.1}s)", r.n, pct(r.clean_acc), r.seconds),
+    }
+    if let Some(path) = out {
+        let mut v = serde_json::to_value(&r)?;
+        v["model"] = json!(model);
+        v["dataset"] = json!(dataset);
+        v["split"] = json!(split);
+        v["device"] = json!(device.name());
+        hyperat::io::write_atomic(&path, serde_json::to_string(&v)?.as_bytes())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! Subcommands. Each parses its flags, then hands a [`BackendTask`] to the backend the
+//! user picked with `--device`; the ML work itself lives in the `hyperat` library.
+
+mod bench;
+mod eval;
+mod logits;
+mod pretrain;
+mod progress;
+
+use anyhow::{Result, bail};
+use clap::{Parser, Subcommand};
+use hyperat::backend::DeviceKind;
+
+/// HyperAT Studio: robust fine-tuning of Vision Transformers.
+#[derive(Debug, Parser)]
+#[command(name = "hyperat", version, about)]
+pub struct Cli {
+    /// Backend: cpu (flex), flex, ndarray, cuda or wgpu (the last three need their
+    /// cargo feature).
+    #[arg(long, global = true, default_value = "cpu", env = "HYPERAT_DEVICE")]
+    device: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Raw logits of a model for raw f32 inputs.
+    Logits(logits::Args),
+    /// Clean and adversarial accuracy on a dataset.
+    Eval(eval::Args),
+    /// Standard training of a backbone (AdamW, warm-up + cosine).
+    Pretrain(pretrain::Args),
+    /// Time the reference workloads.
+    Bench(bench::Args),
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let device: DeviceKind = cli.device.parse()?;
+    match cli.command {
+        Command::Logits(a) => logits::run(a, device),
+        Command::Eval(a) => eval::run(a, device),
+        Command::Pretrain(a) => pretrain::run(a, device),
+        Command::Bench(a) => bench::run(a, device),
+    }
+}
+
+/// Parses `0.1`, `8/255` or `2/255`-style values.
+pub fn parse_fraction(s: &str) -> Result<f32> {
+    let v = match s.split_once('/') {
+        Some((a, b)) => {
+            let (a, b): (f64, f64) = (a.trim().parse()?, b.trim().parse()?);
+            if b == 0.0 {
+                bail!("division by zero in `{s}`");
+            }
+            a / b
+        }
+        None => s.trim().parse::<f64>()?,
+    };
+    if !v.is_finite() {
+        bail!("`{s}` is not a finite number");
+    }
+    Ok(v as f32)
+}
+
+/// clap value parser for [`parse_fraction`].
+fn fraction(s: &str) -> std::result::Result<f32, String> {
+    parse_fraction(s).map_err(|e| format!("expected a number like 0.03 or 8/255: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions() {
+        assert!((parse_fraction("8/255").unwrap() - 8.0 / 255.0).abs() < 1e-9);
+        assert_eq!(parse_fraction("0.1").unwrap(), 0.1);
+        assert!(parse_fraction("1/0").is_err());
+        assert!(parse_fraction("x").is_err());
+    }
+}

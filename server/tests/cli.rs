@@ -1,0 +1,193 @@
+//! The `hyperat` binary end to end: the command forms other checks rely on.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn hyperat() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hyperat"))
+}
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/timm")
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn logits_reproduce_the_timm_fixture() {
+    let dir = fixtures().join("vit_small_p4_32_c3");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("logits.f32");
+    run_ok(
+        hyperat()
+            .args(["logits", "--model"])
+            .arg(&dir)
+            .arg("--inputs")
+            .arg(dir.join("inputs.f32"))
+            .arg("--out")
+            .arg(&out),
+    );
+    let read = |p: &Path| -> Vec<f32> {
+        std::fs::read(p)
+            .unwrap()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let (got, want) = (read(&out), read(&dir.join("logits.f32")));
+    assert_eq!(got.len(), want.len());
+    let max_ref = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-5 * max_ref, "{g} vs {w}");
+    }
+}
+
+#[test]
+fn logits_refuse_inputs_of_the_wrong_size() {
+    let dir = fixtures().join("vit_tiny_p4_28_c1");
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad.f32");
+    std::fs::write(&bad, vec![0u8; 4 * 100]).unwrap();
+    let out = hyperat()
+        .args(["logits", "--model"])
+        .arg(&dir)
+        .arg("--inputs")
+        .arg(&bad)
+        .arg("--out")
+        .arg(tmp.path().join("o"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a whole number of [1, 28, 28] images"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("o").exists());
+}
+
+#[test]
+fn unknown_device_and_missing_model_are_clear_errors() {
+    let out = hyperat()
+        .args(["--device", "tpu", "bench"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown device `tpu`"));
+    let out = hyperat()
+        .args([
+            "logits",
+            "--model",
+            "/nonexistent",
+            "--inputs",
+            "x",
+            "--out",
+            "y",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.json"));
+}
+
+/// Pretrain a few steps on Fashion-MNIST, then evaluate clean / FGSM / PGD and check
+/// the report's contract. Needs Debian's `dataset-fashion-mnist` (installed by the
+/// test script) or `HYPERAT_DATA`.
+#[test]
+fn pretrain_then_eval_on_fashion_mnist() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    run_ok(
+        hyperat()
+            .args([
+                "pretrain",
+                "--preset",
+                "vit-tiny-fmnist",
+                "--dataset",
+                "fashion-mnist",
+                "--epochs",
+                "1",
+                "--max-steps",
+                "4",
+                "--batch-size",
+                "32",
+                "--eval-limit",
+                "64",
+                "--train-limit",
+                "512",
+            ])
+            .arg("--out")
+            .arg(&model),
+    );
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "metrics.jsonl",
+        "train.json",
+    ] {
+        assert!(model.join(f).is_file(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(model.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics.lines().any(|l| l.contains("\"kind\":\"eval\"")),
+        "{metrics}"
+    );
+    let cfg = std::fs::read_to_string(model.join("config.json")).unwrap();
+    assert!(cfg.contains("Ankle boot"), "label names recorded");
+
+    let mut reports = vec![];
+    for attack in ["none", "fgsm", "pgd"] {
+        let json = tmp.path().join(format!("{attack}.json"));
+        run_ok(
+            hyperat()
+                .args([
+                    "eval",
+                    "--dataset",
+                    "fashion-mnist",
+                    "--split",
+                    "test",
+                    "--limit",
+                    "40",
+                    "--batch-size",
+                    "16",
+                    "--attack",
+                    attack,
+                    "--eps",
+                    "8/255",
+                    "--steps",
+                    "3",
+                    "--restarts",
+                    "1",
+                    "--seed",
+                    "1",
+                ])
+                .arg("--model")
+                .arg(&model)
+                .arg("--json")
+                .arg(&json),
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["n"], 40);
+        assert_eq!(v["clean_pred"].as_array().unwrap().len(), 40);
+        assert!(v["seconds"].as_f64().unwrap() > 0.0);
+        assert_eq!(v["attack"]["name"], attack);
+        if attack == "none" {
+            assert!(v["robust_acc"].is_null());
+        } else {
+            assert!((v["attack"]["eps"].as_f64().unwrap() - 8.0 / 255.0).abs() < 1e-6);
+            assert_eq!(v["adv_pred"].as_array().unwrap().len(), 40);
+            assert!(v["robust_acc"].as_f64().unwrap() <= v["clean_acc"].as_f64().unwrap());
+            assert!(v["max_linf"].as_f64().unwrap() <= 8.0 / 255.0 + 1e-6);
+        }
+        reports.push(v);
+    }
+    // Clean predictions do not depend on the attack.
+    assert_eq!(reports[0]["clean_pred"], reports[1]["clean_pred"]);
+    assert_eq!(reports[0]["clean_pred"], reports[2]["clean_pred"]);
+}
