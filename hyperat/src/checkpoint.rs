@@ -28,7 +28,7 @@ use crate::config::{GlobalPool, VitConfig};
 use crate::error::{Error, Result};
 use crate::host::{HostTensor, TensorMap};
 use crate::resample::{resample_patch_kernel, resample_pos_embed};
-use crate::vit::{Attention, Block, LN_EPS, Mlp, PatchEmbed, Vit};
+use crate::vit::{Attention, Block, LN_EPS, Mlp, PatchEmbed, Vit, channel_constant};
 
 /// Reads a ViT's tensors in timm layout.
 pub fn vit_to_tensors<B: Backend>(vit: &Vit<B>, cfg: &VitConfig) -> TensorMap {
@@ -207,13 +207,9 @@ pub fn vit_from_tensors<B: Backend>(
         }
         return Err(Error::Checkpoint(parts.join("; ")));
     }
-    let constant = |v: &[f32]| {
-        Param::from_tensor(Tensor::<B, 1>::from_floats(v, device).reshape([1, c, 1, 1]))
-            .set_require_grad(false)
-    };
     Ok(Vit {
-        mean: constant(&cfg.mean),
-        std: constant(&cfg.std),
+        mean: channel_constant(&cfg.mean, device),
+        std: channel_constant(&cfg.std, device),
         patch_embed,
         cls_token,
         reg_token,

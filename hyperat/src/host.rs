@@ -27,6 +27,15 @@ impl HostTensor {
         Self { shape, data }
     }
 
+    /// Zeros of the given shape.
+    pub fn zeros(shape: Vec<usize>) -> Self {
+        let n = shape.iter().product();
+        Self {
+            shape,
+            data: vec![0.0; n],
+        }
+    }
+
     /// Reads a backend tensor back to the host.
     pub fn from_tensor<B: Backend, const D: usize>(t: Tensor<B, D>) -> Self {
         let shape = t.dims().to_vec();
@@ -94,6 +103,23 @@ pub fn read_safetensors(bytes: &[u8]) -> Result<TensorMap> {
 
 /// Serialises tensors as f32 `.safetensors` (no metadata block, like timm).
 pub fn write_safetensors(map: &TensorMap) -> Result<Vec<u8>> {
+    write_safetensors_with(map, None)
+}
+
+/// The `__metadata__` string map of a `.safetensors` buffer.
+pub fn read_safetensors_metadata(
+    bytes: &[u8],
+) -> Result<std::collections::HashMap<String, String>> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::Checkpoint(format!("not a safetensors file: {e}")))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
+}
+
+/// Serialises tensors as f32 `.safetensors` with an optional metadata map.
+pub fn write_safetensors_with(
+    map: &TensorMap,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = map
         .iter()
         .map(|(k, t)| {
@@ -109,7 +135,7 @@ pub fn write_safetensors(map: &TensorMap) -> Result<Vec<u8>> {
                 .map_err(|e| Error::Checkpoint(format!("tensor `{k}`: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, None)
+    safetensors::serialize(views, metadata)
         .map_err(|e| Error::Checkpoint(format!("serialising safetensors: {e}")))
 }
 

@@ -9,11 +9,16 @@ pub mod attack;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+pub mod defense;
 pub mod error;
 pub mod host;
+pub mod hypernet;
+pub mod lora;
 pub mod loss;
+pub mod optim;
 pub mod resample;
 pub mod rng;
+pub mod state;
 pub mod vit;
 
 #[cfg(feature = "native")]
@@ -24,9 +29,13 @@ pub mod data;
 pub mod eval;
 #[cfg(feature = "native")]
 pub mod io;
+#[cfg(feature = "native")]
+pub mod merge;
 pub mod progress;
 #[cfg(feature = "native")]
 pub mod train;
+#[cfg(feature = "native")]
+pub mod tune;
 
 pub use config::{GlobalPool, VitConfig};
 pub use error::{Error, Result};

@@ -97,14 +97,12 @@ impl<B: Backend> Block<B> {
             std: 0.02,
         };
         let lin = |i, o, bias| {
-            let mut l = LinearConfig::new(i, o)
-                .with_bias(bias)
-                .with_initializer(init.clone())
-                .init(device);
-            if let Some(b) = &l.bias {
-                l.bias = Some(b.clone().map(|t| t.zeros_like()));
-            }
-            l
+            super::zero_bias(
+                LinearConfig::new(i, o)
+                    .with_bias(bias)
+                    .with_initializer(init.clone())
+                    .init(device),
+            )
         };
         let ln = || LayerNormConfig::new(dim).with_epsilon(LN_EPS).init(device);
         Self {

@@ -8,7 +8,10 @@
 use burn::prelude::*;
 
 /// Which linear of a block a delta targets (timm's names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Target {
     /// `attn.qkv`: `[D] -> [3D]`.
     Qkv,
@@ -83,6 +86,19 @@ impl<B: Backend> LinearDelta<B> {
         x.matmul(a).matmul(b).mul_scalar(self.scaling)
     }
 
+    /// The same delta cut from the autodiff graph.
+    pub fn detach(&self) -> Self {
+        Self {
+            lora_a: self.lora_a.clone().detach(),
+            lora_b: self.lora_b.clone().detach(),
+            scaling: self.scaling,
+            input_norm: self
+                .input_norm
+                .as_ref()
+                .map(|(g, b)| (g.clone().detach(), b.clone().detach())),
+        }
+    }
+
     /// The dense update `scaling · A·B` in row layout `[in, out]` (requires no input norm).
     pub fn dense(&self) -> Tensor<B, 2> {
         self.lora_a
@@ -148,5 +164,17 @@ impl<B: Backend> Adapters<B> {
     /// The delta of block `layer`, target `t`.
     pub fn get(&self, layer: usize, t: Target) -> Option<&LinearDelta<B>> {
         self.blocks.get(layer).and_then(|b| b.get(t))
+    }
+
+    /// Every delta cut from the autodiff graph: attack steps reuse the factors generated
+    /// for the training step without back-propagating into the generator.
+    pub fn detach(&self) -> Self {
+        Self {
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| BlockDeltas(b.0.clone().map(|d| d.map(|d| d.detach()))))
+                .collect(),
+        }
     }
 }

@@ -21,6 +21,18 @@ use crate::config::{GlobalPool, VitConfig};
 /// timm's ViT LayerNorm epsilon.
 pub const LN_EPS: f64 = 1e-6;
 
+/// A per-channel constant `[1, C, 1, 1]` (input mean/std): a parameter that never trains.
+pub fn channel_constant<B: Backend>(v: &[f32], device: &B::Device) -> Param<Tensor<B, 4>> {
+    Param::from_tensor(Tensor::<B, 1>::from_floats(v, device).reshape([1, v.len(), 1, 1]))
+        .set_require_grad(false)
+}
+
+/// A fresh linear with its bias set to zero (timm's init for ViT linears).
+pub fn zero_bias<B: Backend>(mut l: Linear<B>) -> Linear<B> {
+    l.bias = l.bias.map(|b| b.map(|t| t.zeros_like()));
+    l
+}
+
 /// The patch embedding: timm's stride-P convolution, computed as one matmul over
 /// flattened patches (weight `[C·P·P, D]`, the conv kernel reshaped).
 #[derive(Module, Debug)]
@@ -88,24 +100,22 @@ impl<B: Backend> Vit<B> {
             std: 0.02,
         };
         let ln = || LayerNormConfig::new(d).with_epsilon(LN_EPS).init(device);
-        let constant = |v: &[f32]| {
-            Param::from_tensor(Tensor::<B, 1>::from_floats(v, device).reshape([1, c, 1, 1]))
-                .set_require_grad(false)
-        };
-        let mut patch_proj = LinearConfig::new(c * p * p, d)
-            .with_initializer(Initializer::KaimingUniform {
-                gain: 1.0 / 3f64.sqrt(),
-                fan_out_only: false,
-            })
-            .init(device);
-        patch_proj.bias = patch_proj.bias.map(|b| b.map(|t| t.zeros_like()));
-        let mut head = LinearConfig::new(d, cfg.num_classes)
-            .with_initializer(normal.clone())
-            .init(device);
-        head.bias = head.bias.map(|b| b.map(|t| t.zeros_like()));
+        let patch_proj = zero_bias(
+            LinearConfig::new(c * p * p, d)
+                .with_initializer(Initializer::KaimingUniform {
+                    gain: 1.0 / 3f64.sqrt(),
+                    fan_out_only: false,
+                })
+                .init(device),
+        );
+        let head = zero_bias(
+            LinearConfig::new(d, cfg.num_classes)
+                .with_initializer(normal.clone())
+                .init(device),
+        );
         Self {
-            mean: constant(&cfg.mean),
-            std: constant(&cfg.std),
+            mean: channel_constant(&cfg.mean, device),
+            std: channel_constant(&cfg.std, device),
             patch_embed: PatchEmbed {
                 proj: patch_proj,
                 patch: p,

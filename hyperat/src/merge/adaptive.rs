@@ -1,0 +1,158 @@
+//! Adaptive merge (the journal version of HyperAT): learn `λ = softmax(w)`, one set for
+//! the whole model or one per block, on held-out data, minimising the adversarial
+//! cross-entropy of the merged model with everything else frozen.
+//!
+//! Each step attacks the current merge (PGD on a frozen copy), then takes an Adam step
+//! on `w` alone. The merge stays low-rank while learning (factors concatenated, `B`
+//! rows scaled by `λ`), so a step costs what a LoRA forward costs.
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use super::{DenseDeltas, MergeStrategy, MethodLora, weighted_adapters, weighted_sum};
+use crate::attack::{Adapted, Attack, Pgd};
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::loss::cross_entropy;
+use crate::progress::Progress;
+use crate::rng::Rng;
+use crate::vit::Vit;
+
+/// Settings of the weight search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdaptiveConfig {
+    /// One weight vector per block (else one for the model).
+    pub per_layer: bool,
+    /// Adam steps on `w` (default 50).
+    pub steps: usize,
+    /// Adam learning rate (default 0.05).
+    pub lr: f64,
+    /// Held-out images per step (default 64).
+    pub batch_size: usize,
+    /// PGD radius, step and iterations of the inner attack.
+    pub eps: f32,
+    /// PGD step.
+    pub alpha: f32,
+    /// PGD iterations.
+    pub attack_steps: usize,
+    /// Seed of batches and random starts.
+    pub seed: u64,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        Self {
+            per_layer: false,
+            steps: 50,
+            lr: 0.05,
+            batch_size: 64,
+            eps: 8.0 / 255.0,
+            alpha: 2.0 / 255.0,
+            attack_steps: 10,
+            seed: 0,
+        }
+    }
+}
+
+/// A merge with learned per-block (or global) weights.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Learned {
+    /// `[1 or depth][methods]`, each row sums to 1.
+    pub lambdas: Vec<Vec<f32>>,
+}
+
+impl MergeStrategy for Learned {
+    fn name(&self) -> String {
+        "adaptive".into()
+    }
+
+    fn merge(&self, methods: &[MethodLora]) -> Result<DenseDeltas> {
+        let rows = &self.lambdas;
+        weighted_sum(methods, &|layer| {
+            rows[if rows.len() > 1 { layer } else { 0 }].clone()
+        })
+    }
+}
+
+/// Learns the merge weights for `methods` on `val`, with `vit` (and its head) frozen.
+pub fn learn_weights<B: AutodiffBackend>(
+    vit: &Vit<B>,
+    methods: &[MethodLora],
+    val: &Dataset,
+    cfg: &AdaptiveConfig,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<Learned> {
+    if val.len() < cfg.batch_size || cfg.batch_size == 0 {
+        return Err(Error::Invalid(format!(
+            "held-out split has {} images, batch {}",
+            val.len(),
+            cfg.batch_size
+        )));
+    }
+    let vit = vit.clone().no_grad();
+    let depth = vit.blocks.len();
+    let rows = if cfg.per_layer { depth } else { 1 };
+    let m = methods.len();
+    let mut w = Tensor::<B::InnerBackend, 2>::zeros([rows, m], device); // uniform start
+    let (mut m1, mut m2) = (w.zeros_like(), w.zeros_like());
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+    let pgd = Pgd {
+        eps: cfg.eps,
+        alpha: cfg.alpha,
+        steps: cfg.attack_steps,
+        restarts: 1,
+        random_start: true,
+    };
+    let mut rng = Rng::new(cfg.seed);
+    let mut order: Vec<usize> = vec![];
+    progress.update(0, cfg.steps, "merge steps");
+    for step in 0..cfg.steps {
+        if order.len() < cfg.batch_size {
+            order = (0..val.len()).collect();
+            rng.shuffle(&mut order);
+        }
+        let idx: Vec<usize> = order.split_off(order.len() - cfg.batch_size);
+        let (x, y) = val.batch::<B::InnerBackend>(&idx, device);
+        let wd = Tensor::<B, 2>::from_inner(w.clone()).require_grad();
+        let lambdas = softmax(wd.clone(), 1);
+        let adapters = weighted_adapters(methods, &lambdas, depth, device);
+        let frozen = adapters.detach();
+        let x_adv = Attack::<B>::perturb(
+            &pgd,
+            &Adapted {
+                vit: &vit,
+                adapters: &frozen,
+            },
+            x,
+            y.clone(),
+            &mut rng,
+        );
+        let loss = cross_entropy(
+            vit.forward_with(Tensor::from_inner(x_adv), &adapters),
+            Tensor::from_inner(y),
+        );
+        let g = wd.grad(&loss.backward()).expect("w takes part in the loss");
+        let t = (step + 1) as i32;
+        m1 = m1.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
+        m2 = m2.mul_scalar(b2) + g.powi_scalar(2).mul_scalar(1.0 - b2);
+        let update = m1.clone().div_scalar(1.0 - b1.powi(t)).div(
+            m2.clone()
+                .div_scalar(1.0 - b2.powi(t))
+                .sqrt()
+                .add_scalar(eps),
+        );
+        w = w - update.mul_scalar(cfg.lr);
+        progress.update(step + 1, cfg.steps, "merge steps");
+    }
+    let lambdas = softmax(w, 1)
+        .into_data()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("f32");
+    Ok(Learned {
+        lambdas: lambdas.chunks(m).map(<[f32]>::to_vec).collect(),
+    })
+}

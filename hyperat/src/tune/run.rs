@@ -1,0 +1,360 @@
+//! The tuning loop, its run folder, checkpoints and resumption.
+//!
+//! A run folder holds `run.json` (the config), `backbone/` (the timm checkpoint the run
+//! started from), `checkpoint.safetensors` (trainable tensors `model.*`, optimiser
+//! moments `opt.*`, the step in the metadata; written atomically every
+//! `checkpoint_every` steps), `metrics.jsonl` (one record per logged step) and, when
+//! done, `summary.json`. Everything random is a pure function of `(seed, step)`, so a
+//! run resumed from a checkpoint reaches the same weights as one never interrupted.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{TuneConfig, Tuned};
+use crate::attack::{Adapted, Classifier};
+use crate::checkpoint::Checkpoint;
+use crate::config::VitConfig;
+use crate::data::Dataset;
+use crate::defense::{Defense, by_name};
+use crate::error::{Error, Result};
+use crate::host::{TensorMap, read_safetensors, read_safetensors_metadata, write_safetensors_with};
+use crate::io::{read, write_atomic};
+use crate::loss::cross_entropy;
+use crate::optim::{AdamW, AdamWConfig};
+use crate::progress::Progress;
+use crate::rng::Rng;
+use crate::state::{count_trainable, load_named, trainable_tensors};
+use crate::train::WarmupCosine;
+
+/// `run.json`: the config plus what the run is tuning.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Tuning configuration.
+    pub config: TuneConfig,
+    /// Dataset spec the run trains on.
+    pub dataset: String,
+    /// Where the backbone came from (informational; the run keeps its own copy).
+    pub backbone_source: String,
+}
+
+/// `summary.json`: what a finished run measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TuneSummary {
+    /// Steps taken in total.
+    pub steps: usize,
+    /// Trainable scalars.
+    pub trainable_params: usize,
+    /// Training wall time in seconds (summed over resumptions).
+    pub seconds: f64,
+    /// Peak resident memory of the process in MiB (Linux `VmHWM`).
+    pub peak_mem_mib: Option<f64>,
+}
+
+/// Creates a run folder: `run.json` and a copy of the backbone.
+pub fn start_run(dir: &Path, info: &RunInfo, backbone: &Checkpoint) -> Result<()> {
+    info.config.validate()?;
+    if dir.join("run.json").exists() {
+        return Err(Error::Invalid(format!(
+            "{} already holds a run (resume it instead)",
+            dir.display()
+        )));
+    }
+    backbone.save(dir.join("backbone"))?;
+    write_atomic(
+        dir.join("run.json"),
+        serde_json::to_string_pretty(info).expect("json").as_bytes(),
+    )
+}
+
+/// Reads a run folder's config, backbone and latest checkpoint (step 0 if none).
+pub fn load_run<B: AutodiffBackend>(
+    dir: &Path,
+    device: &B::Device,
+) -> Result<(RunInfo, VitConfig, Tuned<B>, usize)> {
+    let text = read(dir.join("run.json"))?;
+    let info: RunInfo = serde_json::from_slice(&text)
+        .map_err(|e| Error::Config(format!("{}/run.json: {e}", dir.display())))?;
+    let ck = Checkpoint::load(dir.join("backbone"))?;
+    B::seed(device, info.config.seed);
+    let mut model = Tuned::new(ck.build::<B>(device)?, &ck.config, &info.config, device);
+    let mut step = 0;
+    let path = dir.join("checkpoint.safetensors");
+    if path.exists() {
+        let bytes = read(&path)?;
+        let (model_t, _) = split_prefix(read_safetensors(&bytes)?);
+        model = load_named(model, &model_t, device)?;
+        step = checkpoint_step(&bytes)?;
+    }
+    Ok((info, ck.config, model, step))
+}
+
+fn checkpoint_step(bytes: &[u8]) -> Result<usize> {
+    read_safetensors_metadata(bytes)?
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::Checkpoint("checkpoint has no step in its metadata".into()))
+}
+
+/// Splits `model.*` / `opt.*` tensors.
+fn split_prefix(all: TensorMap) -> (TensorMap, TensorMap) {
+    let (mut model, mut opt) = (TensorMap::new(), TensorMap::new());
+    for (k, v) in all {
+        if let Some(rest) = k.strip_prefix("model.") {
+            model.insert(rest.to_string(), v);
+        } else if let Some(rest) = k.strip_prefix("opt.") {
+            opt.insert(rest.to_string(), v);
+        }
+    }
+    (model, opt)
+}
+
+fn save_checkpoint<B: AutodiffBackend>(
+    dir: &Path,
+    model: &Tuned<B>,
+    opt: &AdamW<B>,
+    step: usize,
+    seconds: f64,
+) -> Result<()> {
+    let mut all = TensorMap::new();
+    for (k, v) in trainable_tensors(model) {
+        all.insert(format!("model.{k}"), v);
+    }
+    for (k, v) in opt.state() {
+        all.insert(format!("opt.{k}"), v);
+    }
+    let meta = HashMap::from([
+        ("step".to_string(), step.to_string()),
+        ("optimizer_t".to_string(), opt.t.to_string()),
+        ("seconds".to_string(), format!("{seconds}")),
+    ]);
+    write_atomic(
+        dir.join("checkpoint.safetensors"),
+        &write_safetensors_with(&all, Some(meta))?,
+    )
+}
+
+/// Mixes a seed with step/purpose numbers (SplitMix-style), for per-step generators.
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z ^ (z >> 31)
+}
+
+/// The training-set indices of step `step`: epoch-wise permutations from the seed.
+fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize> {
+    let per_epoch = (n / batch).max(1);
+    let (epoch, b) = (step / per_epoch, step % per_epoch);
+    let mut idx: Vec<usize> = (0..n).collect();
+    Rng::new(mix(seed, epoch as u64, 0xDA7A)).shuffle(&mut idx);
+    idx[b * batch..((b + 1) * batch).min(n)].to_vec()
+}
+
+/// Runs (or resumes) the run in `dir` on `train` until its last step, or until
+/// `stop_at` steps (to simulate an interruption). Returns the summary when finished.
+pub fn run<B: AutodiffBackend>(
+    dir: &Path,
+    train: &Dataset,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+    stop_at: Option<usize>,
+) -> Result<Option<TuneSummary>> {
+    let (info, _vit_cfg, mut model, start) = load_run::<B>(dir, device)?;
+    let cfg = &info.config;
+    if train.len() < cfg.batch_size {
+        return Err(Error::Invalid(format!(
+            "batch size {} exceeds the {} training images",
+            cfg.batch_size,
+            train.len()
+        )));
+    }
+    let defenses: Vec<Box<dyn Defense<B>>> = cfg
+        .methods
+        .iter()
+        .map(|m| by_name::<B>(m, &cfg.defense))
+        .collect::<Result<_>>()?;
+    let mut opt = AdamW::<B>::new(AdamWConfig {
+        weight_decay: cfg.weight_decay,
+        max_grad_norm: (cfg.grad_clip > 0.0).then_some(cfg.grad_clip),
+        ..Default::default()
+    });
+    let mut seconds = 0.0;
+    if start > 0 {
+        let bytes = read(dir.join("checkpoint.safetensors"))?;
+        let (_, opt_t) = split_prefix(read_safetensors(&bytes)?);
+        let meta = read_safetensors_metadata(&bytes)?;
+        let t = meta
+            .get("optimizer_t")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(start);
+        seconds = meta
+            .get("seconds")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
+        opt.load_state(t, &opt_t, device)?;
+    }
+    let metrics_path = dir.join("metrics.jsonl");
+    truncate_metrics(&metrics_path, start)?;
+    let mut metrics = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| Error::io(&metrics_path, e))?;
+    let sched = WarmupCosine {
+        lr: cfg.lr,
+        min_lr: cfg.min_lr,
+        warmup: cfg.warmup.max(1),
+        total: cfg.steps,
+    };
+    let end = stop_at.unwrap_or(cfg.steps).min(cfg.steps);
+    let clock = Instant::now();
+    let mut last_save = start;
+    progress.update(start, cfg.steps, "steps");
+    for step in start..end {
+        if progress.cancelled() {
+            break;
+        }
+        let mut rng = Rng::new(mix(cfg.seed, step as u64, 0x57E9));
+        let idx = batch_indices(train.len(), cfg.batch_size, cfg.seed, step);
+        let (x, y) = train.batch::<B::InnerBackend>(&idx, device);
+        let method = if defenses.len() > 1 {
+            rng.below(defenses.len())
+        } else {
+            0
+        };
+        let adapters = model.adapters(method);
+        let defense = defenses.get(method);
+        let (loss, clean_logits, adv_logits) = match defense {
+            None => {
+                let logits = model.logits(Tensor::from_inner(x), adapters.as_ref());
+                (
+                    cross_entropy(logits.clone(), Tensor::from_inner(y.clone())),
+                    Some(logits),
+                    None,
+                )
+            }
+            Some(d) => {
+                // Attack a frozen view: same weights, same generated factors, no graph.
+                let frozen_vit = model.vit.clone().no_grad();
+                let frozen_ad = adapters.as_ref().map(|a| a.detach());
+                let view: Box<dyn Classifier<B> + '_> = match &frozen_ad {
+                    Some(a) => Box::new(Adapted {
+                        vit: &frozen_vit,
+                        adapters: a,
+                    }),
+                    None => Box::new(frozen_vit.clone()),
+                };
+                let x_adv = d.attack(view.as_ref(), x.clone(), y.clone(), &mut rng);
+                let b = idx.len();
+                let yd = Tensor::from_inner(y.clone());
+                if d.needs_clean() {
+                    // One forward for clean and adversarial images together.
+                    let both = model.logits(
+                        Tensor::from_inner(Tensor::cat(vec![x, x_adv], 0)),
+                        adapters.as_ref(),
+                    );
+                    let clean = both.clone().narrow(0, 0, b);
+                    let adv = both.narrow(0, b, b);
+                    (
+                        d.outer_loss(Some(clean.clone()), adv.clone(), yd),
+                        Some(clean),
+                        Some(adv),
+                    )
+                } else {
+                    let adv = model.logits(Tensor::from_inner(x_adv), adapters.as_ref());
+                    (d.outer_loss(None, adv.clone(), yd), None, Some(adv))
+                }
+            }
+        };
+        let loss_value = loss.clone().into_scalar().elem::<f64>();
+        if !loss_value.is_finite() {
+            return Err(Error::Invalid(format!(
+                "loss became {loss_value} at step {step}; lower the learning rate"
+            )));
+        }
+        let grads = loss.backward();
+        let lr = sched.at(step);
+        let (next, info_step) = opt.step(lr, model, &grads);
+        model = next;
+        if (step + 1) % cfg.log_every.max(1) == 0 || step + 1 == cfg.steps {
+            let acc = |l: Option<Tensor<B, 2>>| {
+                l.map(|l| {
+                    let p = l.inner().argmax(1).reshape([idx.len()]);
+                    p.equal(y.clone()).int().sum().into_scalar().elem::<i64>() as f64
+                        / idx.len() as f64
+                })
+            };
+            let record = json!({"step": step + 1, "method": cfg.methods.get(method).map(String::as_str).unwrap_or("none"),
+                "loss": loss_value, "clean_acc": acc(clean_logits), "adv_acc": acc(adv_logits), "lr": lr,
+                "grad_norm": info_step.grad_norm, "grad_tensors": info_step.updated, "seconds": seconds + clock.elapsed().as_secs_f64()});
+            writeln!(metrics, "{record}").map_err(|e| Error::io(&metrics_path, e))?;
+        }
+        progress.update(
+            step + 1,
+            cfg.steps,
+            cfg.methods
+                .get(method)
+                .map(String::as_str)
+                .unwrap_or("clean"),
+        );
+        if (step + 1) % cfg.checkpoint_every == 0 || step + 1 == end {
+            save_checkpoint(
+                dir,
+                &model,
+                &opt,
+                step + 1,
+                seconds + clock.elapsed().as_secs_f64(),
+            )?;
+            last_save = step + 1;
+        }
+    }
+    if last_save < cfg.steps {
+        return Ok(None);
+    }
+    let summary = TuneSummary {
+        steps: cfg.steps,
+        trainable_params: count_trainable(&model),
+        seconds: seconds + clock.elapsed().as_secs_f64(),
+        peak_mem_mib: peak_mem_mib(),
+    };
+    write_atomic(
+        dir.join("summary.json"),
+        serde_json::to_string_pretty(&summary)
+            .expect("json")
+            .as_bytes(),
+    )?;
+    Ok(Some(summary))
+}
+
+/// Drops metric records past `step` (left by a run killed after its last checkpoint).
+fn truncate_metrics(path: &PathBuf, step: usize) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s as usize <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    write_atomic(path, kept.as_bytes())
+}
+
+/// Peak resident set size of this process (Linux), in MiB.
+pub fn peak_mem_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

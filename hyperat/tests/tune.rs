@@ -1,0 +1,235 @@
+//! The trainer on tiny models: start equal to the backbone, train only what should
+//! train, resume to bit-identical weights.
+
+use std::path::Path;
+
+use hyperat::backend::{Cpu, CpuAutodiff};
+use hyperat::checkpoint::Checkpoint;
+use hyperat::data::Dataset;
+use hyperat::defense::DefenseParams;
+use hyperat::host::{TensorMap, read_safetensors};
+use hyperat::prelude::*;
+use hyperat::progress::Silent;
+use hyperat::rng::Rng;
+use hyperat::state::{named_tensors, trainable_tensors};
+use hyperat::tune::{RunInfo, TuneConfig, TuneKind, Tuned, load_run, run, start_run};
+use hyperat::{Vit, VitConfig};
+
+type A = CpuAutodiff;
+
+fn tiny_cfg() -> VitConfig {
+    let mut c = VitConfig::vit_tiny_fmnist();
+    c.embed_dim = 16;
+    c.depth = 2;
+    c.num_heads = 2;
+    c.patch_size = 7;
+    c
+}
+
+fn backbone() -> Checkpoint {
+    let cfg = tiny_cfg();
+    <Cpu as Backend>::seed(&Default::default(), 3);
+    Checkpoint::from_vit(&cfg, &Vit::<Cpu>::init(&cfg, &Default::default()))
+}
+
+fn data(n: usize) -> Dataset {
+    let mut rng = Rng::new(5);
+    Dataset {
+        name: "synthetic".into(),
+        shape: [1, 28, 28],
+        pixels: (0..n * 784)
+            .map(|_| (rng.uniform() * 255.0) as u8)
+            .collect(),
+        labels: (0..n).map(|_| rng.below(10) as u32).collect(),
+        classes: (0..10).map(|i| format!("c{i}")).collect(),
+    }
+}
+
+fn config(kind: TuneKind, methods: &[&str], steps: usize) -> TuneConfig {
+    TuneConfig {
+        kind,
+        methods: methods.iter().map(|s| s.to_string()).collect(),
+        defense: DefenseParams {
+            eps: 0.1,
+            alpha: 0.05,
+            steps: 2,
+            beta: 6.0,
+        },
+        steps,
+        batch_size: 8,
+        warmup: 1,
+        checkpoint_every: 2,
+        lr: 1e-2,
+        ..Default::default()
+    }
+}
+
+fn start(dir: &Path, cfg: TuneConfig) {
+    let info = RunInfo {
+        config: cfg,
+        dataset: "synthetic".into(),
+        backbone_source: "test".into(),
+    };
+    start_run(dir, &info, &backbone()).unwrap();
+}
+
+fn final_model(dir: &Path) -> Tuned<A> {
+    load_run::<A>(dir, &Default::default()).unwrap().2
+}
+
+#[test]
+fn hyperat_starts_equal_to_the_backbone() {
+    let dev = Default::default();
+    let ck = backbone();
+    let cfg = config(TuneKind::Hyperat, &["pgd-at", "trades", "mart"], 1);
+    let model = Tuned::<A>::new(ck.build::<A>(&dev).unwrap(), &ck.config, &cfg, &dev);
+    let x = data(4).batch::<A>(&[0, 1, 2, 3], &dev).0;
+    let base = model.vit.forward(x.clone()).into_data();
+    for m in 0..3 {
+        let a = model.adapters(m).unwrap();
+        assert_eq!(
+            model.logits(x.clone(), Some(&a)).into_data(),
+            base,
+            "method {m}"
+        );
+        // The generated A factors are not zero (only B is).
+        let f = model.factors(m).unwrap();
+        assert!(f.per_target[0].1.clone().abs().sum().into_scalar() > 0.0);
+    }
+}
+
+#[test]
+fn trains_only_the_trainable_side_and_every_part_of_it() {
+    for (kind, methods) in [
+        (TuneKind::Hyperat, vec!["pgd-at", "trades", "mart"]),
+        (TuneKind::LoraAt, vec!["pgd-at"]),
+        (TuneKind::FullLoraAt, vec!["trades"]),
+        (TuneKind::LinearProbe, vec![]),
+        (TuneKind::FullAt, vec!["fgsm-rs"]),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        start(dir, config(kind, &methods, 4));
+        let before = final_model(dir);
+        let frozen_before: TensorMap = named_tensors(&before)
+            .into_iter()
+            .filter(|(k, _)| !trainable_tensors(&before).contains_key(k))
+            .collect();
+        let trainable_before = trainable_tensors(&before);
+        let summary = run::<A>(dir, &data(32), &Default::default(), &mut Silent, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(summary.steps, 4);
+        let after = final_model(dir);
+        let all_after = named_tensors(&after);
+        for (k, v) in &frozen_before {
+            assert_eq!(&all_after[k], v, "{kind:?}: frozen tensor {k} changed");
+        }
+        let trainable_after = trainable_tensors(&after);
+        assert_eq!(
+            trainable_after.keys().collect::<Vec<_>>(),
+            trainable_before.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(
+            summary.trainable_params,
+            trainable_after
+                .values()
+                .map(|t| t.data.len())
+                .sum::<usize>()
+        );
+        for (k, v) in &trainable_after {
+            assert_ne!(
+                v, &trainable_before[k],
+                "{kind:?}: trainable tensor {k} never moved"
+            );
+        }
+        // Every trainable tensor received a gradient at every step.
+        let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(metrics.lines().count(), 4);
+        for line in metrics.lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(
+                v["grad_tensors"].as_u64().unwrap() as usize,
+                trainable_before.len(),
+                "{kind:?}: {line}"
+            );
+        }
+        match kind {
+            TuneKind::FullAt => {
+                assert!(trainable_before.contains_key("vit.blocks.0.attn.qkv.weight"))
+            }
+            TuneKind::LinearProbe => assert_eq!(trainable_before.len(), 2),
+            _ => assert!(!trainable_before.contains_key("vit.blocks.0.attn.qkv.weight")),
+        }
+    }
+}
+
+#[test]
+fn resume_after_a_kill_reaches_the_same_weights() {
+    let cfg = config(TuneKind::Hyperat, &["pgd-at", "trades", "mart"], 5);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    start(a.path(), cfg.clone());
+    start(b.path(), cfg);
+    let ds = data(24);
+    let dev = Default::default();
+    run::<A>(a.path(), &ds, &dev, &mut Silent, None)
+        .unwrap()
+        .unwrap();
+    // Interrupted after 3 steps (checkpoint at 3), then resumed in a fresh call.
+    assert!(
+        run::<A>(b.path(), &ds, &dev, &mut Silent, Some(3))
+            .unwrap()
+            .is_none()
+    );
+    // A killed run may have logged past its checkpoint: those records are dropped.
+    let mut m = std::fs::OpenOptions::new()
+        .append(true)
+        .open(b.path().join("metrics.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut m, b"{\"step\": 4, \"stale\": true}\n").unwrap();
+    run::<A>(b.path(), &ds, &dev, &mut Silent, None)
+        .unwrap()
+        .unwrap();
+    let ta =
+        read_safetensors(&std::fs::read(a.path().join("checkpoint.safetensors")).unwrap()).unwrap();
+    let tb =
+        read_safetensors(&std::fs::read(b.path().join("checkpoint.safetensors")).unwrap()).unwrap();
+    assert_eq!(ta.len(), tb.len());
+    for (k, v) in &ta {
+        assert_eq!(v, &tb[k], "{k} differs after resumption");
+    }
+    let lines = |d: &Path| {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(lines(a.path()), 5);
+    assert_eq!(lines(b.path()), 5);
+}
+
+#[test]
+fn refuses_bad_configs() {
+    assert!(
+        config(TuneKind::LoraAt, &["pgd-at", "trades"], 2)
+            .validate()
+            .is_err()
+    );
+    assert!(
+        config(TuneKind::LinearProbe, &["pgd-at"], 2)
+            .validate()
+            .is_err()
+    );
+    assert!(config(TuneKind::Hyperat, &["nope"], 2).validate().is_err());
+    let tmp = tempfile::tempdir().unwrap();
+    start(tmp.path(), config(TuneKind::Hyperat, &["pgd-at"], 2));
+    let info = RunInfo {
+        config: config(TuneKind::Hyperat, &["pgd-at"], 2),
+        dataset: "x".into(),
+        backbone_source: "y".into(),
+    };
+    assert!(
+        start_run(tmp.path(), &info, &backbone()).is_err(),
+        "an existing run is not overwritten"
+    );
+}
