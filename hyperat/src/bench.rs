@@ -43,6 +43,22 @@ pub struct SmallTimes {
     pub train_step_ms: f64,
 }
 
+/// HyperAT on the tiny ViT at batch 128 (milliseconds, medians).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HyperTimes {
+    /// Generating every LoRA factor of one method (with the autodiff graph).
+    pub generate_ms: f64,
+    /// One HyperAT PGD-10 training step (generate, PGD-10 with the factors reused,
+    /// outer loss, backward, AdamW).
+    pub pgd10_step_ms: f64,
+    /// `generate_ms / pgd10_step_ms`.
+    pub generate_fraction: f64,
+    /// Eval forward of the exported (merged, folded) model.
+    pub merged_forward_ms: f64,
+    /// Eval forward of the plain backbone, measured alternately with the merged one.
+    pub plain_forward_ms: f64,
+}
+
 /// All figures of one `hyperat bench` run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BenchReport {
@@ -50,6 +66,8 @@ pub struct BenchReport {
     pub device: String,
     /// Tiny ViT figures.
     pub tiny_vit_28: TinyTimes,
+    /// HyperAT figures on the tiny ViT.
+    pub hyperat_28: HyperTimes,
     /// ViT-S/16 figures (absent with `--skip-small`).
     pub vit_s16_224: Option<SmallTimes>,
 }
@@ -147,6 +165,7 @@ pub fn run<B: AutodiffBackend>(
     let pgd20_attack_ms = median_ms::<B>(device, reps, || {
         let _ = Attack::<B>::perturb(&pgd20, &frozen, x.clone(), y.clone(), &mut rng).into_data();
     });
+    let hyperat_28 = hyper_times::<B>(&cfg, &x, &y, reps, device);
     let vit_s16_224 = small.then(|| {
         let (forward_ms, train_step_ms, _) =
             forward_and_train::<B>(&VitConfig::vit_small_224(), 8, reps, device);
@@ -163,6 +182,63 @@ pub fn run<B: AutodiffBackend>(
             pgd10_at_step_ms,
             pgd20_attack_ms,
         },
+        hyperat_28,
         vit_s16_224,
+    }
+}
+
+fn hyper_times<B: AutodiffBackend>(
+    cfg: &VitConfig,
+    x: &Tensor<B::InnerBackend, 4>,
+    y: &Tensor<B::InnerBackend, 1, Int>,
+    reps: usize,
+    device: &B::Device,
+) -> HyperTimes {
+    use crate::attack::Adapted;
+    use crate::merge::{MergeStrategy, Uniform, fold};
+    use crate::tune::{TuneConfig, Tuned};
+    let tc = TuneConfig::default();
+    let mut model = Tuned::<B>::new(Vit::init(cfg, device), cfg, &tc, device);
+    let generate_ms = median_ms::<B>(device, reps, || {
+        let f = model.factors(0).expect("hyperat");
+        let _ = f.per_target[0].2.clone().into_data();
+    });
+    let pgd = Pgd { eps: 8.0 / 255.0, alpha: 2.0 / 255.0, steps: 10, restarts: 1, random_start: true };
+    let mut opt = crate::optim::AdamW::<B>::new(Default::default());
+    let mut rng = Rng::new(2);
+    let mut m = 0;
+    let pgd10_step_ms = median_ms::<B>(device, reps, || {
+        m = (m + 1) % 3;
+        let adapters = model.adapters(m).expect("hyperat");
+        let (frozen_vit, frozen_ad) = (model.vit.clone().no_grad(), adapters.detach());
+        let view = Adapted { vit: &frozen_vit, adapters: &frozen_ad };
+        let adv = pgd.perturb(&view, x.clone(), y.clone(), &mut rng);
+        let loss = cross_entropy(model.logits(Tensor::from_inner(adv), Some(&adapters)), Tensor::from_inner(y.clone()));
+        let grads = loss.backward();
+        model = opt.step(1e-4, model.clone(), &grads).0;
+    });
+    let inner = model.valid();
+    let methods = crate::variant::method_loras(&inner, &tc.methods);
+    let merged = fold(inner.vit.clone(), &Uniform.merge(&methods).expect("merge")).expect("fold");
+    let plain = inner.vit;
+    let (mut tm, mut tp) = (vec![], vec![]);
+    for _ in 0..reps.max(1) {
+        tm.push(median_ms::<B>(device, 1, || {
+            let _ = merged.forward(x.clone()).into_data();
+        }));
+        tp.push(median_ms::<B>(device, 1, || {
+            let _ = plain.forward(x.clone()).into_data();
+        }));
+    }
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    HyperTimes {
+        generate_ms,
+        pgd10_step_ms,
+        generate_fraction: generate_ms / pgd10_step_ms,
+        merged_forward_ms: med(tm),
+        plain_forward_ms: med(tp),
     }
 }

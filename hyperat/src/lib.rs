@@ -33,9 +33,13 @@ pub mod io;
 pub mod merge;
 pub mod progress;
 #[cfg(feature = "native")]
+pub mod report;
+#[cfg(feature = "native")]
 pub mod train;
 #[cfg(feature = "native")]
 pub mod tune;
+#[cfg(feature = "native")]
+pub mod variant;
 
 pub use config::{GlobalPool, VitConfig};
 pub use error::{Error, Result};

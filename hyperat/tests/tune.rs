@@ -69,6 +69,8 @@ fn start(dir: &Path, cfg: TuneConfig) {
         config: cfg,
         dataset: "synthetic".into(),
         backbone_source: "test".into(),
+        holdout: 0,
+        train_limit: None,
     };
     start_run(dir, &info, &backbone()).unwrap();
 }
@@ -227,6 +229,8 @@ fn refuses_bad_configs() {
         config: config(TuneKind::Hyperat, &["pgd-at"], 2),
         dataset: "x".into(),
         backbone_source: "y".into(),
+        holdout: 0,
+        train_limit: None,
     };
     assert!(
         start_run(tmp.path(), &info, &backbone()).is_err(),

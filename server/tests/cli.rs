@@ -191,3 +191,163 @@ fn pretrain_then_eval_on_fashion_mnist() {
     assert_eq!(reports[0]["clean_pred"], reports[1]["clean_pred"]);
     assert_eq!(reports[0]["clean_pred"], reports[2]["clean_pred"]);
 }
+
+/// The README's HyperAT path on Fashion-MNIST, at toy size: pretrain → tune → merge
+/// (uniform, adaptive) → export → eval, plus a baseline and the report table.
+#[test]
+fn tune_merge_export_eval_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |s: &str| tmp.path().join(s);
+    run_ok(
+        hyperat()
+            .args([
+                "pretrain",
+                "--preset",
+                "vit-tiny-fmnist",
+                "--epochs",
+                "1",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "16",
+                "--eval-limit",
+                "0",
+                "--train-limit",
+                "64",
+            ])
+            .arg("--out")
+            .arg(p("backbone")),
+    );
+    let tune = |kind: &str, methods: &str, dir: &str| {
+        run_ok(
+            hyperat()
+                .args([
+                    "tune",
+                    "--dataset",
+                    "fashion-mnist",
+                    "--kind",
+                    kind,
+                    "--methods",
+                    methods,
+                    "--steps",
+                    "3",
+                    "--batch-size",
+                    "8",
+                    "--eps",
+                    "0.1",
+                    "--attack-steps",
+                    "2",
+                    "--holdout",
+                    "32",
+                    "--train-limit",
+                    "64",
+                    "--checkpoint-every",
+                    "2",
+                ])
+                .arg("--backbone")
+                .arg(p("backbone"))
+                .arg("--out")
+                .arg(p(dir)),
+        );
+    };
+    tune("hyperat", "pgd-at,trades,mart", "run");
+    tune("lora-at", "pgd-at", "lora");
+    let run = p("run");
+    assert!(run.join("summary.json").is_file());
+    run_ok(
+        hyperat()
+            .args(["merge", "--strategy", "uniform", "--run"])
+            .arg(&run),
+    );
+    run_ok(
+        hyperat()
+            .args([
+                "merge",
+                "--strategy",
+                "adaptive",
+                "--merge-steps",
+                "2",
+                "--batch-size",
+                "8",
+                "--attack-steps",
+                "1",
+                "--run",
+            ])
+            .arg(&run),
+    );
+    let merges: Vec<_> = std::fs::read_dir(run.join("merges")).unwrap().collect();
+    assert_eq!(merges.len(), 2);
+    run_ok(
+        hyperat()
+            .args(["export", "--variant", "merged:adaptive", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(p("export")),
+    );
+    // The export is a plain timm checkpoint: `logits` and `eval` load it.
+    let inputs = p("x.f32");
+    std::fs::write(&inputs, vec![0u8; 4 * 784 * 2]).unwrap();
+    run_ok(
+        hyperat()
+            .args(["logits", "--model"])
+            .arg(p("export"))
+            .arg("--inputs")
+            .arg(&inputs)
+            .arg("--out")
+            .arg(p("y.f32")),
+    );
+    assert_eq!(std::fs::metadata(p("y.f32")).unwrap().len(), 2 * 10 * 4);
+    for model in [
+        p("export").display().to_string(),
+        format!("{}#method:trades", run.display()),
+    ] {
+        let json = p("e.json");
+        run_ok(
+            hyperat()
+                .args([
+                    "eval", "--limit", "16", "--attack", "pgd", "--eps", "0.1", "--steps", "2",
+                    "--model", &model,
+                ])
+                .arg("--json")
+                .arg(&json),
+        );
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(v["n"], 16);
+    }
+    // An unknown variant or a merge of a baseline run is a clear error.
+    let out = hyperat()
+        .args(["export", "--variant", "merged:nope", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(p("x"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let out = hyperat()
+        .args(["merge", "--run"])
+        .arg(p("lora"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a HyperAT run"));
+    // The report table.
+    let md = p("r.md");
+    run_ok(
+        hyperat()
+            .args([
+                "report", "--limit", "16", "--eps", "0.1", "--steps", "2", "--models",
+            ])
+            .arg(format!(
+                "HyperAT+={}#merged:uniform,LoRA-AT={}#tuned",
+                run.display(),
+                p("lora").display()
+            ))
+            .arg("--md")
+            .arg(&md),
+    );
+    let table = std::fs::read_to_string(&md).unwrap();
+    assert!(
+        table.contains("| HyperAT+ |") && table.contains("| LoRA-AT |"),
+        "{table}"
+    );
+}

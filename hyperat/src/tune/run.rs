@@ -42,6 +42,12 @@ pub struct RunInfo {
     pub dataset: String,
     /// Where the backbone came from (informational; the run keeps its own copy).
     pub backbone_source: String,
+    /// Images at the end of the train split held out for the adaptive merge.
+    #[serde(default)]
+    pub holdout: usize,
+    /// Train on the first N remaining images only.
+    #[serde(default)]
+    pub train_limit: Option<usize>,
 }
 
 /// `summary.json`: what a finished run measured.

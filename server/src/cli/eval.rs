@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use hyperat::attack::AttackParams;
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
-use hyperat::checkpoint::{Adapt, load_vit};
 use hyperat::data::{self, Split};
 use hyperat::eval::{EvalConfig, EvalReport, evaluate};
 use hyperat::prelude::*;
+use hyperat::variant::load_spec;
 use serde_json::json;
 
 use super::fraction;
@@ -16,9 +16,10 @@ use super::progress::Bar;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model folder (timm `config.json` + `model.safetensors`).
+    /// Model: a timm folder (`config.json` + `model.safetensors`) or a run's variant,
+    /// `RUN_DIR#merged:uniform`, `RUN_DIR#method:trades`, `RUN_DIR#base`, `RUN_DIR#tuned`.
     #[arg(long)]
-    model: PathBuf,
+    model: String,
     /// fashion-mnist, cifar10, cifar100 or folder:PATH.
     #[arg(long, default_value = "fashion-mnist")]
     dataset: String,
@@ -63,8 +64,9 @@ impl BackendTask for Task {
     type Output = Result<EvalReport>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<EvalReport> {
         let a = self.0;
-        let (cfg, vit) = load_vit::<B>(&a.model, &Adapt::default(), &device)?;
-        let vit = vit.no_grad();
+        let mut model = load_spec::<B>(&a.model, &device)?;
+        model.vit = model.vit.no_grad();
+        let cfg = model.config.clone();
         let split: Split = a.split.parse()?;
         let mut ds = data::load(&a.dataset, split, Some(cfg.input_shape()))?;
         if ds.classes.len() != cfg.num_classes {
@@ -91,17 +93,13 @@ impl BackendTask for Task {
             seed: a.seed,
         };
         let mut bar = Bar::new(&format!("eval {}", a.attack));
-        Ok(evaluate::<B>(&vit, &ds, &ec, &device, &mut bar)?)
+        Ok(evaluate::<B>(&model, &ds, &ec, &device, &mut bar)?)
     }
 }
 
 pub fn run(a: Args, device: DeviceKind) -> Result<()> {
     let out = a.json.clone();
-    let (model, dataset, split) = (
-        a.model.display().to_string(),
-        a.dataset.clone(),
-        a.split.clone(),
-    );
+    let (model, dataset, split) = (a.model.clone(), a.dataset.clone(), a.split.clone());
     let r = dispatch(device, Task(a))??;
     let pct = |v: f64| format!("{:.2}%", 100.0 * v);
     match r.robust_acc {

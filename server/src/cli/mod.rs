@@ -3,9 +3,13 @@
 
 mod bench;
 mod eval;
+mod export;
 mod logits;
+mod merge;
 mod pretrain;
 mod progress;
+mod report;
+mod tune;
 
 use anyhow::{Result, bail};
 use clap::{Parser, Subcommand};
@@ -31,6 +35,14 @@ enum Command {
     Eval(eval::Args),
     /// Standard training of a backbone (AdamW, warm-up + cosine).
     Pretrain(pretrain::Args),
+    /// Adversarial tuning: HyperAT or a baseline (resumable).
+    Tune(tune::Args),
+    /// Merge a HyperAT run's per-method LoRAs.
+    Merge(merge::Args),
+    /// Write a run's variant as a plain timm checkpoint.
+    Export(export::Args),
+    /// Clean / PGD / CW table of several models.
+    Report(report::Args),
     /// Time the reference workloads.
     Bench(bench::Args),
 }
@@ -42,6 +54,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logits(a) => logits::run(a, device),
         Command::Eval(a) => eval::run(a, device),
         Command::Pretrain(a) => pretrain::run(a, device),
+        Command::Tune(a) => tune::run_cli(a, device),
+        Command::Merge(a) => merge::run_cli(a, device),
+        Command::Export(a) => export::run_cli(a, device),
+        Command::Report(a) => report::run_cli(a, device),
         Command::Bench(a) => bench::run(a, device),
     }
 }

@@ -1,0 +1,322 @@
+//! The models a run offers: the undefended backbone, each defense's generated LoRA,
+//! each merge, or (for baselines) the tuned model; and model specs on the command line
+//! (`DIR` for a timm checkpoint, `RUN_DIR#variant` for a run).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::attack::Classifier;
+use crate::checkpoint::{Adapt, Checkpoint, load_vit};
+use crate::config::VitConfig;
+use crate::error::{Error, Result};
+use crate::host::{
+    HostTensor, TensorMap, read_safetensors, read_safetensors_metadata, write_safetensors_with,
+};
+use crate::io::{read, write_atomic};
+use crate::merge::{DenseDeltas, MergeStrategy, MethodLora, Uniform, by_name, fold};
+use crate::tune::{RunInfo, TuneKind, Tuned, load_run};
+use crate::vit::{Adapters, Target, Vit};
+
+/// One model of a run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The backbone the run started from (undefended).
+    Base,
+    /// A baseline run's tuned model.
+    Tuned,
+    /// One defense's LoRA (HyperAT: generated for that method).
+    Method(String),
+    /// A merge of the methods' LoRAs (`uniform`, `adaptive`, ...).
+    Merged(String),
+}
+
+impl FromStr for Variant {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.split_once(':') {
+            None if s == "base" => Ok(Variant::Base),
+            None if s == "tuned" => Ok(Variant::Tuned),
+            Some(("method", m)) if !m.is_empty() => Ok(Variant::Method(m.to_string())),
+            Some(("merged", m)) if !m.is_empty() => Ok(Variant::Merged(m.to_string())),
+            _ => Err(Error::Invalid(format!(
+                "unknown variant `{s}` (base, tuned, method:NAME, merged:STRATEGY)"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Variant::Base => f.write_str("base"),
+            Variant::Tuned => f.write_str("tuned"),
+            Variant::Method(m) => write!(f, "method:{m}"),
+            Variant::Merged(m) => write!(f, "merged:{m}"),
+        }
+    }
+}
+
+/// A ready-to-run model: a plain ViT, plus adapters only where they cannot be folded
+/// (FullLoRA's LayerNorm-input LoRA).
+#[derive(Debug)]
+pub struct VariantModel<B: Backend> {
+    /// Architecture and preprocessing.
+    pub config: VitConfig,
+    /// The (folded) ViT.
+    pub vit: Vit<B>,
+    /// Unfoldable adapters, if any.
+    pub adapters: Option<Adapters<B>>,
+}
+
+impl<B: Backend> Classifier<B> for VariantModel<B> {
+    fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
+        match &self.adapters {
+            Some(a) => self.vit.forward_with(x, a),
+            None => self.vit.forward(x),
+        }
+    }
+}
+
+/// Every method's LoRA of a tuned model, on the host.
+pub fn method_loras<B: Backend>(model: &Tuned<B>, names: &[String]) -> Vec<MethodLora> {
+    let to_host = |ad: &Adapters<B>, name: &str, scaling: f32| {
+        let mut factors = std::collections::BTreeMap::new();
+        for (layer, b) in ad.blocks.iter().enumerate() {
+            for t in Target::ALL {
+                if let Some(d) = b.get(t) {
+                    factors.insert(
+                        (layer, t),
+                        (
+                            HostTensor::from_tensor(d.lora_a.clone()),
+                            HostTensor::from_tensor(d.lora_b.clone()),
+                        ),
+                    );
+                }
+            }
+        }
+        MethodLora {
+            name: name.to_string(),
+            factors,
+            scaling,
+        }
+    };
+    match (&model.hyper, &model.lora) {
+        (Some(h), _) => names
+            .iter()
+            .enumerate()
+            .map(|(m, n)| to_host(&h.generate(m).adapters(), n, h.scaling))
+            .collect(),
+        (None, Some(l)) => vec![to_host(&l.adapters(), &names[0], l.scaling)],
+        _ => vec![],
+    }
+}
+
+fn merge_path(run: &Path, name: &str) -> PathBuf {
+    run.join("merges").join(format!("{name}.safetensors"))
+}
+
+/// Saves a merge's dense deltas (`blocks.{l}.{target}.delta`) with metadata.
+pub fn save_merge(
+    run: &Path,
+    name: &str,
+    deltas: &DenseDeltas,
+    meta: HashMap<String, String>,
+) -> Result<PathBuf> {
+    let map: TensorMap = deltas
+        .iter()
+        .map(|((l, t), d)| (format!("blocks.{l}.{}.delta", t.path()), d.clone()))
+        .collect();
+    let path = merge_path(run, name);
+    write_atomic(&path, &write_safetensors_with(&map, Some(meta))?)?;
+    Ok(path)
+}
+
+/// Loads a saved merge.
+pub fn load_merge(run: &Path, name: &str) -> Result<(DenseDeltas, HashMap<String, String>)> {
+    let bytes = read(merge_path(run, name))?;
+    let mut out = DenseDeltas::new();
+    for (k, v) in read_safetensors(&bytes)? {
+        let parsed = k
+            .strip_prefix("blocks.")
+            .and_then(|r| r.strip_suffix(".delta"))
+            .and_then(|r| r.split_once('.'))
+            .and_then(|(l, t)| {
+                Some((
+                    l.parse::<usize>().ok()?,
+                    Target::ALL.into_iter().find(|x| x.path() == t)?,
+                ))
+            });
+        let key = parsed.ok_or_else(|| {
+            Error::Checkpoint(format!("merge file has an unexpected tensor `{k}`"))
+        })?;
+        out.insert(key, v);
+    }
+    Ok((out, read_safetensors_metadata(&bytes)?))
+}
+
+/// The variants a run offers, in display order.
+pub fn list_variants(run: &Path) -> Result<Vec<Variant>> {
+    let info: RunInfo = serde_json::from_slice(&read(run.join("run.json"))?)
+        .map_err(|e| Error::Config(format!("{}/run.json: {e}", run.display())))?;
+    let mut v = vec![Variant::Base];
+    match info.config.kind {
+        TuneKind::Hyperat => {
+            v.extend(
+                info.config
+                    .methods
+                    .iter()
+                    .map(|m| Variant::Method(m.clone())),
+            );
+            v.push(Variant::Merged("uniform".into()));
+            if let Ok(rd) = std::fs::read_dir(run.join("merges")) {
+                let mut names: Vec<String> = rd
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()?
+                            .strip_suffix(".safetensors")
+                            .map(String::from)
+                    })
+                    .filter(|n| n != "uniform")
+                    .collect();
+                names.sort();
+                v.extend(names.into_iter().map(Variant::Merged));
+            }
+        }
+        _ => v.push(Variant::Tuned),
+    }
+    Ok(v)
+}
+
+/// Builds one variant of the run in `run`.
+pub fn build<B: AutodiffBackend>(
+    run: &Path,
+    variant: &Variant,
+    device: &B::Device,
+) -> Result<VariantModel<B>> {
+    let (info, config, model, step) = load_run::<B>(run, device)?;
+    if step == 0 && *variant != Variant::Base {
+        return Err(Error::Invalid(format!(
+            "run {} has no checkpoint yet",
+            run.display()
+        )));
+    }
+    let kind = info.config.kind;
+    let methods = &info.config.methods;
+    let folded = |deltas: &DenseDeltas| -> Result<VariantModel<B>> {
+        Ok(VariantModel {
+            config: config.clone(),
+            vit: fold(model.vit.clone(), deltas)?,
+            adapters: None,
+        })
+    };
+    match variant {
+        Variant::Base => {
+            let (config, vit) = load_vit::<B>(run.join("backbone"), &Adapt::default(), device)?;
+            Ok(VariantModel {
+                config,
+                vit,
+                adapters: None,
+            })
+        }
+        Variant::Tuned if kind == TuneKind::Hyperat => Err(Error::Invalid(
+            "a HyperAT run offers method:NAME and merged:STRATEGY variants".into(),
+        )),
+        Variant::Tuned | Variant::Method(_) if kind != TuneKind::Hyperat => {
+            if let Variant::Method(m) = variant
+                && !methods.contains(m)
+            {
+                return Err(Error::Invalid(format!(
+                    "run {} trained with {methods:?}, not `{m}`",
+                    run.display()
+                )));
+            }
+            match kind {
+                TuneKind::LoraAt => folded(&Uniform.merge(&method_loras(&model, methods))?),
+                TuneKind::FullLoraAt => {
+                    let adapters = model.adapters(0);
+                    Ok(VariantModel {
+                        config,
+                        vit: model.vit,
+                        adapters,
+                    })
+                }
+                _ => Ok(VariantModel {
+                    config,
+                    vit: model.vit,
+                    adapters: None,
+                }),
+            }
+        }
+        Variant::Method(m) => {
+            let i = methods.iter().position(|x| x == m).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "run {} has no method `{m}` (it has {methods:?})",
+                    run.display()
+                ))
+            })?;
+            let one = method_loras(&model, methods).swap_remove(i);
+            folded(&Uniform.merge(&[one])?)
+        }
+        Variant::Merged(s) => {
+            if kind != TuneKind::Hyperat {
+                return Err(Error::Invalid(
+                    "merged variants exist for HyperAT runs only".into(),
+                ));
+            }
+            let deltas = if merge_path(run, s).exists() {
+                load_merge(run, s)?.0
+            } else {
+                by_name(s, None, None, info.config.seed)?.merge(&method_loras(&model, methods))?
+            };
+            folded(&deltas)
+        }
+        Variant::Tuned => unreachable!("handled above"),
+    }
+}
+
+/// Loads a model spec: a timm checkpoint folder, or `RUN_DIR[#VARIANT]` (default variant:
+/// `merged:uniform` for HyperAT runs, `tuned` for baselines).
+pub fn load_spec<B: AutodiffBackend>(spec: &str, device: &B::Device) -> Result<VariantModel<B>> {
+    let (path, variant) = match spec.split_once('#') {
+        Some((p, v)) => (PathBuf::from(p), Some(v.parse::<Variant>()?)),
+        None => (PathBuf::from(spec), None),
+    };
+    if path.join("run.json").is_file() {
+        let variant = match variant {
+            Some(v) => v,
+            None => list_variants(&path)?
+                .into_iter()
+                .find(|v| matches!(v, Variant::Tuned) || *v == Variant::Merged("uniform".into()))
+                .unwrap_or(Variant::Base),
+        };
+        return build::<B>(&path, &variant, device);
+    }
+    if variant.is_some() {
+        return Err(Error::Invalid(format!(
+            "{} is not a run folder (no run.json); variants need a run",
+            path.display()
+        )));
+    }
+    let (config, vit) = load_vit::<B>(&path, &Adapt::default(), device)?;
+    Ok(VariantModel {
+        config,
+        vit,
+        adapters: None,
+    })
+}
+
+/// A timm checkpoint of a variant (refuses unfoldable variants).
+pub fn export<B: Backend>(v: &VariantModel<B>) -> Result<Checkpoint> {
+    if v.adapters.is_some() {
+        return Err(Error::Invalid(
+            "this variant has LayerNorm-input LoRA (FullLoRA-AT), which cannot be folded into plain ViT weights".into(),
+        ));
+    }
+    Ok(Checkpoint::from_vit(&v.config, &v.vit))
+}

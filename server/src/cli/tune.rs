@@ -1,0 +1,183 @@
+//! `hyperat tune`: HyperAT or a baseline on a frozen backbone, resumable.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use hyperat::backend::{BackendTask, DeviceKind, dispatch};
+use hyperat::checkpoint::{Adapt, Checkpoint};
+use hyperat::data::{self, Split};
+use hyperat::defense::{DefenseParams, parse_list};
+use hyperat::hypernet::HyperConfig;
+use hyperat::lora::LoraConfig;
+use hyperat::prelude::*;
+use hyperat::tune::{RunInfo, TuneConfig, TuneKind, TuneSummary, run, start_run};
+
+use super::fraction;
+use super::progress::Bar;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Run folder (created; with --resume, continued).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Backbone checkpoint folder (timm format), e.g. from `hyperat pretrain`.
+    #[arg(long, required_unless_present = "resume")]
+    backbone: Option<PathBuf>,
+    /// fashion-mnist, cifar10, cifar100 or folder:PATH.
+    #[arg(long, default_value = "fashion-mnist")]
+    dataset: String,
+    /// hyperat, lora-at, full-lora-at, full-at or linear-probe.
+    #[arg(long, default_value = "hyperat")]
+    kind: String,
+    /// Defense methods (HyperAT samples one per step; baselines take one; the linear
+    /// probe none).
+    #[arg(long, default_value = "pgd-at,trades,mart")]
+    methods: String,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 1000)]
+    steps: usize,
+    /// Images per step.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Warm-up steps (default 5% of the steps).
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    /// Inner attack radius (`0.1`, `8/255`).
+    #[arg(long, default_value = "8/255", value_parser = fraction)]
+    eps: f32,
+    /// Inner attack step (default eps/4).
+    #[arg(long, value_parser = fraction)]
+    alpha: Option<f32>,
+    /// Inner attack iterations.
+    #[arg(long, default_value_t = 10)]
+    attack_steps: usize,
+    /// TRADES / MART beta.
+    #[arg(long, default_value_t = 6.0)]
+    beta: f32,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// LoRA alpha (scaling = alpha / rank).
+    #[arg(long, default_value_t = 16.0)]
+    lora_alpha: f32,
+    /// LoRA targets: all, qv, or a list of qkv,proj,fc1,fc2.
+    #[arg(long, default_value = "all")]
+    targets: String,
+    /// Training images held out (the last ones of the train split) for the adaptive merge.
+    #[arg(long, default_value_t = 5000)]
+    holdout: usize,
+    /// Use only the first N training images (after the hold-out).
+    #[arg(long)]
+    train_limit: Option<usize>,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checkpoint interval in steps.
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: usize,
+}
+
+struct Task(Args);
+
+impl BackendTask for Task {
+    type Output = Result<Option<TuneSummary>>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Option<TuneSummary>> {
+        let a = self.0;
+        let info = if a.resume {
+            let text = std::fs::read(a.out.join("run.json"))?;
+            serde_json::from_slice::<RunInfo>(&text)?
+        } else {
+            let Some(backbone) = &a.backbone else {
+                bail!("--backbone is required for a new run")
+            };
+            let kind = TuneKind::parse(&a.kind)?;
+            let methods = match kind {
+                TuneKind::LinearProbe => vec![],
+                _ => parse_list(&a.methods)?,
+            };
+            let (targets, qv_only) = LoraConfig::parse_targets(&a.targets)?;
+            let ck = Checkpoint::load(backbone)?;
+            let cfg = TuneConfig {
+                kind,
+                methods,
+                defense: DefenseParams {
+                    eps: a.eps,
+                    alpha: a.alpha.unwrap_or(a.eps / 4.0),
+                    steps: a.attack_steps,
+                    beta: a.beta,
+                },
+                lora: LoraConfig {
+                    rank: a.rank,
+                    alpha: a.lora_alpha,
+                    targets,
+                    qv_only,
+                },
+                hyper: HyperConfig::default(),
+                steps: a.steps,
+                batch_size: a.batch_size,
+                lr: a.lr,
+                warmup: a.warmup.unwrap_or(a.steps / 20),
+                weight_decay: a.weight_decay,
+                seed: a.seed,
+                checkpoint_every: a.checkpoint_every,
+                ..Default::default()
+            };
+            cfg.lora.validate(&ck.config)?;
+            let info = RunInfo {
+                config: cfg,
+                dataset: a.dataset.clone(),
+                backbone_source: backbone.display().to_string(),
+                holdout: a.holdout,
+                train_limit: a.train_limit,
+            };
+            start_run(&a.out, &info, &ck.adapt(&Adapt::default())?)?;
+            info
+        };
+        let backbone_cfg = Checkpoint::load(a.out.join("backbone"))?.config;
+        let mut train = data::load(
+            &info.dataset,
+            Split::Train,
+            Some(backbone_cfg.input_shape()),
+        )?;
+        train.split_off(info.holdout);
+        if let Some(n) = info.train_limit {
+            train.truncate(n);
+        }
+        eprintln!(
+            "tune: {} ({}) on {} images, {} steps at batch {}, run folder {}",
+            info.config.kind.name(),
+            info.config.methods.join(","),
+            train.len(),
+            info.config.steps,
+            info.config.batch_size,
+            a.out.display()
+        );
+        let mut bar = Bar::new("tune");
+        Ok(run::<B>(&a.out, &train, &device, &mut bar, None)?)
+    }
+}
+
+pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
+    match dispatch(device, Task(a))?? {
+        Some(s) => eprintln!(
+            "tune: done, {} steps in {:.0}s, {} trainable parameters, peak memory {}",
+            s.steps,
+            s.seconds,
+            s.trainable_params,
+            s.peak_mem_mib
+                .map(|m| format!("{m:.0} MiB"))
+                .unwrap_or_else(|| "n/a".into())
+        ),
+        None => eprintln!("tune: stopped before the last step; continue with --resume"),
+    }
+    Ok(())
+}
