@@ -203,7 +203,13 @@ fn hyper_times<B: AutodiffBackend>(
         let f = model.factors(0).expect("hyperat");
         let _ = f.per_target[0].2.clone().into_data();
     });
-    let pgd = Pgd { eps: 8.0 / 255.0, alpha: 2.0 / 255.0, steps: 10, restarts: 1, random_start: true };
+    let pgd = Pgd {
+        eps: 8.0 / 255.0,
+        alpha: 2.0 / 255.0,
+        steps: 10,
+        restarts: 1,
+        random_start: true,
+    };
     let mut opt = crate::optim::AdamW::<B>::new(Default::default());
     let mut rng = Rng::new(2);
     let mut m = 0;
@@ -211,9 +217,15 @@ fn hyper_times<B: AutodiffBackend>(
         m = (m + 1) % 3;
         let adapters = model.adapters(m).expect("hyperat");
         let (frozen_vit, frozen_ad) = (model.vit.clone().no_grad(), adapters.detach());
-        let view = Adapted { vit: &frozen_vit, adapters: &frozen_ad };
+        let view = Adapted {
+            vit: &frozen_vit,
+            adapters: &frozen_ad,
+        };
         let adv = pgd.perturb(&view, x.clone(), y.clone(), &mut rng);
-        let loss = cross_entropy(model.logits(Tensor::from_inner(adv), Some(&adapters)), Tensor::from_inner(y.clone()));
+        let loss = cross_entropy(
+            model.logits(Tensor::from_inner(adv), Some(&adapters)),
+            Tensor::from_inner(y.clone()),
+        );
         let grads = loss.backward();
         model = opt.step(1e-4, model.clone(), &grads).0;
     });

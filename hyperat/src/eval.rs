@@ -12,6 +12,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+use crate::attack::checks::{SanityReport, model_checks, result_checks};
 use crate::attack::{AttackParams, Classifier, by_name};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -42,6 +43,15 @@ impl Default for EvalConfig {
     }
 }
 
+/// Robust accuracy after one component of a composite attack.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ComponentAcc {
+    /// Component name.
+    pub name: String,
+    /// Robust accuracy after it (and every earlier one).
+    pub robust_acc: f64,
+}
+
 /// Results of one evaluation.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -63,6 +73,10 @@ pub struct EvalReport {
     pub attack: serde_json::Value,
     /// Largest `|x_adv - x|` seen (must not exceed eps).
     pub max_linf: Option<f32>,
+    /// For composite attacks (AutoAttack): robust accuracy after each component.
+    pub components: Option<Vec<ComponentAcc>>,
+    /// AutoAttack-style sanity checks (with an attack).
+    pub checks: Option<SanityReport>,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -95,6 +109,9 @@ pub fn evaluate<B: AutodiffBackend>(
     let start = Instant::now();
     let mut rng = Rng::new(cfg.seed);
     let (mut clean_pred, mut adv_pred, mut max_linf) = (vec![], vec![], 0f32);
+    let mut nan_count = 0usize;
+    let mut component_robust: Vec<(String, usize)> = vec![];
+    let mut checks: Option<SanityReport> = None;
     let batches = ds.ordered_batches(cfg.batch_size);
     progress.update(0, ds.len(), "images");
     for idx in &batches {
@@ -106,7 +123,17 @@ pub fn evaluate<B: AutodiffBackend>(
         let logits = model.logits(Tensor::from_inner(x.clone())).inner();
         clean_pred.extend(to_u32(logits.argmax(1).reshape([b])));
         if let Some(a) = &attack {
-            let adv = a.perturb(model, x.clone(), y, &mut rng);
+            if checks.is_none() {
+                checks = Some(model_checks::<B>(model, &x, &y));
+            }
+            let (adv, after) = a.perturb_report(model, x.clone(), y, &mut rng);
+            for (i, (name, robust)) in after.into_iter().enumerate() {
+                if component_robust.len() <= i {
+                    component_robust.push((name, 0));
+                }
+                component_robust[i].1 += robust.iter().filter(|r| **r).count();
+            }
+            nan_count += adv.clone().is_nan().int().sum().into_scalar().elem::<i64>() as usize;
             max_linf = max_linf.max((adv.clone() - x).abs().max().into_scalar().elem::<f32>());
             let logits = model.logits(Tensor::from_inner(adv)).inner();
             adv_pred.extend(to_u32(logits.argmax(1).reshape([b])));
@@ -136,6 +163,25 @@ pub fn evaluate<B: AutodiffBackend>(
         .unwrap_or_else(|| serde_json::json!({"name": "none"}));
     attack_json["seed"] = serde_json::json!(cfg.seed);
     attack_json["batch_size"] = serde_json::json!(cfg.batch_size);
+    if let Some(c) = checks.as_mut() {
+        result_checks(
+            c,
+            cfg.params.eps,
+            max_linf,
+            nan_count,
+            clean_acc,
+            robust_acc.unwrap_or(0.0),
+        );
+    }
+    let components = (!component_robust.is_empty()).then(|| {
+        component_robust
+            .into_iter()
+            .map(|(name, r)| ComponentAcc {
+                name,
+                robust_acc: r as f64 / n.max(1) as f64,
+            })
+            .collect()
+    });
     Ok(EvalReport {
         n,
         clean_acc,
@@ -146,6 +192,8 @@ pub fn evaluate<B: AutodiffBackend>(
         labels,
         attack: attack_json,
         max_linf: attack.is_some().then_some(max_linf),
+        components,
+        checks,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

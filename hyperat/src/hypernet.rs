@@ -15,8 +15,10 @@ use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
 use crate::config::VitConfig;
+use crate::init;
 use crate::lora::{LoraConfig, qv_mask, target_shape};
-use crate::vit::{Adapters, LinearDelta, Target, zero_bias};
+use crate::rng::Rng;
+use crate::vit::{Adapters, LinearDelta, Target};
 
 /// Sizes of the embeddings and the generator (method.md's defaults, marked "ours").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,16 +130,15 @@ impl<B: Backend> HyperNet<B> {
         lora: &LoraConfig,
         hc: &HyperConfig,
         methods: usize,
+        rng: &mut Rng,
         device: &B::Device,
     ) -> Self {
         let e = hc.embed_dim;
-        let table = |rows: usize| {
-            Initializer::Normal {
-                mean: 0.0,
-                std: 1.0,
-            }
-            .init([rows, e], device)
-        };
+        let method_embed = init::normal([methods, e], 1.0, rng, device);
+        let layer_embed = init::normal([vit.depth, e], 1.0, rng, device);
+        let module_embed = init::normal([Target::ALL.len(), e], 1.0, rng, device);
+        let gen_fc1 = init::linear(3 * e, hc.hidden, rng, device);
+        let gen_fc2 = init::linear(hc.hidden, hc.cond_dim, rng, device);
         let mut head_shapes: Vec<[usize; 2]> = vec![];
         let mut target_head = vec![];
         for &t in &lora.targets {
@@ -157,12 +158,8 @@ impl<B: Backend> HyperNet<B> {
             .map(|&[i, _]| {
                 // Generated A entries get std 1/sqrt(3·in), like a Kaiming-uniform lora_A,
                 // when `e` (LayerNorm output) has unit variance.
-                let std = 1.0 / ((3 * i * hc.cond_dim) as f64).sqrt();
-                zero_bias(
-                    LinearConfig::new(hc.cond_dim, i * r)
-                        .with_initializer(Initializer::Normal { mean: 0.0, std })
-                        .init(device),
-                )
+                let std = 1.0 / ((3 * i * hc.cond_dim) as f32).sqrt();
+                init::linear_normal(hc.cond_dim, i * r, std, rng, device)
             })
             .collect();
         let heads_b = head_shapes
@@ -177,11 +174,11 @@ impl<B: Backend> HyperNet<B> {
             Param::from_tensor(qv_mask::<B>(r, vit.embed_dim, device)).set_require_grad(false)
         });
         Self {
-            method_embed: table(methods),
-            layer_embed: table(vit.depth),
-            module_embed: table(Target::ALL.len()),
-            gen_fc1: LinearConfig::new(3 * e, hc.hidden).init(device),
-            gen_fc2: LinearConfig::new(hc.hidden, hc.cond_dim).init(device),
+            method_embed,
+            layer_embed,
+            module_embed,
+            gen_fc1,
+            gen_fc2,
             gen_norm: LayerNormConfig::new(hc.cond_dim).init(device),
             heads_a,
             heads_b,

@@ -13,6 +13,7 @@ pub mod defense;
 pub mod error;
 pub mod host;
 pub mod hypernet;
+pub mod init;
 pub mod lora;
 pub mod loss;
 pub mod optim;

@@ -147,19 +147,20 @@ pub struct LoraSet<B: Backend> {
 
 impl<B: Backend> LoraSet<B> {
     /// A fresh set: `A` Kaiming-uniform (bound `1/sqrt(in)`), `B` zero, norms identity.
-    pub fn init(vit: &VitConfig, cfg: &LoraConfig, ln_lora: bool, device: &B::Device) -> Self {
+    pub fn init(
+        vit: &VitConfig,
+        cfg: &LoraConfig,
+        ln_lora: bool,
+        rng: &mut crate::rng::Rng,
+        device: &B::Device,
+    ) -> Self {
         let mut pairs = vec![];
         for _ in 0..vit.depth {
             for &t in &cfg.targets {
                 let (i, o) = target_shape(vit, t);
-                let bound = 1.0 / (i as f64).sqrt();
-                let a = Tensor::random(
-                    [i, cfg.rank],
-                    burn::tensor::Distribution::Uniform(-bound, bound),
-                    device,
-                );
+                let bound = 1.0 / (i as f32).sqrt();
                 pairs.push(LoraPair {
-                    lora_a: Param::from_tensor(a),
+                    lora_a: crate::init::uniform([i, cfg.rank], bound, rng, device),
                     lora_b: Param::from_tensor(Tensor::zeros([cfg.rank, o], device)),
                     norm_gamma: ln_lora.then(|| Param::from_tensor(Tensor::ones([i], device))),
                     norm_beta: ln_lora.then(|| Param::from_tensor(Tensor::zeros([i], device))),

@@ -75,7 +75,7 @@ pub fn evaluate_row<B: AutodiffBackend>(
         alpha: Some(cfg.alpha),
         steps: cfg.steps,
         restarts: 1,
-        kappa: 50.0,
+        ..Default::default()
     };
     let run = |attack: &str, progress: &mut dyn Progress| {
         let ec = EvalConfig {

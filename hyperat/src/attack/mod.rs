@@ -6,14 +6,25 @@
 //! Random numbers (random starts, TRADES' noise) come from the caller's seeded
 //! [`Rng`], so a seed fixes the result on every backend.
 
+mod apgd;
+mod apgd_t;
+mod autoattack;
+pub mod checks;
 mod cw;
+mod fab;
 mod fgsm;
 mod pgd;
+mod square;
 mod trades;
 
+pub use apgd::{Apgd, ApgdLoss};
+pub use apgd_t::ApgdT;
+pub use autoattack::{AutoAttack, STANDARD};
 pub use cw::Cw;
+pub use fab::FabT;
 pub use fgsm::Fgsm;
 pub use pgd::Pgd;
+pub use square::{BlackBox, Square};
 pub use trades::TradesKl;
 
 use burn::prelude::*;
@@ -51,6 +62,9 @@ impl<B: Backend> Classifier<B> for Adapted<'_, B> {
     }
 }
 
+/// Robust flags (per sample) after each named component of a composite attack.
+pub type ComponentFlags = Vec<(String, Vec<bool>)>;
+
 /// An adversarial attack.
 pub trait Attack<B: AutodiffBackend>: Send + Sync {
     /// Registry name (`fgsm`, `pgd`, `cw`, ...).
@@ -66,6 +80,18 @@ pub trait Attack<B: AutodiffBackend>: Send + Sync {
         y: Tensor<B::InnerBackend, 1, Int>,
         rng: &mut Rng,
     ) -> Tensor<B::InnerBackend, 4>;
+
+    /// Like [`Attack::perturb`], plus, for composite attacks (AutoAttack), the robust
+    /// flags after each component.
+    fn perturb_report(
+        &self,
+        model: &dyn Classifier<B>,
+        x: Tensor<B::InnerBackend, 4>,
+        y: Tensor<B::InnerBackend, 1, Int>,
+        rng: &mut Rng,
+    ) -> (Tensor<B::InnerBackend, 4>, ComponentFlags) {
+        (self.perturb(model, x, y, rng), vec![])
+    }
 }
 
 /// Settings shared by the registry's attacks (flags of `hyperat eval`).
@@ -81,6 +107,10 @@ pub struct AttackParams {
     pub restarts: usize,
     /// CW confidence `kappa` (the margin is capped there).
     pub kappa: f32,
+    /// Square's query budget.
+    pub queries: usize,
+    /// AutoAttack's components (default: the standard version).
+    pub aa_attacks: Vec<String>,
 }
 
 impl Default for AttackParams {
@@ -91,6 +121,8 @@ impl Default for AttackParams {
             steps: 10,
             restarts: 1,
             kappa: 50.0,
+            queries: 5000,
+            aa_attacks: STANDARD.iter().map(|s| s.to_string()).collect(),
         }
     }
 }
@@ -132,7 +164,18 @@ impl AttackParams {
 }
 
 /// Attack names the registry knows.
-pub const ATTACKS: &[&str] = &["fgsm", "pgd", "cw", "trades-kl"];
+pub const ATTACKS: &[&str] = &[
+    "fgsm",
+    "pgd",
+    "cw",
+    "trades-kl",
+    "apgd-ce",
+    "apgd-dlr",
+    "apgd-t",
+    "fab-t",
+    "square",
+    "autoattack",
+];
 
 /// Builds an attack by name: the registry (one line per attack).
 pub fn by_name<B: AutodiffBackend>(name: &str, p: &AttackParams) -> Result<Box<dyn Attack<B>>> {
@@ -153,6 +196,37 @@ pub fn by_name<B: AutodiffBackend>(name: &str, p: &AttackParams) -> Result<Box<d
             restarts: p.restarts,
             kappa: p.kappa,
         }),
+        "apgd-ce" => Box::new(Apgd {
+            eps: p.eps,
+            n_iter: p.steps,
+            restarts: p.restarts,
+            loss: ApgdLoss::Ce,
+        }),
+        "apgd-dlr" => Box::new(Apgd {
+            eps: p.eps,
+            n_iter: p.steps,
+            restarts: p.restarts,
+            loss: ApgdLoss::Dlr,
+        }),
+        "apgd-t" => Box::new(ApgdT {
+            eps: p.eps,
+            n_iter: p.steps,
+            n_target_classes: 9,
+            restarts: p.restarts,
+        }),
+        "fab-t" => Box::new(FabT {
+            eps: p.eps,
+            n_iter: p.steps,
+            n_target_classes: 9,
+            restarts: p.restarts,
+        }),
+        "square" => Box::new(Square {
+            eps: p.eps,
+            n_queries: p.queries,
+            p_init: 0.8,
+            restarts: p.restarts,
+        }),
+        "autoattack" => Box::new(AutoAttack::new(p.eps, &p.aa_attacks)?),
         "trades-kl" => Box::new(TradesKl {
             eps: p.eps,
             alpha: p.alpha(),
@@ -253,3 +327,5 @@ pub(crate) fn with_restarts<B: AutodiffBackend>(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_aa;

@@ -35,10 +35,26 @@ impl<B: Backend> Tuned<B> {
                 v
             }
         };
-        let hyper = (cfg.kind == TuneKind::Hyperat)
-            .then(|| HyperNet::init(vit_cfg, &cfg.lora, &cfg.hyper, cfg.methods.len(), device));
-        let lora = matches!(cfg.kind, TuneKind::LoraAt | TuneKind::FullLoraAt)
-            .then(|| LoraSet::init(vit_cfg, &cfg.lora, cfg.kind == TuneKind::FullLoraAt, device));
+        let mut rng = crate::rng::Rng::new(cfg.seed ^ 0x1A17);
+        let hyper = (cfg.kind == TuneKind::Hyperat).then(|| {
+            HyperNet::init(
+                vit_cfg,
+                &cfg.lora,
+                &cfg.hyper,
+                cfg.methods.len(),
+                &mut rng,
+                device,
+            )
+        });
+        let lora = matches!(cfg.kind, TuneKind::LoraAt | TuneKind::FullLoraAt).then(|| {
+            LoraSet::init(
+                vit_cfg,
+                &cfg.lora,
+                cfg.kind == TuneKind::FullLoraAt,
+                &mut rng,
+                device,
+            )
+        });
         // The mean/std constants never train, whatever the kind.
         let mut t = Self { vit, hyper, lora };
         t.vit.mean = t.vit.mean.set_require_grad(false);

@@ -41,10 +41,22 @@ pub fn run(a: Args, device: DeviceKind) -> Result<()> {
     println!("  PGD-20 attack    {:9.1} ms", t.pgd20_attack_ms);
     let h = &r.hyperat_28;
     println!("HyperAT on the tiny ViT, batch 128:");
-    println!("  generate all LoRA factors {:9.2} ms ({:.2}% of a PGD-10 step)", h.generate_ms, 100.0 * h.generate_fraction);
-    println!("  HyperAT PGD-10 step       {:9.1} ms ({:.2}x the plain PGD-10 AT step)", h.pgd10_step_ms, h.pgd10_step_ms / t.pgd10_at_step_ms);
-    println!("  merged export forward     {:9.1} ms ({:+.1}% vs the plain ViT's {:.1} ms)",
-        h.merged_forward_ms, 100.0 * (h.merged_forward_ms / h.plain_forward_ms - 1.0), h.plain_forward_ms);
+    println!(
+        "  generate all LoRA factors {:9.2} ms ({:.2}% of a PGD-10 step)",
+        h.generate_ms,
+        100.0 * h.generate_fraction
+    );
+    println!(
+        "  HyperAT PGD-10 step       {:9.1} ms ({:.2}x the plain PGD-10 AT step)",
+        h.pgd10_step_ms,
+        h.pgd10_step_ms / t.pgd10_at_step_ms
+    );
+    println!(
+        "  merged export forward     {:9.1} ms ({:+.1}% vs the plain ViT's {:.1} ms)",
+        h.merged_forward_ms,
+        100.0 * (h.merged_forward_ms / h.plain_forward_ms - 1.0),
+        h.plain_forward_ms
+    );
     if let Some(s) = &r.vit_s16_224 {
         println!("ViT-S/16 224px, batch 8:");
         println!("  forward          {:9.1} ms", s.forward_ms);

@@ -32,9 +32,20 @@ pub struct Args {
     /// Images per batch.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
-    /// none, fgsm, pgd, cw or trades-kl.
+    /// none, fgsm, pgd, cw, trades-kl, apgd-ce, apgd-dlr, apgd-t, fab-t, square or
+    /// autoattack (standard: APGD-CE, APGD-T, FAB-T, Square).
     #[arg(long, default_value = "none")]
     attack: String,
+    /// AutoAttack's components (default: the standard version).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "apgd-ce,apgd-t,fab-t,square"
+    )]
+    aa_attacks: Vec<String>,
+    /// Square's query budget.
+    #[arg(long, default_value_t = 5000)]
+    queries: usize,
     /// L-inf radius in [0,1] pixels (`0.1` or `8/255`).
     #[arg(long, default_value = "8/255", value_parser = fraction)]
     eps: f32,
@@ -88,6 +99,8 @@ impl BackendTask for Task {
                 steps: a.steps,
                 restarts: a.restarts,
                 kappa: a.kappa,
+                queries: a.queries,
+                aa_attacks: a.aa_attacks.clone(),
             },
             batch_size: a.batch_size,
             seed: a.seed,
@@ -113,6 +126,14 @@ pub fn run(a: Args, device: DeviceKind) -> Result<()> {
             r.max_linf.unwrap_or(0.0)
         ),
         None => eprintln!("n={} clean {} ({:.1}s)", r.n, pct(r.clean_acc), r.seconds),
+    }
+    for c in r.components.iter().flatten() {
+        eprintln!("  robust accuracy after {}: {}", c.name, pct(c.robust_acc));
+    }
+    if let Some(c) = &r.checks {
+        for w in &c.warnings {
+            eprintln!("warning: {w}");
+        }
     }
     if let Some(path) = out {
         let mut v = serde_json::to_value(&r)?;
