@@ -17,6 +17,7 @@ pub mod init;
 pub mod lora;
 pub mod loss;
 pub mod optim;
+pub mod playground;
 pub mod resample;
 pub mod rng;
 pub mod state;

@@ -5,6 +5,9 @@
 pub trait Progress {
     /// `done` of `total` units finished; `message` says what the numbers are.
     fn update(&mut self, done: usize, total: usize, message: &str);
+    /// One metrics record (the JSON line a run appends to `metrics.jsonl`), for
+    /// live curves.
+    fn metrics(&mut self, _record: &serde_json::Value) {}
     /// Whether the caller asked to stop (checked between units of work).
     fn cancelled(&self) -> bool {
         false

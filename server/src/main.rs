@@ -1,6 +1,6 @@
 //! `hyperat`: the command-line front of HyperAT Studio.
 
-mod cli;
+use hyperat_server::cli;
 
 /// mimalloc keeps freed pages for reuse: with glibc's allocator every large tensor
 /// allocation page-faults fresh memory, which cost more than the maths on small ViTs.

@@ -9,6 +9,7 @@
 mod cifar;
 mod folder;
 mod idx;
+mod upload;
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +19,9 @@ use crate::error::{Error, Result};
 use crate::rng::Rng;
 
 pub use cifar::{load_cifar10, load_cifar100};
-pub use folder::load_folder;
+pub use folder::{load_folder, to_input};
 pub use idx::{load_fashion_mnist, read_idx};
+pub use upload::{MAX_ALLOC, MAX_SIDE, UploadError, decode_upload, encode_png};
 
 /// Fashion-MNIST's class names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [

@@ -6,10 +6,12 @@
 //! trait object per method; the model only ever sees [`Adapters`].
 
 mod model;
+mod request;
 mod run;
 
 pub use model::Tuned;
-pub use run::{RunInfo, TuneSummary, load_run, run, start_run};
+pub use request::{TuneRequest, read_run_info, train_set};
+pub use run::{RunInfo, TuneSummary, checkpoint_step_of, load_run, peak_mem_mib, run, start_run};
 
 use serde::{Deserialize, Serialize};
 

@@ -101,6 +101,15 @@ pub fn load_run<B: AutodiffBackend>(
     Ok((info, ck.config, model, step))
 }
 
+/// The step of a run folder's latest checkpoint (0 when there is none yet).
+pub fn checkpoint_step_of(dir: &Path) -> Result<usize> {
+    let path = dir.join("checkpoint.safetensors");
+    if !path.exists() {
+        return Ok(0);
+    }
+    checkpoint_step(&read(&path)?)
+}
+
 fn checkpoint_step(bytes: &[u8]) -> Result<usize> {
     read_safetensors_metadata(bytes)?
         .get("step")
@@ -301,6 +310,7 @@ pub fn run<B: AutodiffBackend>(
                 "loss": loss_value, "clean_acc": acc(clean_logits), "adv_acc": acc(adv_logits), "lr": lr,
                 "grad_norm": info_step.grad_norm, "grad_tensors": info_step.updated, "seconds": seconds + clock.elapsed().as_secs_f64()});
             writeln!(metrics, "{record}").map_err(|e| Error::io(&metrics_path, e))?;
+            progress.metrics(&record);
         }
         progress.update(
             step + 1,

@@ -45,6 +45,8 @@ enum Command {
     Report(report::Args),
     /// Time the reference workloads.
     Bench(bench::Args),
+    /// The HTTP API and web UI.
+    Serve(crate::serve::Args),
 }
 
 /// Runs the parsed command line.
@@ -59,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(a) => export::run_cli(a, device),
         Command::Report(a) => report::run_cli(a, device),
         Command::Bench(a) => bench::run(a, device),
+        Command::Serve(a) => crate::serve::run_cli(a, device),
     }
 }
 

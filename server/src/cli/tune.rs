@@ -4,13 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
-use hyperat::checkpoint::{Adapt, Checkpoint};
-use hyperat::data::{self, Split};
-use hyperat::defense::{DefenseParams, parse_list};
-use hyperat::hypernet::HyperConfig;
-use hyperat::lora::LoraConfig;
 use hyperat::prelude::*;
-use hyperat::tune::{RunInfo, TuneConfig, TuneKind, TuneSummary, run, start_run};
+use hyperat::tune::{TuneRequest, TuneSummary, read_run_info, run, train_set};
 
 use super::fraction;
 use super::progress::Bar;
@@ -88,70 +83,45 @@ pub struct Args {
 
 struct Task(Args);
 
+impl Args {
+    fn request(&self) -> TuneRequest {
+        TuneRequest {
+            kind: self.kind.clone(),
+            methods: self.methods.clone(),
+            dataset: self.dataset.clone(),
+            steps: self.steps,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            warmup: self.warmup,
+            weight_decay: self.weight_decay,
+            eps: self.eps,
+            alpha: self.alpha,
+            attack_steps: self.attack_steps,
+            beta: self.beta,
+            rank: self.rank,
+            lora_alpha: self.lora_alpha,
+            targets: self.targets.clone(),
+            holdout: self.holdout,
+            train_limit: self.train_limit,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+        }
+    }
+}
+
 impl BackendTask for Task {
     type Output = Result<Option<TuneSummary>>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Option<TuneSummary>> {
         let a = self.0;
         let info = if a.resume {
-            let text = std::fs::read(a.out.join("run.json"))?;
-            serde_json::from_slice::<RunInfo>(&text)?
+            read_run_info(&a.out)?
         } else {
             let Some(backbone) = &a.backbone else {
                 bail!("--backbone is required for a new run")
             };
-            let kind = TuneKind::parse(&a.kind)?;
-            let methods = match kind {
-                TuneKind::LinearProbe => vec![],
-                _ => parse_list(&a.methods)?,
-            };
-            let (targets, qv_only) = LoraConfig::parse_targets(&a.targets)?;
-            let ck = Checkpoint::load(backbone)?;
-            let cfg = TuneConfig {
-                kind,
-                methods,
-                defense: DefenseParams {
-                    eps: a.eps,
-                    alpha: a.alpha.unwrap_or(a.eps / 4.0),
-                    steps: a.attack_steps,
-                    beta: a.beta,
-                },
-                lora: LoraConfig {
-                    rank: a.rank,
-                    alpha: a.lora_alpha,
-                    targets,
-                    qv_only,
-                },
-                hyper: HyperConfig::default(),
-                steps: a.steps,
-                batch_size: a.batch_size,
-                lr: a.lr,
-                warmup: a.warmup.unwrap_or(a.steps / 20),
-                weight_decay: a.weight_decay,
-                seed: a.seed,
-                checkpoint_every: a.checkpoint_every,
-                ..Default::default()
-            };
-            cfg.lora.validate(&ck.config)?;
-            let info = RunInfo {
-                config: cfg,
-                dataset: a.dataset.clone(),
-                backbone_source: backbone.display().to_string(),
-                holdout: a.holdout,
-                train_limit: a.train_limit,
-            };
-            start_run(&a.out, &info, &ck.adapt(&Adapt::default())?)?;
-            info
+            a.request().create_run(&a.out, backbone)?
         };
-        let backbone_cfg = Checkpoint::load(a.out.join("backbone"))?.config;
-        let mut train = data::load(
-            &info.dataset,
-            Split::Train,
-            Some(backbone_cfg.input_shape()),
-        )?;
-        train.split_off(info.holdout);
-        if let Some(n) = info.train_limit {
-            train.truncate(n);
-        }
+        let train = train_set(&a.out, &info)?;
         eprintln!(
             "tune: {} ({}) on {} images, {} steps at batch {}, run folder {}",
             info.config.kind.name(),

@@ -1,0 +1,186 @@
+//! Job endpoints: submit, list, inspect, stream events, cancel. Guarded: with an
+//! admin token configured they need `Authorization: Bearer TOKEN`; without one they
+//! answer loopback clients only (a classroom server: students attack, the teacher trains).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::extract::connect_info::{ConnectInfo, MockConnectInfo};
+use axum::extract::{Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream, StreamExt};
+use hyperat::prelude::*;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::api::St;
+use super::error::{ApiError, ApiResult};
+use super::jobs::{JobSpec, check};
+use super::state::AppState;
+
+/// Who is asking: the peer address (absent when the router runs without a socket;
+/// tests set one with `MockConnectInfo`).
+pub struct Peer(Option<SocketAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let ext = &parts.extensions;
+        Ok(Peer(
+            ext.get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0)
+                .or_else(|| ext.get::<MockConnectInfo<SocketAddr>>().map(|m| m.0)),
+        ))
+    }
+}
+
+fn authorize<B: AutodiffBackend>(
+    s: &AppState<B>,
+    headers: &HeaderMap,
+    peer: &Peer,
+) -> ApiResult<()> {
+    match &s.config.admin_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            // Compare every byte so the time taken does not reveal a matching prefix.
+            let same = given.len() == token.len()
+                && given
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0;
+            if same {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "job endpoints need `Authorization: Bearer <admin token>`",
+                ))
+            }
+        }
+        None => match peer {
+            Peer(Some(addr)) if addr.ip().is_loopback() => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "job endpoints are open to this machine only; start the server with --admin-token to allow others",
+            )),
+        },
+    }
+}
+
+/// `POST /api/jobs`: `{"kind": "tune"|"pretrain"|"eval"|"report", "model", "variant", "config"}`.
+pub async fn submit<B: AutodiffBackend>(
+    State(s): St<B>,
+    headers: HeaderMap,
+    peer: Peer,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    authorize(&s, &headers, &peer)?;
+    let spec: JobSpec =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("job spec: {e}")))?;
+    {
+        let s = s.clone();
+        let spec = spec.clone();
+        tokio::task::spawn_blocking(move || check(&s, &spec))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
+    }
+    let r = s.jobs.submit(spec)?;
+    Ok((StatusCode::CREATED, Json(r)).into_response())
+}
+
+/// `GET /api/jobs`.
+pub async fn list<B: AutodiffBackend>(
+    State(s): St<B>,
+    headers: HeaderMap,
+    peer: Peer,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, &peer)?;
+    Ok(Json(json!({ "jobs": s.jobs.list() })))
+}
+
+/// `GET /api/jobs/{id}`.
+pub async fn get<B: AutodiffBackend>(
+    State(s): St<B>,
+    headers: HeaderMap,
+    peer: Peer,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, &peer)?;
+    let r = s
+        .jobs
+        .get(&id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown job `{id}`")))?;
+    Ok(Json(json!(r)))
+}
+
+/// `DELETE /api/jobs/{id}`: cancels a queued or running job.
+pub async fn cancel<B: AutodiffBackend>(
+    State(s): St<B>,
+    headers: HeaderMap,
+    peer: Peer,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, &peer)?;
+    let r = s
+        .jobs
+        .cancel(&id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown job `{id}`")))?;
+    Ok(Json(json!(r)))
+}
+
+/// `GET /api/jobs/{id}/events`: server-sent events. First `snapshot` (the record), then
+/// every stored `metrics` record, then live `progress`, `metrics` and `status` events;
+/// the stream ends after the final status.
+pub async fn events<B: AutodiffBackend>(
+    State(s): St<B>,
+    headers: HeaderMap,
+    peer: Peer,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    authorize(&s, &headers, &peer)?;
+    let (record, history, rx) = s
+        .jobs
+        .subscribe(&id)
+        .ok_or_else(|| ApiError::not_found(format!("unknown job `{id}`")))?;
+    let done = record.status.terminal();
+    let mut first = vec![json!({"type": "snapshot", "job": record})];
+    first.extend(history);
+    if done {
+        first.push(json!({"type": "status", "status": record.status, "error": record.error, "result": record.result}));
+    }
+    let head = stream::iter(first);
+    let tail = stream::unfold((rx, done), |(mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            match rx.recv().await {
+                Ok(v) => {
+                    let end = v["type"] == "status"
+                        && matches!(v["status"].as_str(), Some("done" | "failed" | "cancelled"));
+                    return Some((v, (rx, end)));
+                }
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let events = head.chain(tail).map(|v| {
+        let kind = v["type"].as_str().unwrap_or("message").to_string();
+        Ok(Event::default().event(kind).data(v.to_string()))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

@@ -1,0 +1,158 @@
+//! `hyperat serve`: the HTTP API and the built UI.
+
+pub mod api;
+pub mod error;
+pub mod jobs;
+pub mod jobs_api;
+pub mod models;
+pub mod openapi;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::response::Html;
+use axum::routing::{any, get, post};
+use hyperat::backend::{BackendTask, DeviceKind, dispatch};
+use hyperat::prelude::*;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::services::{ServeDir, ServeFile};
+
+pub use state::{AppState, Limits, ServeConfig};
+
+/// The whole application: API routes, then the UI with an `index.html` fallback.
+pub fn app<B: AutodiffBackend>(state: Arc<AppState<B>>) -> Router {
+    let max_body = state.config.limits.max_body;
+    let dist = state.config.dist_dir.clone();
+    let api = Router::new()
+        .route("/api/health", get(api::health::<B>))
+        .route("/api/models", get(api::models::<B>))
+        .route("/api/models/{id}", get(api::model::<B>))
+        .route("/api/models/{id}/export", get(api::export::<B>))
+        .route("/api/predict", post(api::predict::<B>))
+        .route("/api/attack", post(api::attack::<B>))
+        .route("/api/compare", post(api::compare::<B>))
+        .route("/api/samples", get(api::samples::<B>))
+        .route(
+            "/api/jobs",
+            post(jobs_api::submit::<B>).get(jobs_api::list::<B>),
+        )
+        .route(
+            "/api/jobs/{id}",
+            get(jobs_api::get::<B>).delete(jobs_api::cancel::<B>),
+        )
+        .route("/api/jobs/{id}/events", get(jobs_api::events::<B>))
+        .route(
+            "/api/openapi.json",
+            get(|| async { axum::Json(openapi::document()) }),
+        )
+        .route("/api", any(api::no_route))
+        .route("/api/{*rest}", any(api::no_route))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .with_state(state);
+    if dist.join("index.html").is_file() {
+        let ui = ServeDir::new(&dist).fallback(ServeFile::new(dist.join("index.html")));
+        api.fallback_service(ui)
+    } else {
+        api.fallback(|| async {
+            Html(
+                "<!doctype html><title>HyperAT Studio</title><h1>HyperAT Studio</h1>\
+                 <p>The API is running (<a href=\"/api/openapi.json\">/api/openapi.json</a>). \
+                 The web UI is not built: run <code>scripts/start.sh</code> or <code>trunk build --release</code>.</p>",
+            )
+        })
+    }
+}
+
+/// Flags of `hyperat serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    addr: SocketAddr,
+    /// Folder of model folders (the shipped Fashion-MNIST model by default).
+    #[arg(long, default_value = "public/models")]
+    models: PathBuf,
+    /// Where jobs write their runs.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// The built UI.
+    #[arg(long, default_value = "dist")]
+    dist: PathBuf,
+    /// Bearer token the job endpoints require (without one they answer loopback only).
+    #[arg(long, env = "HYPERAT_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Attacks and comparisons at once (default: the CPU count).
+    #[arg(long)]
+    max_concurrent_attacks: Option<usize>,
+    /// Seconds an attack or comparison may run.
+    #[arg(long, default_value_t = 120)]
+    attack_timeout: u64,
+}
+
+struct Task(Args);
+
+impl BackendTask for Task {
+    type Output = anyhow::Result<()>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
+        let a = self.0;
+        let mut limits = Limits::default();
+        if let Some(n) = a.max_concurrent_attacks {
+            limits.heavy_concurrency = n.max(1);
+        }
+        limits.work_timeout = Duration::from_secs(a.attack_timeout.max(1));
+        let config = ServeConfig {
+            models_dir: a.models.clone(),
+            data_dir: a.data_dir.clone(),
+            dist_dir: a.dist.clone(),
+            admin_token: a.admin_token.clone().filter(|t| !t.is_empty()),
+            limits,
+        };
+        let state = AppState::<B>::new(config, device)?;
+        let ids: Vec<String> = state
+            .models
+            .read()
+            .expect("models lock")
+            .keys()
+            .cloned()
+            .collect();
+        if ids.is_empty() {
+            eprintln!(
+                "serve: warning: no models under {} (run scripts/results-fashion-mnist.sh, or point --models elsewhere)",
+                a.models.display()
+            );
+        } else {
+            eprintln!("serve: models: {}", ids.join(", "));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let router = app::<B>(state.clone());
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(a.addr).await?;
+            eprintln!("serve: open http://{}/", listener.local_addr()?);
+            axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+                eprintln!("serve: stopping (a running job resumes at the next start)");
+            })
+            .await?;
+            anyhow::Ok(())
+        })?;
+        state.jobs.stop();
+        Ok(())
+    }
+}
+
+/// Runs `hyperat serve`.
+pub fn run_cli(a: Args, device: DeviceKind) -> anyhow::Result<()> {
+    dispatch(device, Task(a))?
+}

@@ -1,0 +1,246 @@
+//! The models the server offers: every folder under `--models` (a timm checkpoint, a
+//! tuning run, or the shipped layout `backbone/ hyperat/ merged/`) and every finished
+//! run under `data-dir/runs/`, each with its variants built once at start.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hyperat::VitConfig;
+use hyperat::checkpoint::{Adapt, load_vit};
+use hyperat::data::FASHION_MNIST_CLASSES;
+use hyperat::prelude::*;
+use hyperat::tune::read_run_info;
+use hyperat::variant::{Variant, VariantModel, build, list_variants};
+use serde::Serialize;
+
+/// One model and its ready-to-run variants.
+#[derive(Debug)]
+pub struct ModelEntry<B: AutodiffBackend> {
+    /// Id in URLs (the folder name).
+    pub id: String,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// The tuning run behind it, if any.
+    pub run: Option<PathBuf>,
+    /// What it is: `checkpoint`, or the run's kind (`hyperat`, `lora-at`, ...).
+    pub kind: String,
+    /// The dataset it was tuned on, where known.
+    pub dataset: Option<String>,
+    /// Architecture and preprocessing.
+    pub config: VitConfig,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Variants in display order, each ready to run (gradients off for weights).
+    pub variants: Vec<(String, VariantModel<B>)>,
+    /// The default variant (the merged model where there is one).
+    pub default_variant: String,
+    /// Trainable parameters and training time from the run's `summary.json`.
+    pub summary: Option<serde_json::Value>,
+}
+
+/// What `GET /api/models` says about a model.
+#[derive(Debug, Serialize)]
+pub struct ModelInfo {
+    /// Id.
+    pub id: String,
+    /// `checkpoint` or the run's kind.
+    pub kind: String,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// `[C, H, W]`.
+    pub input: [usize; 3],
+    /// Input channels.
+    pub channels: usize,
+    /// Normalisation mean (inside the model).
+    pub mean: Vec<f32>,
+    /// Normalisation std.
+    pub std: Vec<f32>,
+    /// Variant names.
+    pub variants: Vec<String>,
+    /// The variant used when none is named.
+    pub default_variant: String,
+    /// The training dataset, where known.
+    pub dataset: Option<String>,
+    /// Architecture summary.
+    pub architecture: serde_json::Value,
+    /// The run's summary (trainable parameters, seconds), where there is one.
+    pub summary: Option<serde_json::Value>,
+}
+
+impl<B: AutodiffBackend> ModelEntry<B> {
+    /// The public description.
+    pub fn info(&self) -> ModelInfo {
+        let c = &self.config;
+        ModelInfo {
+            id: self.id.clone(),
+            kind: self.kind.clone(),
+            classes: self.classes.clone(),
+            input: c.input_shape(),
+            channels: c.in_chans,
+            mean: c.mean.clone(),
+            std: c.std.clone(),
+            variants: self.variants.iter().map(|(n, _)| n.clone()).collect(),
+            default_variant: self.default_variant.clone(),
+            dataset: self.dataset.clone(),
+            architecture: serde_json::json!({
+                "img_size": c.img_size, "patch_size": c.patch_size, "embed_dim": c.embed_dim,
+                "depth": c.depth, "num_heads": c.num_heads, "mlp_ratio": c.mlp_ratio,
+                "num_classes": c.num_classes,
+            }),
+            summary: self.summary.clone(),
+        }
+    }
+
+    /// A variant by name (`None`: the default).
+    pub fn variant(&self, name: Option<&str>) -> Option<&VariantModel<B>> {
+        let name = name
+            .filter(|n| !n.is_empty())
+            .unwrap_or(&self.default_variant);
+        self.variants
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The checkpoint folder new tuning runs start from.
+    pub fn backbone_dir(&self) -> PathBuf {
+        match &self.run {
+            Some(run) => run.join("backbone"),
+            None => self.path.clone(),
+        }
+    }
+
+    /// A spec `hyperat::variant::load_spec` understands, for reports.
+    pub fn spec(&self, variant: &str) -> String {
+        match &self.run {
+            Some(run) => format!("{}#{variant}", run.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+}
+
+/// Class names of a model: its `label_names`, else Fashion-MNIST's for a 10-class model
+/// tuned on it, else `class i`.
+fn class_names(cfg: &VitConfig, dataset: Option<&str>) -> Vec<String> {
+    if let Some(names) = &cfg.label_names
+        && names.len() == cfg.num_classes
+    {
+        return names.clone();
+    }
+    if cfg.num_classes == 10 && matches!(dataset, Some("fashion-mnist" | "fmnist")) {
+        return FASHION_MNIST_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    }
+    (0..cfg.num_classes).map(|i| format!("class {i}")).collect()
+}
+
+/// Loads the model in folder `dir` (id `id`), or `None` when the folder holds none.
+pub fn load_entry<B: AutodiffBackend>(
+    id: &str,
+    dir: &Path,
+    device: &B::Device,
+) -> hyperat::Result<Option<ModelEntry<B>>> {
+    let run = if dir.join("run.json").is_file() {
+        Some(dir.to_path_buf())
+    } else if dir.join("hyperat/run.json").is_file() {
+        Some(dir.join("hyperat"))
+    } else {
+        None
+    };
+    let freeze = |mut v: VariantModel<B>| {
+        v.vit = v.vit.no_grad();
+        v
+    };
+    if let Some(run) = run {
+        if !run.join("checkpoint.safetensors").is_file() {
+            return Ok(None);
+        }
+        let info = read_run_info(&run)?;
+        let mut variants = vec![];
+        for v in list_variants(&run)? {
+            variants.push((v.to_string(), freeze(build::<B>(&run, &v, device)?)));
+        }
+        let config = variants[0].1.config.clone();
+        let default_variant = variants
+            .iter()
+            .map(|(n, _)| n.clone())
+            .find(|n| n == &Variant::Merged("uniform".into()).to_string() || n == "tuned")
+            .unwrap_or_else(|| "base".into());
+        let summary = std::fs::read(run.join("summary.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        return Ok(Some(ModelEntry {
+            id: id.to_string(),
+            path: dir.to_path_buf(),
+            classes: class_names(&config, Some(&info.dataset)),
+            kind: info.config.kind.name().to_string(),
+            dataset: Some(info.dataset),
+            run: Some(run),
+            config,
+            variants,
+            default_variant,
+            summary,
+        }));
+    }
+    let ck_dir = if dir.join("config.json").is_file() {
+        dir.to_path_buf()
+    } else if dir.join("model/config.json").is_file() {
+        dir.join("model")
+    } else {
+        return Ok(None);
+    };
+    let (config, vit) = load_vit::<B>(&ck_dir, &Adapt::default(), device)?;
+    let dataset =
+        (config.in_chans == 1 && config.img_size == [28, 28]).then(|| "fashion-mnist".to_string());
+    Ok(Some(ModelEntry {
+        id: id.to_string(),
+        path: ck_dir,
+        run: None,
+        kind: "checkpoint".into(),
+        classes: class_names(&config, dataset.as_deref()),
+        dataset,
+        variants: vec![(
+            "base".into(),
+            VariantModel {
+                config: config.clone(),
+                vit: vit.no_grad(),
+                adapters: None,
+            },
+        )],
+        config,
+        default_variant: "base".into(),
+        summary: None,
+    }))
+}
+
+/// Every model folder directly under `root`, sorted by id; a folder that fails to load
+/// is reported on stderr and skipped, so one bad folder does not stop the server.
+pub fn load_dir<B: AutodiffBackend>(
+    root: &Path,
+    device: &B::Device,
+) -> BTreeMap<String, ModelEntry<B>> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return out;
+    };
+    let mut dirs: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        let Some(id) = d.file_name().and_then(|n| n.to_str()).map(String::from) else {
+            continue;
+        };
+        match load_entry::<B>(&id, &d, device) {
+            Ok(Some(e)) => {
+                out.insert(id, e);
+            }
+            Ok(None) => {}
+            Err(e) => eprintln!("serve: skipping model folder {}: {e}", d.display()),
+        }
+    }
+    out
+}

@@ -1,0 +1,137 @@
+//! The OpenAPI document at `/api/openapi.json`. [`ROUTES`] is the one list of
+//! endpoints: the document is built from it and a test checks the router answers each.
+
+use serde_json::{Map, Value, json};
+
+/// `(method, path, summary, request body kind)` of every API endpoint.
+pub const ROUTES: &[(&str, &str, &str, &str)] = &[
+    (
+        "get",
+        "/api/health",
+        "Liveness, model count, backend, job counts",
+        "",
+    ),
+    (
+        "get",
+        "/api/models",
+        "Models: id, classes, input size, channels, mean/std, variants",
+        "",
+    ),
+    (
+        "get",
+        "/api/models/{id}",
+        "One model, with its results table where evaluated",
+        "",
+    ),
+    (
+        "get",
+        "/api/models/{id}/export",
+        "The variant (`?variant=`) as a timm checkpoint (tar of config.json + model.safetensors)",
+        "",
+    ),
+    (
+        "post",
+        "/api/predict",
+        "Class probabilities and top-5 of an image (multipart: image | sample+dataset, model, variant, invert)",
+        "multipart",
+    ),
+    (
+        "post",
+        "/api/attack",
+        "Clean vs adversarial prediction, adversarial image and amplified perturbation (multipart: image | sample, model, variant, attack, eps, alpha, steps, restarts, seed, label, invert)",
+        "multipart",
+    ),
+    (
+        "post",
+        "/api/compare",
+        "Every variant attacked, and the transfer matrix (row: attacked variant, column: evaluated variant)",
+        "multipart",
+    ),
+    (
+        "get",
+        "/api/samples",
+        "Test images with labels (`?dataset=&class=&n=&offset=`), as PNG data URLs",
+        "",
+    ),
+    (
+        "post",
+        "/api/jobs",
+        "Queue a job: {kind: tune|pretrain|eval|report, model, variant, config}",
+        "json",
+    ),
+    ("get", "/api/jobs", "Every job, newest first", ""),
+    ("get", "/api/jobs/{id}", "One job's record", ""),
+    (
+        "delete",
+        "/api/jobs/{id}",
+        "Cancel a queued or running job",
+        "",
+    ),
+    (
+        "get",
+        "/api/jobs/{id}/events",
+        "Server-sent events: snapshot, metrics, progress, status",
+        "",
+    ),
+    ("get", "/api/openapi.json", "This document", ""),
+];
+
+/// The document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary, body) in ROUTES {
+        let mut op = json!({
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK"},
+                "4XX": {"description": "Client error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "5XX": {"description": "Server error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            }
+        });
+        let params: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        if !params.is_empty() {
+            op["parameters"] = json!(params);
+        }
+        match *body {
+            "multipart" => {
+                op["requestBody"] = json!({"required": true, "content": {"multipart/form-data": {"schema": {"type": "object", "properties": {
+                    "image": {"type": "string", "format": "binary"}, "sample": {"type": "integer"}, "dataset": {"type": "string"},
+                    "model": {"type": "string"}, "variant": {"type": "string"}, "attack": {"type": "string"},
+                    "eps": {"type": "string", "description": "0.1 or 8/255"}, "alpha": {"type": "string"},
+                    "steps": {"type": "integer", "maximum": 1000}, "restarts": {"type": "integer"}, "seed": {"type": "integer"},
+                    "label": {"type": "integer"}, "invert": {"type": "boolean"}}}}}})
+            }
+            "json" => {
+                op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}}});
+                op["security"] = json!([{"bearer": []}]);
+            }
+            _ => {}
+        }
+        if path.starts_with("/api/jobs") {
+            op["security"] = json!([{"bearer": []}]);
+        }
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        entry[method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "HyperAT Studio", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Predictions, attacks, LoRA comparisons and tuning jobs on timm-compatible ViTs."},
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error", "detail"], "properties": {
+                    "error": {"type": "string"}, "detail": {"type": "string"}}},
+                "JobSpec": {"type": "object", "required": ["kind"], "properties": {
+                    "kind": {"type": "string", "enum": ["tune", "pretrain", "eval", "report"]},
+                    "model": {"type": "string"}, "variant": {"type": "string"},
+                    "config": {"type": "object", "description": "tune: TuneRequest fields (kind, methods, steps, batch_size, lr, eps, attack_steps, rank, ...); eval: dataset, limit, attack, eps, alpha, steps; report: rows, limit, eps, alpha, steps; pretrain: preset, dataset, epochs, max_steps, lr"}}}
+            }
+        }
+    })
+}

@@ -1,0 +1,183 @@
+//! Shared server state: models, cached datasets, limits, the job runner.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use hyperat::data::{self, Dataset, Split};
+use hyperat::prelude::*;
+use tokio::sync::Semaphore;
+
+use super::error::{ApiError, ApiResult};
+use super::jobs::Jobs;
+use super::models::ModelEntry;
+
+/// Limits on heavy requests.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Request bodies above this are refused with 413 (default 10 MB).
+    pub max_body: usize,
+    /// Attacks and comparisons running at once (default: the CPU count).
+    pub heavy_concurrency: usize,
+    /// Predictions running at once (default: twice the CPU count).
+    pub predict_concurrency: usize,
+    /// How long a heavy request waits for a free slot before a 503 (default 30 s).
+    pub queue_timeout: Duration,
+    /// How long an attack or comparison may run before a 504 (default 120 s).
+    pub work_timeout: Duration,
+    /// Largest `steps` an interactive attack accepts (default 1000).
+    pub max_steps: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        Self {
+            max_body: 10 * 1024 * 1024,
+            heavy_concurrency: cpus,
+            predict_concurrency: 2 * cpus,
+            queue_timeout: Duration::from_secs(30),
+            work_timeout: Duration::from_secs(120),
+            max_steps: 1000,
+        }
+    }
+}
+
+/// Server settings.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// Model folders loaded at start.
+    pub models_dir: PathBuf,
+    /// Where jobs write (`runs/{id}/`).
+    pub data_dir: PathBuf,
+    /// The built UI (`index.html` and assets).
+    pub dist_dir: PathBuf,
+    /// Bearer token the job endpoints require, if set.
+    pub admin_token: Option<String>,
+    /// Limits.
+    pub limits: Limits,
+}
+
+/// Everything handlers share.
+pub struct AppState<B: AutodiffBackend> {
+    /// Settings.
+    pub config: ServeConfig,
+    /// The device models live on.
+    pub device: B::Device,
+    /// Models by id.
+    pub models: RwLock<BTreeMap<String, Arc<ModelEntry<B>>>>,
+    /// Test splits loaded so far, by dataset name.
+    datasets: Mutex<HashMap<String, Arc<Dataset>>>,
+    /// Slots for attacks and comparisons.
+    pub heavy: Arc<Semaphore>,
+    /// Slots for predictions.
+    pub light: Arc<Semaphore>,
+    /// The job queue and its worker.
+    pub jobs: Jobs<B>,
+}
+
+impl<B: AutodiffBackend> std::fmt::Debug for AppState<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Datasets the API may read (never a path from a client).
+pub const DATASETS: &[&str] = &["fashion-mnist", "cifar10", "cifar100"];
+
+impl<B: AutodiffBackend> AppState<B> {
+    /// Loads every model and starts the job runner (which resumes unfinished jobs).
+    pub fn new(config: ServeConfig, device: B::Device) -> hyperat::Result<Arc<Self>> {
+        std::fs::create_dir_all(config.data_dir.join("runs"))
+            .map_err(|e| hyperat::Error::io(&config.data_dir, e))?;
+        let mut models: BTreeMap<String, Arc<ModelEntry<B>>> =
+            super::models::load_dir::<B>(&config.models_dir, &device)
+                .into_iter()
+                .map(|(k, v)| (k, Arc::new(v)))
+                .collect();
+        let jobs = Jobs::<B>::open(&config.data_dir)?;
+        for e in jobs.finished_models(&device) {
+            models.insert(e.id.clone(), Arc::new(e));
+        }
+        let limits = &config.limits;
+        let state = Arc::new(Self {
+            heavy: Arc::new(Semaphore::new(limits.heavy_concurrency.max(1))),
+            light: Arc::new(Semaphore::new(limits.predict_concurrency.max(1))),
+            config,
+            device,
+            models: RwLock::new(models),
+            datasets: Mutex::new(HashMap::new()),
+            jobs,
+        });
+        Jobs::start(&state);
+        Ok(state)
+    }
+
+    /// A model by id, or 404.
+    pub fn model(&self, id: &str) -> ApiResult<Arc<ModelEntry<B>>> {
+        self.models
+            .read()
+            .expect("models lock")
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("unknown model `{id}`")))
+    }
+
+    /// The model named, or the first one (the shipped model) when none is named.
+    pub fn model_or_default(&self, id: Option<&str>) -> ApiResult<Arc<ModelEntry<B>>> {
+        match id.filter(|s| !s.is_empty()) {
+            Some(id) => self.model(id),
+            None => self
+                .models
+                .read()
+                .expect("models lock")
+                .values()
+                .next()
+                .cloned()
+                .ok_or_else(|| ApiError::not_found("no models are loaded")),
+        }
+    }
+
+    /// Adds (or replaces) a model.
+    pub fn add_model(&self, entry: ModelEntry<B>) {
+        self.models
+            .write()
+            .expect("models lock")
+            .insert(entry.id.clone(), Arc::new(entry));
+    }
+
+    /// A dataset's test split (loaded once).
+    pub fn test_set(&self, name: &str) -> ApiResult<Arc<Dataset>> {
+        let name = if name == "fmnist" {
+            "fashion-mnist"
+        } else {
+            name
+        };
+        if !DATASETS.contains(&name) {
+            return Err(ApiError::not_found(format!(
+                "unknown dataset `{name}` (known: {})",
+                DATASETS.join(", ")
+            )));
+        }
+        if let Some(d) = self.datasets.lock().expect("datasets lock").get(name) {
+            return Ok(d.clone());
+        }
+        let ds = Arc::new(data::load(name, Split::Test, None).map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "dataset_unavailable",
+                e.to_string(),
+            )
+        })?);
+        self.datasets
+            .lock()
+            .expect("datasets lock")
+            .insert(name.to_string(), ds.clone());
+        Ok(ds)
+    }
+}

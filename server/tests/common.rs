@@ -1,0 +1,218 @@
+//! Shared helpers of the API tests: a tiny HyperAT model folder, requests through
+//! the router without a socket, multipart bodies.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyperat::backend::{Cpu, CpuAutodiff};
+use hyperat::checkpoint::Checkpoint;
+use hyperat::data::Dataset;
+use hyperat::prelude::*;
+use hyperat::progress::Silent;
+use hyperat::rng::Rng;
+use hyperat::tune::{TuneRequest, run};
+use hyperat::{Vit, VitConfig};
+use hyperat_server::serve::{AppState, Limits, ServeConfig, app};
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub type A = CpuAutodiff;
+
+pub fn tiny_cfg() -> VitConfig {
+    let mut c = VitConfig::vit_tiny_fmnist();
+    c.embed_dim = 16;
+    c.depth = 2;
+    c.num_heads = 2;
+    c.patch_size = 7;
+    c
+}
+
+pub fn synthetic(n: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    Dataset {
+        name: "synthetic".into(),
+        shape: [1, 28, 28],
+        pixels: (0..n * 784)
+            .map(|_| (rng.uniform() * 255.0) as u8)
+            .collect(),
+        labels: (0..n).map(|_| rng.below(10) as u32).collect(),
+        classes: (0..10).map(|i| format!("c{i}")).collect(),
+    }
+}
+
+/// A tiny tuning request (PGD-1 inner attack, batch 8).
+pub fn tiny_request(steps: usize) -> TuneRequest {
+    TuneRequest {
+        steps,
+        batch_size: 8,
+        eps: 0.1,
+        attack_steps: 1,
+        rank: 2,
+        checkpoint_every: 2,
+        holdout: 100,
+        train_limit: Some(64),
+        ..Default::default()
+    }
+}
+
+/// `models/tiny/` in the shipped layout: `backbone/` and a 2-step HyperAT run in `hyperat/`.
+pub fn make_models(root: &Path) {
+    let cfg = tiny_cfg();
+    <Cpu as Backend>::seed(&Default::default(), 3);
+    let ck = Checkpoint::from_vit(&cfg, &Vit::<Cpu>::init(&cfg, &Default::default()));
+    let dir = root.join("tiny");
+    ck.save(dir.join("backbone")).unwrap();
+    let run_dir = dir.join("hyperat");
+    let info = tiny_request(2)
+        .create_run(&run_dir, &dir.join("backbone"))
+        .unwrap();
+    assert_eq!(info.config.methods.len(), 3);
+    run::<A>(
+        &run_dir,
+        &synthetic(32, 1),
+        &Default::default(),
+        &mut Silent,
+        None,
+    )
+    .unwrap()
+    .expect("finished");
+    // A plain checkpoint folder too.
+    ck.save(root.join("plain")).unwrap();
+}
+
+pub struct Server {
+    pub state: Arc<AppState<A>>,
+    pub router: Router,
+    pub _dirs: Vec<tempfile::TempDir>,
+}
+
+pub fn config(models: &Path, data: &Path, token: Option<&str>) -> ServeConfig {
+    ServeConfig {
+        models_dir: models.to_path_buf(),
+        data_dir: data.to_path_buf(),
+        dist_dir: data.join("no-dist"),
+        admin_token: token.map(String::from),
+        limits: Limits::default(),
+    }
+}
+
+/// A server on fresh folders; `loopback`: requests come from 127.0.0.1.
+pub fn server(token: Option<&str>, loopback: bool) -> Server {
+    let (models, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_models(models.path());
+    let state = AppState::<A>::new(
+        config(models.path(), data.path(), token),
+        Default::default(),
+    )
+    .unwrap();
+    let mut router = app(state.clone());
+    if loopback {
+        router = router.layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 4000))));
+    }
+    Server {
+        state,
+        router,
+        _dirs: vec![models, data],
+    }
+}
+
+pub async fn send(router: &Router, req: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let resp = router.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, body)
+}
+
+pub async fn json(router: &Router, req: Request<Body>) -> (StatusCode, Value) {
+    let (s, b) = send(router, req).await;
+    let v = serde_json::from_slice(&b)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&b).into()));
+    (s, v)
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+pub const BOUNDARY: &str = "hyperat-test-boundary";
+
+/// A multipart body: text fields and an optional `image` file.
+pub fn multipart(fields: &[(&str, &str)], image: Option<&[u8]>) -> Vec<u8> {
+    let mut b = Vec::new();
+    for (k, v) in fields {
+        b.extend(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    if let Some(img) = image {
+        b.extend(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .as_bytes(),
+        );
+        b.extend(img);
+        b.extend(b"\r\n");
+    }
+    b.extend(format!("--{BOUNDARY}--\r\n").as_bytes());
+    b
+}
+
+pub fn post_form(uri: &str, body: Vec<u8>) -> Request<Body> {
+    Request::post(uri)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+pub fn post_json(uri: &str, v: &Value, token: Option<&str>) -> Request<Body> {
+    let mut r = Request::post(uri).header("content-type", "application/json");
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    r.body(Body::from(v.to_string())).unwrap()
+}
+
+pub fn png(w: u32, h: u32, v: u8) -> Vec<u8> {
+    let img = image::DynamicImage::ImageLuma8(image::GrayImage::from_fn(w, h, |x, y| {
+        image::Luma([v.wrapping_add((x * 3 + y * 5) as u8)])
+    }));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// Waits until the job satisfies `done` (polling its record), up to `secs`.
+pub async fn wait_job(
+    router: &Router,
+    id: &str,
+    secs: u64,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let t0 = std::time::Instant::now();
+    loop {
+        let (s, v) = json(router, get(&format!("/api/jobs/{id}"))).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        if done(&v) {
+            return v;
+        }
+        assert!(t0.elapsed().as_secs() < secs, "job {id} timed out: {v}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,265 @@
+//! Jobs end to end through the router: a tuning job streams events and becomes a model;
+//! queued and running jobs cancel; a server stopped mid-run resumes the job on restart
+//! with nothing lost; random and broken bodies get 4xx answers only.
+
+mod common;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use common::*;
+use hyperat::rng::Rng;
+use hyperat_server::serve::{AppState, app};
+use serde_json::{Value, json};
+
+fn tune_spec(steps: usize) -> Value {
+    let r = tiny_request(steps);
+    json!({"kind": "tune", "model": "tiny", "config": r})
+}
+
+fn events(body: &[u8]) -> Vec<(String, Value)> {
+    let text = String::from_utf8_lossy(body);
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut kind = None;
+            let mut data = None;
+            for line in block.lines() {
+                if let Some(k) = line.strip_prefix("event: ") {
+                    kind = Some(k.to_string());
+                }
+                if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).ok();
+                }
+            }
+            Some((kind?, data?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tuning_job_streams_progress_and_becomes_a_model() {
+    let s = server(None, true);
+    let r = &s.router;
+    let (st, job) = json(r, post_json("/api/jobs", &tune_spec(4), None)).await;
+    assert_eq!(st, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().unwrap().to_string();
+    assert_eq!(job["status"], "queued");
+    // The event stream ends after the final status; read it whole.
+    let (st, body) = send(r, get(&format!("/api/jobs/{id}/events"))).await;
+    assert_eq!(st, StatusCode::OK);
+    let ev = events(&body);
+    assert_eq!(ev[0].0, "snapshot");
+    let metrics: Vec<&Value> = ev
+        .iter()
+        .filter(|(k, _)| k == "metrics")
+        .map(|(_, v)| v)
+        .collect();
+    let steps: Vec<u64> = metrics
+        .iter()
+        .map(|m| m["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, vec![1, 2, 3, 4]);
+    assert!(
+        metrics
+            .iter()
+            .all(|m| m["loss"].is_number() && m["method"].is_string())
+    );
+    assert!(ev.iter().any(|(k, v)| k == "progress" && v["total"] == 4));
+    let last = &ev.last().unwrap().1;
+    assert_eq!(last["status"], "done", "{last}");
+    let (_, v) = json(r, get(&format!("/api/jobs/{id}"))).await;
+    assert_eq!(v["status"], "done");
+    assert_eq!(v["result"]["steps"], 4);
+    assert_eq!(v["progress"]["done"], 4);
+    // The finished run is a model with its variants.
+    let (_, v) = json(r, get("/api/models")).await;
+    let m = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == id.as_str())
+        .cloned()
+        .expect("new model");
+    assert_eq!(m["kind"], "hyperat");
+    assert_eq!(m["variants"].as_array().unwrap().len(), 5);
+    let (st, _) = json(
+        r,
+        post_form(
+            "/api/predict",
+            multipart(
+                &[("model", &id), ("variant", "method:mart")],
+                Some(&png(28, 28, 9)),
+            ),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    // A late subscriber still gets the whole curve, then the end.
+    let (_, body) = send(r, get(&format!("/api/jobs/{id}/events"))).await;
+    let ev = events(&body);
+    assert_eq!(ev.iter().filter(|(k, _)| k == "metrics").count(), 4);
+    assert_eq!(ev.last().unwrap().1["status"], "done");
+    s.state.jobs.stop();
+}
+
+#[tokio::test]
+async fn queued_and_running_jobs_cancel() {
+    let s = server(None, true);
+    let r = &s.router;
+    let (_, a) = json(r, post_json("/api/jobs", &tune_spec(100_000), None)).await;
+    let (_, b) = json(r, post_json("/api/jobs", &tune_spec(3), None)).await;
+    let (a, b) = (
+        a["id"].as_str().unwrap().to_string(),
+        b["id"].as_str().unwrap().to_string(),
+    );
+    wait_job(r, &a, 120, |v| {
+        v["status"] == "running" && v["progress"]["done"].as_u64() >= Some(1)
+    })
+    .await;
+    let (_, v) = json(r, get(&format!("/api/jobs/{b}"))).await;
+    assert_eq!(v["status"], "queued", "one job runs at a time");
+    let (_, list) = json(r, get("/api/jobs")).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 2);
+    let del = |id: &str| {
+        Request::delete(format!("/api/jobs/{id}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (st, v) = json(r, del(&b)).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["status"], "cancelled");
+    let (st, _) = json(r, del(&a)).await;
+    assert_eq!(st, StatusCode::OK);
+    let v = wait_job(r, &a, 120, |v| v["status"] != "running").await;
+    assert_eq!(v["status"], "cancelled");
+    let (_, v) = json(r, get("/api/health")).await;
+    assert_eq!(v["jobs"]["cancelled"], 2);
+    s.state.jobs.stop();
+}
+
+#[tokio::test]
+async fn a_restarted_server_finishes_the_job_with_nothing_lost() {
+    let (models, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_models(models.path());
+    let loopback = MockConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+    let state =
+        AppState::<A>::new(config(models.path(), data.path(), None), Default::default()).unwrap();
+    let r = app(state.clone()).layer(loopback.clone());
+    let (_, job) = json(&r, post_json("/api/jobs", &tune_spec(8), None)).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let (_, queued) = json(
+        &r,
+        post_json(
+            "/api/jobs",
+            &json!({"kind": "eval", "model": "tiny", "config": {"limit": 16, "attack": "fgsm"}}),
+            None,
+        ),
+    )
+    .await;
+    let queued = queued["id"].as_str().unwrap().to_string();
+    wait_job(&r, &id, 120, |v| v["progress"]["done"].as_u64() >= Some(3)).await;
+    // Stop the runner mid-run (as a shutdown does): the job stays `running` on disk.
+    state.jobs.stop();
+    let on_disk: Value = serde_json::from_slice(
+        &std::fs::read(data.path().join("runs").join(&id).join("job.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(on_disk["status"], "running");
+    assert!(
+        !data
+            .path()
+            .join("runs")
+            .join(&id)
+            .join("summary.json")
+            .exists()
+    );
+    drop(r);
+    drop(state);
+
+    let state =
+        AppState::<A>::new(config(models.path(), data.path(), None), Default::default()).unwrap();
+    let r = app(state.clone()).layer(loopback);
+    let v = wait_job(&r, &id, 120, |v| {
+        v["status"] != "running" && v["status"] != "queued"
+    })
+    .await;
+    assert_eq!(v["status"], "done", "{v}");
+    assert_eq!(v["attempts"], 2);
+    assert_eq!(v["result"]["steps"], 8);
+    // Every step's record exactly once, in order.
+    let text =
+        std::fs::read_to_string(data.path().join("runs").join(&id).join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+    // The queued job was kept and runs after it.
+    let v = wait_job(&r, &queued, 120, |v| {
+        v["status"] == "done" || v["status"] == "failed"
+    })
+    .await;
+    assert_eq!(v["status"], "done", "{v}");
+    assert_eq!(v["result"]["n"], 16);
+    let (_, models_now) = json(&r, get("/api/models")).await;
+    assert!(
+        models_now["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == id.as_str())
+    );
+    state.jobs.stop();
+}
+
+#[tokio::test]
+async fn random_truncated_and_oversized_bodies_get_4xx_only() {
+    let s = server(None, true);
+    let r = &s.router;
+    let mut rng = Rng::new(42);
+    let valid = multipart(
+        &[("model", "tiny"), ("attack", "fgsm"), ("eps", "0.1")],
+        Some(&png(28, 28, 4)),
+    );
+    let endpoints = ["/api/predict", "/api/attack", "/api/compare", "/api/jobs"];
+    for i in 0..200 {
+        let uri = endpoints[i % endpoints.len()];
+        let body: Vec<u8> = match i % 4 {
+            0 => (0..rng.below(4096)).map(|_| rng.below(256) as u8).collect(),
+            1 => valid[..rng.below(valid.len())].to_vec(),
+            // A well-formed form whose image is random bytes.
+            2 => multipart(
+                &[("model", "tiny")],
+                Some(
+                    &(0..1 + rng.below(2048))
+                        .map(|_| rng.below(256) as u8)
+                        .collect::<Vec<_>>(),
+                ),
+            ),
+            _ => vec![b'a'; (10 << 20) + 1 + rng.below(1000)],
+        };
+        let ct = if i % 3 == 0 {
+            "application/json".to_string()
+        } else {
+            format!("multipart/form-data; boundary={BOUNDARY}")
+        };
+        let req = Request::post(uri)
+            .header("content-type", ct)
+            .body(Body::from(body))
+            .unwrap();
+        let (st, b) = send(r, req).await;
+        assert!(
+            st.is_client_error(),
+            "body {i} to {uri}: {st} {}",
+            String::from_utf8_lossy(&b[..b.len().min(200)])
+        );
+    }
+    let (st, v) = json(r, get("/api/health")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["status"], "ok");
+    s.state.jobs.stop();
+}
