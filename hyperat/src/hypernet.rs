@@ -74,6 +74,11 @@ pub struct HyperNet<B: Backend> {
     pub rank: usize,
     /// LoRA `alpha / r`.
     pub scaling: f32,
+    /// Multiplies the heads' outputs (1 / cond_dim). Adam moves every head weight by
+    /// about lr per step, and a generated entry sums cond_dim such moves: without the
+    /// gain the generated LoRA would move ~cond_dim times faster than a plain LoRA at
+    /// the same lr (our first runs collapsed to one class within 15 steps at lr 1e-3).
+    pub head_gain: f32,
 }
 
 /// The generated factors of one method: for every target (in [`HyperNet::targets`]
@@ -157,8 +162,9 @@ impl<B: Backend> HyperNet<B> {
             .iter()
             .map(|&[i, _]| {
                 // Generated A entries get std 1/sqrt(3·in), like a Kaiming-uniform lora_A,
-                // when `e` (LayerNorm output) has unit variance.
-                let std = 1.0 / ((3 * i * hc.cond_dim) as f32).sqrt();
+                // when `e` (LayerNorm output) has unit variance (the head's output is
+                // multiplied by `head_gain`, hence the larger weights).
+                let std = (hc.cond_dim as f32 / (3 * i) as f32).sqrt();
                 init::linear_normal(hc.cond_dim, i * r, std, rng, device)
             })
             .collect();
@@ -189,6 +195,7 @@ impl<B: Backend> HyperNet<B> {
             depth: vit.depth,
             rank: r,
             scaling: lora.scaling(),
+            head_gain: 1.0 / hc.cond_dim as f32,
         }
     }
 
@@ -225,8 +232,8 @@ impl<B: Backend> HyperNet<B> {
                 let c = cond.clone().narrow(0, k * l, l);
                 let h = self.target_head[k];
                 let [i, o] = self.head_shapes[h];
-                let a = self.heads_a[h].forward(c.clone()).reshape([l, i, r]);
-                let mut b = self.heads_b[h].forward(c).reshape([l, r, o]);
+                let a = (self.heads_a[h].forward(c.clone()) * self.head_gain).reshape([l, i, r]);
+                let mut b = (self.heads_b[h].forward(c) * self.head_gain).reshape([l, r, o]);
                 let t = Target::ALL[ti];
                 if let (Target::Qkv, Some(mask)) = (t, &self.qv_mask) {
                     b = b * mask.val().unsqueeze::<3>();

@@ -43,7 +43,7 @@ pub fn images<B: Backend>(
     device: &B::Device,
 ) -> Result<Tensor<B, 4>> {
     let per = shape.iter().product::<usize>();
-    if per == 0 || pixels.is_empty() || pixels.len() % per != 0 {
+    if per == 0 || pixels.is_empty() || !pixels.len().is_multiple_of(per) {
         return Err(Error::Invalid(format!(
             "{} values are not a whole number of {:?} images",
             pixels.len(),
@@ -263,7 +263,7 @@ mod tests {
         let (m1, m2) = (tiny(), tiny());
         let d = Default::default();
         let mut rng = Rng::new(1);
-        let px: Vec<f32> = (0..784).map(|_| rng.uniform() as f32).collect();
+        let px: Vec<f32> = (0..784).map(|_| rng.uniform()).collect();
         let x = images::<crate::backend::Cpu>(&px, [1, 28, 28], &d).unwrap();
         let params = AttackParams {
             eps: 0.1,

@@ -492,3 +492,36 @@ async fn bad_job_specs_are_refused() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     s.state.jobs.stop();
 }
+
+#[tokio::test]
+async fn serves_the_built_ui_with_an_index_fallback() {
+    let (models, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_models(models.path());
+    let mut cfg = config(models.path(), data.path(), None);
+    cfg.dist_dir = data.path().join("dist");
+    std::fs::create_dir_all(&cfg.dist_dir).unwrap();
+    std::fs::write(cfg.dist_dir.join("index.html"), "<html>studio</html>").unwrap();
+    std::fs::write(cfg.dist_dir.join("app.js"), "console.log(1)").unwrap();
+    let state = hyperat_server::serve::AppState::<A>::new(cfg, Default::default()).unwrap();
+    let r = hyperat_server::serve::app(state.clone());
+    let (st, body) = send(&r, get("/")).await;
+    assert_eq!(
+        (st, body.as_slice()),
+        (StatusCode::OK, &b"<html>studio</html>"[..])
+    );
+    let (st, body) = send(&r, get("/app.js")).await;
+    assert_eq!(
+        (st, body.as_slice()),
+        (StatusCode::OK, &b"console.log(1)"[..])
+    );
+    // Client-side routes get the page; API paths never do.
+    let (st, body) = send(&r, get("/compare")).await;
+    assert_eq!(
+        (st, body.as_slice()),
+        (StatusCode::OK, &b"<html>studio</html>"[..])
+    );
+    let (st, v) = json(&r, get("/api/unknown")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    assert_eq!(v["error"], "not_found");
+    state.jobs.stop();
+}

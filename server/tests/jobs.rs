@@ -144,7 +144,7 @@ async fn a_restarted_server_finishes_the_job_with_nothing_lost() {
     let loopback = MockConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
     let state =
         AppState::<A>::new(config(models.path(), data.path(), None), Default::default()).unwrap();
-    let r = app(state.clone()).layer(loopback.clone());
+    let r = app(state.clone()).layer(loopback);
     let (_, job) = json(&r, post_json("/api/jobs", &tune_spec(8), None)).await;
     let id = job["id"].as_str().unwrap().to_string();
     let (_, queued) = json(
