@@ -10,7 +10,9 @@
 # reference. Every adversarially trained row uses the same budget: STEPS optimiser
 # steps of BATCH images with a PGD-ATTACK_STEPS inner attack at eps 0.1. Evaluation:
 # clean, PGD-20 and CW-20 (eps 0.1, step 0.01) on the first N test images.
-# Environment overrides: OUT, EPOCHS, STEPS, BATCH, ATTACK_STEPS, N, SEED.
+# AA_N > 0 adds standard AutoAttack on the first AA_N images of every row (slow: about
+# 10 s per robust image on a 2-core CPU).
+# Environment overrides: OUT, EPOCHS, STEPS, BATCH, ATTACK_STEPS, N, SEED, AA_N.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -23,6 +25,7 @@ batch=${BATCH:-64}
 attack_steps=${ATTACK_STEPS:-5}
 n=${N:-1000}
 seed=${SEED:-0}
+aa_n=${AA_N:-0}
 eps=0.1
 start=$(date +%s)
 mkdir -p "$out"
@@ -53,7 +56,7 @@ $bin merge --run "$out/hyperat" --strategy uniform
   $bin merge --run "$out/hyperat" --strategy adaptive --merge-steps 40 --batch-size 64 --seed "$seed"
 
 h="$out/hyperat"
-$bin report --dataset fashion-mnist --limit "$n" --eps "$eps" --alpha 0.01 --steps 20 --seed "$seed" \
+$bin report --dataset fashion-mnist --limit "$n" --eps "$eps" --alpha 0.01 --steps 20 --seed "$seed" --aa-limit "$aa_n" \
   --models "Backbone (no AT)=$h#base,Linear probe=$out/linear-probe#tuned,Full-AT (PGD-AT)=$out/full-at#tuned,LoRA-AT (PGD-AT)=$out/lora-at#tuned,FullLoRA-AT (PGD-AT)=$out/full-lora-at#tuned,HyperAT PGD-AT=$h#method:pgd-at,HyperAT TRADES=$h#method:trades,HyperAT MART=$h#method:mart,HyperAT+ (uniform)=$h#merged:uniform,HyperAT adaptive=$h#merged:adaptive" \
   --json "$out/report.json" --md "$out/report.md"
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::attack::AttackParams;
 use crate::data::Dataset;
 use crate::error::Result;
-use crate::eval::{EvalConfig, evaluate};
+use crate::eval::{ComponentAcc, EvalConfig, EvalReport, evaluate};
 use crate::progress::Progress;
 use crate::tune::TuneSummary;
 use crate::variant::load_spec;
@@ -27,6 +27,10 @@ pub struct ReportConfig {
     pub batch_size: usize,
     /// Attack seed.
     pub seed: u64,
+    /// Also run standard AutoAttack on the first N images (0: none). It costs about
+    /// 2000 gradient and 5000 forward passes per robust image, hence a subset.
+    #[serde(default)]
+    pub aa_limit: usize,
 }
 
 /// One row.
@@ -52,6 +56,18 @@ pub struct ReportRow {
     pub peak_mem_mib: Option<f64>,
     /// Evaluation wall time in seconds.
     pub eval_seconds: f64,
+    /// Standard AutoAttack robust accuracy on the first `aa_n` images.
+    #[serde(default)]
+    pub aa_acc: Option<f64>,
+    /// Images AutoAttack ran on.
+    #[serde(default)]
+    pub aa_n: Option<usize>,
+    /// PGD robust accuracy on the same `aa_n` images (for the gap).
+    #[serde(default)]
+    pub aa_pgd_acc: Option<f64>,
+    /// Robust accuracy after each AutoAttack component.
+    #[serde(default)]
+    pub aa_components: Option<Vec<ComponentAcc>>,
 }
 
 fn run_summary(spec: &str) -> Option<TuneSummary> {
@@ -88,6 +104,22 @@ pub fn evaluate_row<B: AutodiffBackend>(
     };
     let pgd = run("pgd", progress)?;
     let cw = run("cw", progress)?;
+    let aa = if cfg.aa_limit > 0 {
+        let mut sub = ds.clone();
+        sub.truncate(cfg.aa_limit);
+        let ec = EvalConfig {
+            attack: "autoattack".into(),
+            params: AttackParams {
+                eps: cfg.eps,
+                ..Default::default()
+            },
+            batch_size: cfg.batch_size,
+            seed: cfg.seed,
+        };
+        Some(evaluate::<B>(&model, &sub, &ec, device, progress)?)
+    } else {
+        None
+    };
     let summary = spec.contains('#').then(|| run_summary(spec)).flatten();
     let base = spec.ends_with("#base");
     Ok(ReportRow {
@@ -106,21 +138,52 @@ pub fn evaluate_row<B: AutodiffBackend>(
             .as_ref()
             .filter(|_| !base)
             .and_then(|s| s.peak_mem_mib),
-        eval_seconds: pgd.seconds + cw.seconds,
+        eval_seconds: pgd.seconds + cw.seconds + aa.as_ref().map_or(0.0, |a| a.seconds),
+        aa_pgd_acc: aa.as_ref().map(|a| robust_on_first(&pgd, a.n)),
+        aa_acc: aa.as_ref().and_then(|a| a.robust_acc),
+        aa_n: aa.as_ref().map(|a| a.n),
+        aa_components: aa.and_then(|a| a.components),
     })
+}
+
+/// Robust accuracy of a report on its first `n` images.
+fn robust_on_first(r: &EvalReport, n: usize) -> f64 {
+    let adv = r.adv_pred.as_deref().unwrap_or(&[]);
+    let n = n.min(adv.len());
+    let robust = (0..n)
+        .filter(|&i| r.clean_pred[i] == r.labels[i] && adv[i] == r.labels[i])
+        .count();
+    robust as f64 / n.max(1) as f64
 }
 
 /// The table as markdown.
 pub fn markdown(rows: &[ReportRow], cfg: &ReportConfig) -> String {
     let pct = |v: f64| format!("{:.2}", 100.0 * v);
     let opt = |v: Option<String>| v.unwrap_or_else(|| "—".into());
+    let aa_n = rows.iter().find_map(|r| r.aa_n);
+    let aa_head = aa_n.map_or(String::new(), |n| {
+        format!(
+            " AutoAttack (first {n}) | PGD-{k} − AA (same {n}) |",
+            k = cfg.steps
+        )
+    });
     let mut s = format!(
-        "| model | clean | PGD-{k} | CW-{k} | trainable params | train time | peak memory |\n|---|---|---|---|---|---|---|\n",
+        "| model | clean | PGD-{k} | CW-{k} |{aa_head} trainable params | train time | peak memory |\n|---|---|---|---|{}---|---|---|\n",
+        if aa_n.is_some() { "---|---|" } else { "" },
         k = cfg.steps
     );
     for r in rows {
+        let aa = if aa_n.is_some() {
+            format!(
+                " {} | {} |",
+                opt(r.aa_acc.map(pct)),
+                opt(r.aa_acc.zip(r.aa_pgd_acc).map(|(a, p)| pct(p - a)))
+            )
+        } else {
+            String::new()
+        };
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} |{aa} {} | {} | {} |\n",
             r.name,
             pct(r.clean_acc),
             pct(r.pgd_acc),
@@ -133,13 +196,87 @@ pub fn markdown(rows: &[ReportRow], cfg: &ReportConfig) -> String {
     s.push_str(&format!(
         "\nAccuracies in %, on {} test images; L∞ eps {:.4}, step {:.4}, {} steps, random start, seed {}. \
          Robust accuracy counts an image only when its clean and adversarial predictions are both right. \
-         Not AutoAttack: PGD-{k} and CW-{k} only.\n",
+         {}\n",
         rows.first().map(|r| r.n).unwrap_or(0),
         cfg.eps,
         cfg.alpha,
         cfg.steps,
         cfg.seed,
-        k = cfg.steps
+        match aa_n {
+            Some(n) => format!(
+                "AutoAttack: the standard version (APGD-CE, APGD-T, FAB-T, Square) at the same eps on the first {n} images."
+            ),
+            None => format!("Not AutoAttack: PGD-{k} and CW-{k} only.", k = cfg.steps),
+        },
     ));
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str, pgd: f64, aa: Option<(f64, f64)>) -> ReportRow {
+        ReportRow {
+            name: name.into(),
+            spec: name.into(),
+            n: 100,
+            clean_acc: 0.8,
+            pgd_acc: pgd,
+            cw_acc: pgd - 0.05,
+            trainable_params: None,
+            train_seconds: None,
+            peak_mem_mib: None,
+            eval_seconds: 1.0,
+            aa_acc: aa.map(|a| a.0),
+            aa_n: aa.map(|_| 50),
+            aa_pgd_acc: aa.map(|a| a.1),
+            aa_components: None,
+        }
+    }
+
+    #[test]
+    fn markdown_has_autoattack_columns_only_when_measured() {
+        let cfg = ReportConfig {
+            eps: 0.1,
+            alpha: 0.01,
+            steps: 20,
+            batch_size: 8,
+            seed: 0,
+            aa_limit: 50,
+        };
+        let plain = markdown(&[row("a", 0.4, None)], &cfg);
+        assert!(!plain.contains("AutoAttack (first") && plain.contains("Not AutoAttack"));
+        let md = markdown(
+            &[row("a", 0.4, Some((0.30, 0.36))), row("b", 0.2, None)],
+            &cfg,
+        );
+        let lines: Vec<&str> = md.lines().collect();
+        assert!(lines[0].contains("AutoAttack (first 50) | PGD-20 − AA (same 50)"));
+        let cols = |l: &str| l.matches('|').count();
+        assert!(lines[..4].iter().all(|l| cols(l) == cols(lines[0])), "{md}");
+        assert!(lines[2].contains("| 30.00 | 6.00 |"), "{}", lines[2]);
+        assert!(lines[3].contains("| — | — |"), "{}", lines[3]);
+    }
+
+    #[test]
+    fn robust_accuracy_on_a_prefix() {
+        let r = EvalReport {
+            n: 4,
+            clean_acc: 0.75,
+            robust_acc: Some(0.5),
+            adv_acc: Some(0.5),
+            clean_pred: vec![1, 2, 3, 0],
+            adv_pred: Some(vec![1, 0, 3, 0]),
+            labels: vec![1, 2, 0, 0],
+            attack: serde_json::json!({}),
+            max_linf: Some(0.1),
+            components: None,
+            checks: None,
+            seconds: 0.0,
+        };
+        assert_eq!(robust_on_first(&r, 2), 0.5);
+        assert_eq!(robust_on_first(&r, 4), 0.5);
+        assert_eq!(robust_on_first(&r, 1), 1.0);
+    }
 }

@@ -38,6 +38,10 @@ pub struct Args {
     /// Attack seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also run standard AutoAttack on the first N images (0: none; slow: about 10 s
+    /// per robust image on a 2-core CPU).
+    #[arg(long, default_value_t = 0)]
+    aa_limit: usize,
     /// Write the rows as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -58,6 +62,7 @@ impl BackendTask for Task {
             steps: a.steps,
             batch_size: a.batch_size,
             seed: a.seed,
+            aa_limit: a.aa_limit,
         };
         let mut rows = vec![];
         let mut ds = None;

@@ -174,6 +174,8 @@ pub struct ReportJob {
     pub steps: usize,
     /// Seed.
     pub seed: u64,
+    /// Standard AutoAttack on the first N images too (default 0: none).
+    pub aa_limit: usize,
 }
 
 impl Default for ReportJob {
@@ -186,6 +188,7 @@ impl Default for ReportJob {
             alpha: 0.01,
             steps: 20,
             seed: 0,
+            aa_limit: 0,
         }
     }
 }
@@ -851,6 +854,7 @@ fn run_job<B: AutodiffBackend>(
                 steps: r.steps,
                 batch_size: 128,
                 seed: r.seed,
+                aa_limit: r.aa_limit,
             };
             let mut out = vec![];
             for (name, spec) in rows {
