@@ -20,6 +20,7 @@ async fn health_models_and_openapi() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["status"], "ok");
     assert_eq!(v["models"], 2);
+    assert_eq!(v["backend"], "Flex");
 
     let (st, v) = json(&s.router, get("/api/models")).await;
     assert_eq!(st, StatusCode::OK);

@@ -282,7 +282,7 @@ pub async fn health<B: AutodiffBackend>(State(s): St<B>) -> Json<Value> {
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "models": s.models.read().expect("models lock").len(),
-        "backend": std::any::type_name::<B>().rsplit("::").next().unwrap_or("?"),
+        "backend": std::any::type_name::<B>().rsplit("::").next().unwrap_or("?").trim_end_matches('>'),
         "jobs": s.jobs.counts(),
     }))
 }
