@@ -523,6 +523,7 @@ pub async fn export<B: AutodiffBackend>(
     let tar = heavy(&s, &s.light, move || {
         let model = e2.variant(Some(&v2)).expect("checked");
         let ck = hyperat::variant::export(model)?;
+        let weights = ck.safetensors_bytes()?;
         let mut b = tar::Builder::new(Vec::new());
         let mut add = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
             let mut h = tar::Header::new_ustar();
@@ -533,12 +534,7 @@ pub async fn export<B: AutodiffBackend>(
             b.append_data(&mut h, name, bytes)
         };
         add("config.json", ck.config.to_hub_json().as_bytes())
-            .and_then(|_| {
-                add(
-                    "model.safetensors",
-                    &ck.safetensors_bytes().unwrap_or_default(),
-                )
-            })
+            .and_then(|_| add("model.safetensors", &weights))
             .map_err(|e| ApiError::internal(e.to_string()))?;
         b.into_inner()
             .map_err(|e| ApiError::internal(e.to_string()))
