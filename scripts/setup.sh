@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the project needs and is missing; safe to run again (skips what is there).
 #   - Debian package dataset-fashion-mnist (the embedded default dataset)
-#   - the wasm32-unknown-unknown Rust target (the core library must build for it)
+#   - the wasm32-unknown-unknown Rust target (the core library and the web UI build for it)
+#   - npm (wasm-opt for the web UI comes from npm's binaryen)
+#   - with HYPERAT_SETUP_BROWSER=1: Debian's chromium and chromium-driver (browser tests)
 set -euo pipefail
 
 as_root() {
@@ -21,6 +23,12 @@ apt_install() {
 
 if [ -z "${HYPERAT_DATA:-}" ] && [ ! -d /usr/share/datasets/fashion-mnist ]; then
   apt_install dataset-fashion-mnist
+fi
+
+command -v npm >/dev/null || apt_install npm
+
+if [ "${HYPERAT_SETUP_BROWSER:-0}" = 1 ]; then
+  apt_install chromium chromium-driver
 fi
 
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -q wasm32-unknown-unknown; then

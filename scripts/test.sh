@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Runs every test: installs what is missing, then the workspace tests (unit, timm
-# fixtures, attacks, data loaders, CLI end to end) and the wasm32 build of the core.
+# Runs every test: installs what is missing (chromium, the UI's tools), builds the web
+# UI, then the workspace tests (unit, timm fixtures, attacks, data loaders, CLI, server,
+# and the browser end-to-end tests in tests/) and the wasm32 build of the core.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+HYPERAT_SETUP_BROWSER=1 scripts/setup.sh
+scripts/build-ui.sh
 
 echo "== cargo test --workspace" >&2
 cargo test --workspace --locked

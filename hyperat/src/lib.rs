@@ -25,11 +25,10 @@ pub mod vit;
 
 #[cfg(feature = "native")]
 pub mod backend;
-#[cfg(feature = "native")]
+#[cfg(feature = "image")]
 pub mod data;
 #[cfg(feature = "native")]
 pub mod eval;
-#[cfg(feature = "native")]
 pub mod io;
 #[cfg(feature = "native")]
 pub mod merge;

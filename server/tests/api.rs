@@ -12,6 +12,7 @@ use hyperat::checkpoint::Checkpoint;
 use hyperat::playground::images;
 use hyperat_server::serve::openapi::ROUTES;
 use serde_json::json;
+use tower::ServiceExt;
 
 #[tokio::test]
 async fn health_models_and_openapi() {
@@ -433,7 +434,23 @@ async fn job_endpoints_are_guarded() {
     assert_eq!(st, StatusCode::UNAUTHORIZED);
     let (st, v) = json(&s.router, post_json("/api/jobs", &spec, Some("sesame"))).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
+    // A browser's EventSource cannot send headers: the event stream also takes the token
+    // as `?access_token=`, and only the right one.
+    let id = v["id"].as_str().unwrap().to_string();
     s.state.jobs.stop();
+    let events = format!("/api/jobs/{id}/events");
+    let (st, _) = send(&s.router, get(&events)).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    let (st, _) = send(&s.router, get(&format!("{events}?access_token=sesamf"))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    // (The stream of a queued job stays open: read the status only.)
+    let resp = s
+        .router
+        .clone()
+        .oneshot(get(&format!("{events}?access_token=sesame")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::FromRequestParts;
 use axum::extract::connect_info::{ConnectInfo, MockConnectInfo};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -45,12 +45,24 @@ fn authorize<B: AutodiffBackend>(
     headers: &HeaderMap,
     peer: &Peer,
 ) -> ApiResult<()> {
+    authorize_with(s, headers, peer, None)
+}
+
+/// [`authorize`], also accepting the token as `?access_token=` (a browser's
+/// `EventSource` cannot send an `Authorization` header).
+fn authorize_with<B: AutodiffBackend>(
+    s: &AppState<B>,
+    headers: &HeaderMap,
+    peer: &Peer,
+    query_token: Option<&str>,
+) -> ApiResult<()> {
     match &s.config.admin_token {
         Some(token) => {
             let given = headers
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.strip_prefix("Bearer "))
+                .or(query_token)
                 .unwrap_or("");
             // Compare every byte so the time taken does not reveal a matching prefix.
             let same = given.len() == token.len()
@@ -141,6 +153,12 @@ pub async fn cancel<B: AutodiffBackend>(
     Ok(Json(json!(r)))
 }
 
+/// Query of the event stream.
+#[derive(Debug, serde::Deserialize)]
+pub struct TokenQuery {
+    access_token: Option<String>,
+}
+
 /// `GET /api/jobs/{id}/events`: server-sent events. First `snapshot` (the record), then
 /// every stored `metrics` record, then live `progress`, `metrics` and `status` events;
 /// the stream ends after the final status.
@@ -149,8 +167,9 @@ pub async fn events<B: AutodiffBackend>(
     headers: HeaderMap,
     peer: Peer,
     Path(id): Path<String>,
+    Query(q): Query<TokenQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    authorize(&s, &headers, &peer)?;
+    authorize_with(&s, &headers, &peer, q.access_token.as_deref())?;
     let (record, history, rx) = s
         .jobs
         .subscribe(&id)

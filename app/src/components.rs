@@ -1,0 +1,338 @@
+//! Pieces the pages share: error and busy indicators, the model / variant picker, the
+//! image picker (gallery, file, drag and drop, paste) and probability bars.
+
+use base64::Engine;
+use leptos::prelude::*;
+use serde_json::Value;
+use wasm_bindgen::JsCast;
+
+use crate::{Ctx, Picked, api};
+
+/// A readable error, announced to screen readers; nothing when `msg` is `None`.
+#[component]
+pub fn ErrorBox(msg: Signal<Option<String>>) -> impl IntoView {
+    move || {
+        msg.get()
+            .map(|m| view! { <p class="error" role="alert">{m}</p> })
+    }
+}
+
+/// A visible "working" indicator while `busy` holds.
+#[component]
+pub fn Busy(busy: Signal<bool>, #[prop(into)] label: String) -> impl IntoView {
+    move || {
+        busy.get().then(|| view! {
+            <p class="busy" role="status" aria-live="polite"><span class="spinner" aria-hidden="true"></span>{label.clone()}</p>
+        })
+    }
+}
+
+/// Model and variant selects.
+#[component]
+pub fn ModelPicker(#[prop(optional)] no_variant: bool) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let variants = move || {
+        ctx.model_info()
+            .and_then(|m| m["variants"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    view! {
+        <label>"Model "
+            <select id="model-select" prop:value=move || ctx.model.get()
+                on:change=move |ev| {
+                    let id = event_target_value(&ev);
+                    ctx.model.set(id.clone());
+                    if let Some(m) = ctx.models.get_untracked().iter().find(|m| m["id"] == id.as_str()) {
+                        ctx.variant.set(m["default_variant"].as_str().unwrap_or_default().to_string());
+                    }
+                }>
+                {move || ctx.models.get().into_iter().map(|m| {
+                    let id = m["id"].as_str().unwrap_or_default().to_string();
+                    view! { <option value=id.clone() selected=move || ctx.model.get() == id>{id.clone()}</option> }
+                }).collect_view()}
+            </select>
+        </label>
+        {(!no_variant).then(|| view! {
+            <label>"Variant "
+                <select id="variant-select" prop:value=move || ctx.variant.get()
+                    on:change=move |ev| ctx.variant.set(event_target_value(&ev))>
+                    {move || variants().into_iter().map(|v| {
+                        let v2 = v.clone();
+                        view! { <option value=v.clone() selected=move || ctx.variant.get() == v2>{variant_label(&v)}</option> }
+                    }).collect_view()}
+                </select>
+            </label>
+        })}
+    }
+}
+
+/// A variant's name for people: `method:trades` → "TRADES LoRA".
+pub fn variant_label(v: &str) -> String {
+    match v.split_once(':') {
+        Some(("method", m)) => format!("{} LoRA", m.to_uppercase()),
+        Some(("merged", "uniform")) => "HyperAT+ (uniform merge)".into(),
+        Some(("merged", s)) => format!("merged: {s}"),
+        _ if v == "base" => "base (undefended)".into(),
+        _ => v.to_string(),
+    }
+}
+
+fn mime_of(bytes: &[u8]) -> &'static str {
+    match bytes {
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [0xFF, 0xD8, ..] => "image/jpeg",
+        [b'G', b'I', b'F', ..] => "image/gif",
+        [b'B', b'M', ..] => "image/bmp",
+        [
+            b'R',
+            b'I',
+            b'F',
+            b'F',
+            _,
+            _,
+            _,
+            _,
+            b'W',
+            b'E',
+            b'B',
+            b'P',
+            ..,
+        ] => "image/webp",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Reads a browser `File` and makes it the picked image.
+fn take_file(
+    file: web_sys::File,
+    picked: RwSignal<Option<Picked>>,
+    invert: RwSignal<bool>,
+    err: RwSignal<Option<String>>,
+) {
+    leptos::task::spawn_local(async move {
+        match wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
+            Ok(buf) => {
+                let bytes = js_sys::Uint8Array::new(&buf).to_vec();
+                if bytes.len() > 10 << 20 {
+                    err.set(Some(format!(
+                        "{} is {} MB: the server takes at most 10 MB",
+                        file.name(),
+                        bytes.len() >> 20
+                    )));
+                    return;
+                }
+                let url = format!(
+                    "data:{};base64,{}",
+                    mime_of(&bytes),
+                    base64::engine::general_purpose::STANDARD.encode(&bytes)
+                );
+                err.set(None);
+                picked.set(Some(Picked::Upload {
+                    bytes,
+                    name: file.name(),
+                    url,
+                    invert: invert.get_untracked(),
+                }));
+            }
+            Err(_) => err.set(Some(format!("cannot read {}", file.name()))),
+        }
+    });
+}
+
+/// The image picker: a gallery of test images per class, a file picker, drag and drop
+/// and paste.
+#[component]
+pub fn ImagePicker() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let class = RwSignal::new(String::new());
+    let samples = RwSignal::new(Vec::<Value>::new());
+    let dataset = RwSignal::new(String::from("fashion-mnist"));
+    let err = RwSignal::new(None::<String>);
+    let loading = RwSignal::new(false);
+    let invert = RwSignal::new(false);
+    let load = move || {
+        let ds = ctx
+            .model_info()
+            .and_then(|m| m["dataset"].as_str().map(String::from))
+            .unwrap_or_else(|| "fashion-mnist".into());
+        let c = class.get_untracked();
+        loading.set(true);
+        leptos::task::spawn_local(async move {
+            let mut url = format!(
+                "/api/samples?dataset={}&n=12",
+                js_sys::encode_uri_component(&ds)
+            );
+            if !c.is_empty() {
+                url.push_str(&format!("&class={c}"));
+            }
+            match api::get(&url).await {
+                Ok(v) => {
+                    let list = v["samples"].as_array().cloned().unwrap_or_default();
+                    if ctx.picked.get_untracked().is_none()
+                        && let Some(s) = list.first()
+                    {
+                        ctx.picked.set(Some(sample_of(s, &ds)));
+                    }
+                    samples.set(list);
+                    dataset.set(ds);
+                    err.set(None);
+                }
+                Err(e) => err.set(Some(format!("cannot load the gallery: {e}"))),
+            }
+            loading.set(false);
+        });
+    };
+    Effect::new(move |_| {
+        let _ = ctx.model.get();
+        let _ = class.get();
+        load();
+    });
+    let paste = window_event_listener(leptos::ev::paste, move |ev: web_sys::ClipboardEvent| {
+        if let Some(f) = ev
+            .clipboard_data()
+            .and_then(|d| d.files())
+            .and_then(|f| f.get(0))
+        {
+            take_file(f, ctx.picked, invert, err);
+        }
+    });
+    on_cleanup(move || paste.remove());
+    let dragging = RwSignal::new(false);
+    view! {
+        <section class="picker" aria-label="Choose an image">
+            <div class="picker-head">
+                <label>"Class "
+                    <select id="class-select" on:change=move |ev| class.set(event_target_value(&ev))>
+                        <option value="">"all"</option>
+                        {move || ctx.classes().into_iter().enumerate().map(|(i, c)| view! {
+                            <option value=i.to_string()>{c}</option>
+                        }).collect_view()}
+                    </select>
+                </label>
+                <Busy busy=loading.into() label="loading images…" />
+            </div>
+            <div class="gallery" role="list">
+                {move || samples.get().into_iter().map(|s| {
+                    let ds = dataset.get_untracked();
+                    let p = sample_of(&s, &ds);
+                    let id = s["id"].as_u64().unwrap_or(0);
+                    let p2 = p.clone();
+                    let chosen = move || ctx.picked.get().as_ref() == Some(&p2);
+                    view! {
+                        <button class="thumb" role="listitem" class:chosen=chosen
+                            id=format!("sample-{id}")
+                            title=p.describe() aria-label=p.describe()
+                            on:click={ let p = p.clone(); move |_| ctx.picked.set(Some(p.clone())) }>
+                            <img src=p.url() alt="" width="56" height="56" />
+                            <span>{s["name"].as_str().unwrap_or_default().to_string()}</span>
+                        </button>
+                    }
+                }).collect_view()}
+            </div>
+            <div class="drop" class:dragging=move || dragging.get()
+                on:dragover=move |ev: web_sys::DragEvent| { ev.prevent_default(); dragging.set(true); }
+                on:dragleave=move |_| dragging.set(false)
+                on:drop=move |ev: web_sys::DragEvent| {
+                    ev.prevent_default();
+                    dragging.set(false);
+                    if let Some(f) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
+                        take_file(f, ctx.picked, invert, err);
+                    }
+                }>
+                <label>"Upload an image (or drop / paste one here) "
+                    <input type="file" id="upload" accept="image/*"
+                        on:change=move |ev| {
+                            let input: web_sys::HtmlInputElement = ev.target().unwrap().unchecked_into();
+                            if let Some(f) = input.files().and_then(|f| f.get(0)) {
+                                take_file(f, ctx.picked, invert, err);
+                            }
+                        } />
+                </label>
+                <label title="Fashion-MNIST shows light clothes on black: invert a photo of dark clothes on white">
+                    <input type="checkbox" id="invert" prop:checked=move || invert.get()
+                        on:change=move |ev| {
+                            let on = event_target_checked(&ev);
+                            invert.set(on);
+                            ctx.picked.update(|p| if let Some(Picked::Upload { invert, .. }) = p { *invert = on; });
+                        } />
+                    " invert (dark object on light background)"
+                </label>
+            </div>
+            <ErrorBox msg=err.into() />
+        </section>
+    }
+}
+
+/// A gallery entry as a [`Picked`].
+pub fn sample_of(s: &Value, dataset: &str) -> Picked {
+    Picked::Sample {
+        id: s["id"].as_u64().unwrap_or(0) as usize,
+        dataset: dataset.to_string(),
+        png: s["png"].as_str().unwrap_or_default().to_string(),
+        label: s["label"].as_u64().unwrap_or(0) as usize,
+        name: s["name"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// Probability bars of a prediction (`{class, probs, ...}`); the true class is marked.
+#[component]
+pub fn ProbBars(
+    pred: Value,
+    classes: Vec<String>,
+    label: Option<usize>,
+    #[prop(into)] id: String,
+) -> impl IntoView {
+    let top = pred["class"].as_u64().unwrap_or(0) as usize;
+    let name = |i: usize| {
+        classes
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class {i}"))
+    };
+    let verdict = match label {
+        Some(l) if l == top => "right",
+        Some(_) => "wrong",
+        None => "",
+    };
+    let probs: Vec<f64> = pred["probs"]
+        .as_array()
+        .map(|a| a.iter().map(|p| p.as_f64().unwrap_or(0.0)).collect())
+        .unwrap_or_default();
+    view! {
+        <div class="probs" id=id>
+            <p class=format!("top1 {verdict}")>
+                <strong class="top1-name">{name(top)}</strong>
+                {format!(" {:.1}%", probs.get(top).copied().unwrap_or(0.0) * 100.0)}
+                {match verdict { "right" => " ✓ right", "wrong" => " ✗ wrong", _ => "" }}
+            </p>
+            <ul aria-label="class probabilities">
+                {probs.iter().enumerate().map(|(i, p)| {
+                    let pct = p * 100.0;
+                    view! {
+                        <li class:top=i == top class:truth=label == Some(i)>
+                            <span class="cls">{name(i)}</span>
+                            <span class="bar"><span style:width=format!("{pct:.1}%")></span></span>
+                            <span class="pct">{format!("{pct:.1}%")}</span>
+                        </li>
+                    }
+                }).collect_view()}
+            </ul>
+        </div>
+    }
+}
+
+/// eps as a slider in /255 with the raw value beside it.
+#[component]
+pub fn EpsInput(eps255: RwSignal<f64>) -> impl IntoView {
+    view! {
+        <label>"ε "
+            <input type="range" id="eps" min="1" max="64" step="1" prop:value=move || eps255.get().to_string()
+                aria-valuetext=move || format!("{}/255", eps255.get())
+                on:input=move |ev| eps255.set(event_target_value(&ev).parse().unwrap_or(8.0)) />
+            <output>{move || format!("{}/255 = {:.4}", eps255.get(), eps255.get() / 255.0)}</output>
+        </label>
+    }
+}

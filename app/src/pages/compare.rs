@@ -1,0 +1,125 @@
+//! Compare: one image, every variant (base, each defense's LoRA, each merge) attacked
+//! side by side, and the transfer matrix as a heat map.
+
+use leptos::prelude::*;
+use serde_json::Value;
+
+use crate::components::{Busy, EpsInput, ErrorBox, ImagePicker, ModelPicker, variant_label};
+use crate::pages::playground::ATTACKS;
+use crate::{Ctx, api};
+
+#[component]
+pub fn Compare() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let attack = RwSignal::new(String::from("pgd"));
+    let eps255 = RwSignal::new(8.0);
+    let steps = RwSignal::new(10usize);
+    let busy = RwSignal::new(false);
+    let err = RwSignal::new(None::<String>);
+    let result = RwSignal::new(None::<Value>);
+    let run = move |_| {
+        let Some(img) = ctx.picked.get_untracked() else {
+            err.set(Some("pick or upload an image first".into()));
+            return;
+        };
+        let form = api::Form::default()
+            .field("model", ctx.model.get_untracked())
+            .field("attack", attack.get_untracked())
+            .field("eps", eps255.get_untracked() / 255.0)
+            .field("steps", steps.get_untracked())
+            .input(&img);
+        busy.set(true);
+        err.set(None);
+        leptos::task::spawn_local(async move {
+            match form.post("/api/compare").await {
+                Ok(v) => result.set(Some(v)),
+                Err(e) => err.set(Some(e)),
+            }
+            busy.set(false);
+        });
+    };
+    view! {
+        <h2>"Compare variants"</h2>
+        <p class="lead">"The same attack, made against each variant in turn. The heat map shows transfer: an attack made on the row's variant, shown to the column's variant (green: still right)."</p>
+        <div class="controls"><ModelPicker no_variant=true /></div>
+        <ImagePicker />
+        <div class="controls">
+            <label>"Attack "
+                <select id="compare-attack" on:change=move |ev| attack.set(event_target_value(&ev))>
+                    {ATTACKS.iter().map(|(k, l)| view! { <option value=*k selected=*k == "pgd">{*l}</option> }).collect_view()}
+                </select>
+            </label>
+            <EpsInput eps255=eps255 />
+            <label>"Steps "
+                <input type="number" min="1" max="200" prop:value=move || steps.get().to_string()
+                    on:input=move |ev| steps.set(event_target_value(&ev).parse().unwrap_or(10).clamp(1, 200)) />
+            </label>
+            <button id="compare-btn" class="primary" on:click=run disabled=move || busy.get()>"Compare every variant"</button>
+        </div>
+        <Busy busy=busy.into() label="attacking every variant…" />
+        <ErrorBox msg=err.into() />
+        {move || result.get().map(|v| view! { <Results v=v classes=ctx.classes() /> })}
+    }
+}
+
+#[component]
+fn Results(v: Value, classes: Vec<String>) -> impl IntoView {
+    let name = move |c: &Value| {
+        let i = c.as_u64().unwrap_or(0) as usize;
+        classes
+            .get(i)
+            .cloned()
+            .unwrap_or_else(|| format!("class {i}"))
+    };
+    let variants: Vec<String> = v["variants"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.as_str().unwrap_or_default().to_string())
+        .collect();
+    let rows = v["rows"].as_array().cloned().unwrap_or_default();
+    let matrix = v["transfer"].as_array().cloned().unwrap_or_default();
+    view! {
+        <section class="card" aria-label="Every variant">
+            <h3>{format!("True class: {}", v["label_name"].as_str().unwrap_or("?"))}</h3>
+            <div class="table-wrap"><table id="compare-table">
+                <thead><tr><th scope="col">"Variant"</th><th scope="col">"Clean"</th><th scope="col">"Adversarial"</th><th scope="col">"Perturbation"</th></tr></thead>
+                <tbody>
+                    {rows.iter().map(|r| {
+                        let ok = |k: &str| r[k].as_bool().unwrap_or(false);
+                        view! {
+                            <tr class="variant-row">
+                                <th scope="row">{variant_label(r["variant"].as_str().unwrap_or_default())}</th>
+                                <td class:right=ok("clean_correct") class:wrong=!ok("clean_correct")>
+                                    {format!("{} {:.0}% {}", name(&r["clean"]["class"]), r["clean"]["confidence"].as_f64().unwrap_or(0.0) * 100.0, if ok("clean_correct") {"✓"} else {"✗"})}</td>
+                                <td class:right=ok("adversarial_correct") class:wrong=!ok("adversarial_correct")>
+                                    <img src=r["adversarial_png"].as_str().unwrap_or_default().to_string() alt="adversarial image" width="28" height="28" />
+                                    {format!(" {} {:.0}% {}", name(&r["adversarial"]["class"]), r["adversarial"]["confidence"].as_f64().unwrap_or(0.0) * 100.0, if ok("adversarial_correct") {"✓"} else {"✗"})}</td>
+                                <td><img src=r["perturbation_png"].as_str().unwrap_or_default().to_string() alt="perturbation" width="28" height="28" /></td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table></div>
+            <h3>"Transfer (attack made on row, shown to column)"</h3>
+            <div class="table-wrap"><table class="heat" id="transfer-table">
+                <thead><tr><th></th>{variants.iter().map(|c| view! { <th scope="col">{variant_label(c)}</th> }).collect_view()}</tr></thead>
+                <tbody>
+                    {matrix.iter().zip(&variants).map(|(row, rv)| view! {
+                        <tr><th scope="row">{variant_label(rv)}</th>
+                            {row.as_array().cloned().unwrap_or_default().iter().map(|c| {
+                                let p = c["label_prob"].as_f64().unwrap_or(0.0);
+                                let ok = c["correct"].as_bool().unwrap_or(false);
+                                // Red (true class lost) to green (kept), by the true class's probability.
+                                let bg = format!("hsl({:.0}, 70%, {:.0}%)", 120.0 * p, 85.0 - 25.0 * p);
+                                view! { <td style:background=bg title=format!("true class {:.1}%", p * 100.0)>{if ok {"✓"} else {"✗"}}{format!(" {:.0}%", p * 100.0)}</td> }
+                            }).collect_view()}
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table></div>
+            <p class="meta">{format!("{} in {:.0} ms", v["attack"]["name"].as_str().unwrap_or("attack"), v["ms"].as_f64().unwrap_or(0.0))}</p>
+        </section>
+    }
+}

@@ -1,0 +1,80 @@
+//! Learn: a short classroom page on adversarial examples, adversarial training, LoRA and
+//! HyperAT's merge, with a live example from the default model.
+
+use leptos::prelude::*;
+use serde_json::Value;
+
+use crate::components::{Busy, ErrorBox, variant_label};
+use crate::{Ctx, api};
+
+#[component]
+pub fn Learn() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let busy = RwSignal::new(false);
+    let err = RwSignal::new(None::<String>);
+    let shown = RwSignal::new(Vec::<(String, Value)>::new());
+    let demo = move |_| {
+        let model = ctx.model.get_untracked();
+        let variants: Vec<String> = ctx
+            .model_info()
+            .and_then(|m| m["variants"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .filter(|v| v == "base" || v == "merged:uniform")
+            .collect();
+        busy.set(true);
+        err.set(None);
+        shown.set(vec![]);
+        leptos::task::spawn_local(async move {
+            for v in variants {
+                let r = api::Form::default()
+                    .field("model", &model)
+                    .field("variant", &v)
+                    .field("attack", "pgd")
+                    .field("eps", 8.0 / 255.0)
+                    .field("steps", 10)
+                    .field("sample", 0)
+                    .post("/api/attack")
+                    .await;
+                match r {
+                    Ok(x) => shown.update(|s| s.push((v, x))),
+                    Err(e) => {
+                        err.set(Some(e));
+                        break;
+                    }
+                }
+            }
+            busy.set(false);
+        });
+    };
+    view! {
+        <h2>"Learn"</h2>
+        <article class="card prose">
+            <h3>"1. Adversarial examples"</h3>
+            <p>"A classifier can be fooled by changes to an image that people hardly see. An attack such as PGD nudges every pixel by at most ε (here 8/255, about 3%) in the direction that most increases the model's loss, several times over. The result looks the same to us; the model's answer flips."</p>
+            <h3>"2. Adversarial training"</h3>
+            <p>"The best-known defense trains on those attacked images: each training step first attacks the batch, then learns from the attacked copy. PGD-AT learns to classify the attacked image correctly; TRADES balances clean accuracy against a stable prediction; MART puts extra weight on the images the model gets wrong."</p>
+            <h3>"3. LoRA: tuning a few parameters"</h3>
+            <p>"Retraining all of a Vision Transformer is expensive. LoRA keeps the pretrained weights W₀ frozen and adds a low-rank change: W = W₀ + scaling · B·A, where A and B are thin matrices (rank r). Only A and B learn: a small fraction of the parameters."</p>
+            <h3>"4. HyperAT: one hypernetwork, many defenses, one merged model"</h3>
+            <p>"Each defense has strengths. HyperAT does not train one LoRA per defense separately: a small shared hypernetwork generates the LoRA factors for every layer from learned embeddings of the method, the layer and the module. Each training step samples one defense. Afterwards the per-method LoRAs are merged (HyperAT+ averages them) and folded into the weights, leaving a plain ViT that costs nothing extra at inference."</p>
+        </article>
+        <section class="card" aria-label="Live example">
+            <h3>"Try it: the same attack on the undefended and the HyperAT+ model"</h3>
+            <button id="learn-demo" class="primary" on:click=demo disabled=move || busy.get()>"Attack test image #0 (PGD, ε = 8/255)"</button>
+            <Busy busy=busy.into() label="attacking…" />
+            <ErrorBox msg=err.into() />
+            <div class="side-by-side">
+                {move || shown.get().into_iter().map(|(v, x)| view! {
+                    <figure>
+                        <img src=x["adversarial_png"].as_str().unwrap_or_default().to_string() alt="adversarial image" width="112" height="112" />
+                        <figcaption>{format!("{}: clean → {} , attacked → {} {}", variant_label(&v),
+                            x["clean"]["name"].as_str().unwrap_or("?"), x["adversarial"]["name"].as_str().unwrap_or("?"),
+                            if x["adversarial_correct"].as_bool().unwrap_or(false) { "✓ still right" } else { "✗ fooled" })}</figcaption>
+                    </figure>
+                }).collect_view()}
+            </div>
+        </section>
+    }
+}

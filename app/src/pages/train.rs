@@ -1,0 +1,338 @@
+//! Train: start a HyperAT tuning run on the server, watch its curves live (the job's
+//! event stream), cancel it, and see past runs. Finished runs become models.
+
+use leptos::prelude::*;
+use serde_json::{Value, json};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
+
+use crate::components::{Busy, ErrorBox, ModelPicker};
+use crate::{Ctx, api};
+
+const METHODS: [(&str, &str); 4] = [
+    ("pgd-at", "PGD-AT"),
+    ("trades", "TRADES"),
+    ("mart", "MART"),
+    ("fgsm-rs", "FGSM-RS (fast AT)"),
+];
+
+/// A number field bound to a signal.
+#[component]
+fn Num(
+    #[prop(into)] label: String,
+    #[prop(into)] id: String,
+    value: RwSignal<f64>,
+    #[prop(into)] step: String,
+) -> impl IntoView {
+    view! {
+        <label>{label}" "
+            <input type="number" id=id step=step prop:value=move || value.get().to_string()
+                on:input=move |ev| if let Ok(v) = event_target_value(&ev).parse() { value.set(v) } />
+        </label>
+    }
+}
+
+#[component]
+pub fn Train() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let methods = RwSignal::new(vec!["pgd-at".to_string(), "trades".into(), "mart".into()]);
+    let steps = RwSignal::new(60.0);
+    let batch = RwSignal::new(32.0);
+    let rank = RwSignal::new(4.0);
+    let lr = RwSignal::new(1e-3);
+    let eps255 = RwSignal::new(8.0);
+    let attack_steps = RwSignal::new(3.0);
+    let limit = RwSignal::new(5000.0);
+    let token = RwSignal::new(api::token().unwrap_or_default());
+    let err = RwSignal::new(None::<String>);
+    let busy = RwSignal::new(false);
+    let jobs = RwSignal::new(Vec::<Value>::new());
+    let watching = RwSignal::new(None::<String>);
+    let metrics = RwSignal::new(Vec::<Value>::new());
+    let progress = RwSignal::new(None::<Value>);
+    let status = RwSignal::new(String::new());
+    let source = StoredValue::new_local(None::<web_sys::EventSource>);
+
+    let refresh = move || {
+        leptos::task::spawn_local(async move {
+            match api::get("/api/jobs").await {
+                Ok(v) => jobs.set(v["jobs"].as_array().cloned().unwrap_or_default()),
+                Err(e) => err.set(Some(format!("job list: {e}"))),
+            }
+        })
+    };
+    refresh();
+
+    let watch = move |id: String| {
+        if let Some(es) = source.get_value() {
+            es.close();
+        }
+        metrics.set(vec![]);
+        progress.set(None);
+        status.set("connecting…".into());
+        watching.set(Some(id.clone()));
+        let mut url = format!("/api/jobs/{id}/events");
+        if let Some(t) = api::token() {
+            url.push_str(&format!(
+                "?access_token={}",
+                js_sys::encode_uri_component(&t)
+            ));
+        }
+        let es = match web_sys::EventSource::new(&url) {
+            Ok(es) => es,
+            Err(_) => {
+                err.set(Some("cannot open the job's event stream".into()));
+                return;
+            }
+        };
+        let on = |kind: &str, f: Box<dyn Fn(Value)>| {
+            let cb =
+                Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+                    if let Some(v) = ev
+                        .data()
+                        .as_string()
+                        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+                    {
+                        f(v)
+                    }
+                });
+            let _ = es.add_event_listener_with_callback(kind, cb.as_ref().unchecked_ref());
+            cb.forget();
+        };
+        on(
+            "snapshot",
+            Box::new(move |v| {
+                status.set(v["job"]["status"].as_str().unwrap_or_default().to_string())
+            }),
+        );
+        on("metrics", Box::new(move |v| metrics.update(|m| m.push(v))));
+        on("progress", Box::new(move |v| progress.set(Some(v))));
+        let es2 = es.clone();
+        on(
+            "status",
+            Box::new(move |v| {
+                let s = v["status"].as_str().unwrap_or_default().to_string();
+                if let Some(e) = v["error"].as_str() {
+                    err.set(Some(format!("the job failed: {e}")));
+                }
+                if matches!(s.as_str(), "done" | "failed" | "cancelled") {
+                    es2.close();
+                    ctx.refresh_models();
+                }
+                status.set(s);
+                refresh();
+            }),
+        );
+        let onerror = Closure::<dyn Fn(web_sys::Event)>::new(move |_| {
+            if !matches!(
+                status.get_untracked().as_str(),
+                "done" | "failed" | "cancelled"
+            ) {
+                status.set("connection lost; the browser retries…".into());
+            }
+        });
+        es.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+        onerror.forget();
+        source.set_value(Some(es));
+    };
+    on_cleanup(move || {
+        if let Some(es) = source.get_value() {
+            es.close();
+        }
+    });
+
+    let start = move |_| {
+        api::set_token(&token.get_untracked());
+        let m = methods.get_untracked();
+        if m.is_empty() {
+            err.set(Some("choose at least one defense method".into()));
+            return;
+        }
+        let spec = json!({
+            "kind": "tune",
+            "model": ctx.model.get_untracked(),
+            "config": {
+                "methods": m.join(","),
+                "steps": steps.get_untracked() as usize,
+                "batch_size": batch.get_untracked() as usize,
+                "rank": rank.get_untracked() as usize,
+                "lr": lr.get_untracked(),
+                "eps": eps255.get_untracked() / 255.0,
+                "attack_steps": attack_steps.get_untracked() as usize,
+                "train_limit": limit.get_untracked() as usize,
+                "holdout": 500,
+                "checkpoint_every": 20,
+            }
+        });
+        busy.set(true);
+        err.set(None);
+        leptos::task::spawn_local(async move {
+            match api::post_json("/api/jobs", &spec).await {
+                Ok(r) => {
+                    refresh();
+                    watch(r["id"].as_str().unwrap_or_default().to_string());
+                }
+                Err(e) => err.set(Some(e)),
+            }
+            busy.set(false);
+        });
+    };
+
+    let cancel = move |id: String| {
+        leptos::task::spawn_local(async move {
+            if let Err(e) = api::delete(&format!("/api/jobs/{id}")).await {
+                err.set(Some(e));
+            }
+            refresh();
+        })
+    };
+
+    view! {
+        <h2>"Train"</h2>
+        <p class="lead">"HyperAT tunes the frozen ViT with LoRAs that a small hypernetwork generates, one per defense method; each step samples one method. Runs are queued on the server; finished runs appear under Models."</p>
+        <section class="card" aria-label="New tuning run">
+            <div class="controls"><ModelPicker no_variant=true /></div>
+            <fieldset><legend>"Defense methods"</legend>
+                {METHODS.iter().map(|(k, l)| {
+                    let k = k.to_string();
+                    let k2 = k.clone();
+                    view! {
+                        <label><input type="checkbox" id=format!("method-{k}") prop:checked=move || methods.get().contains(&k)
+                            on:change=move |ev| { let on = event_target_checked(&ev); let k = k2.clone();
+                                methods.update(|m| { m.retain(|x| *x != k); if on { m.push(k) } }); } />" "{*l}</label>
+                    }
+                }).collect_view()}
+            </fieldset>
+            <div class="controls">
+                <Num label="Steps" id="train-steps" value=steps step="1" />
+                <Num label="Batch" id="train-batch" value=batch step="1" />
+                <Num label="LoRA rank" id="train-rank" value=rank step="1" />
+                <Num label="Learning rate" id="train-lr" value=lr step="0.0001" />
+                <Num label="ε (/255)" id="train-eps" value=eps255 step="1" />
+                <Num label="Attack steps" id="train-attack-steps" value=attack_steps step="1" />
+                <Num label="Training images" id="train-limit" value=limit step="100" />
+            </div>
+            <div class="controls">
+                <label title="Needed when the server was started with --admin-token">"Admin token "
+                    <input type="password" id="token" autocomplete="off" prop:value=move || token.get()
+                        on:input=move |ev| token.set(event_target_value(&ev)) />
+                </label>
+                <button id="train-start" class="primary" on:click=start disabled=move || busy.get()>"Start tuning"</button>
+            </div>
+            <Busy busy=busy.into() label="submitting…" />
+            <ErrorBox msg=err.into() />
+        </section>
+        {move || watching.get().map(|id| view! {
+            <section class="card" id="job-live" aria-label="Live run">
+                <h3>{format!("Run {id}: ")}<span id="job-status">{move || status.get()}</span></h3>
+                {move || progress.get().map(|p| {
+                    let (d, t) = (p["done"].as_f64().unwrap_or(0.0), p["total"].as_f64().unwrap_or(1.0).max(1.0));
+                    view! {
+                        <progress id="job-progress" max=t value=d></progress>
+                        <span class="meta">{format!(" {d:.0}/{t:.0}{}", p["eta_s"].as_f64().map(|e| format!(", about {e:.0} s left")).unwrap_or_default())}</span>
+                    }
+                })}
+                <p class="meta" id="job-steps">{move || format!("{} steps reported", metrics.get().len())}</p>
+                <div class="charts">
+                    <Chart title="loss" key="loss" metrics=metrics.into() unit=false />
+                    <Chart title="clean accuracy (batch)" key="clean_acc" metrics=metrics.into() unit=true />
+                    <Chart title="adversarial accuracy (batch)" key="adv_acc" metrics=metrics.into() unit=true />
+                </div>
+            </section>
+        })}
+        <section class="card" aria-label="Run history">
+            <h3>"Runs " <button on:click=move |_| refresh()>"refresh"</button></h3>
+            <div class="table-wrap"><table id="job-table">
+                <thead><tr><th scope="col">"Id"</th><th scope="col">"Kind"</th><th scope="col">"Status"</th><th scope="col">"Progress"</th><th scope="col"></th></tr></thead>
+                <tbody>
+                    {move || jobs.get().into_iter().map(|j| {
+                        let id = j["id"].as_str().unwrap_or_default().to_string();
+                        let st = j["status"].as_str().unwrap_or_default().to_string();
+                        let live = matches!(st.as_str(), "queued" | "running");
+                        let (i1, i2) = (id.clone(), id.clone());
+                        view! {
+                            <tr>
+                                <td>{id.clone()}</td><td>{j["spec"]["kind"].as_str().unwrap_or_default().to_string()}</td>
+                                <td>{st.clone()}{j["error"].as_str().map(|e| format!(": {e}"))}</td>
+                                <td>{format!("{}/{}", j["progress"]["done"], j["progress"]["total"])}</td>
+                                <td>
+                                    <button on:click=move |_| watch(i1.clone())>"curves"</button>
+                                    {live.then(|| view! { <button on:click=move |_| cancel(i2.clone())>"cancel"</button> })}
+                                </td>
+                            </tr>
+                        }
+                    }).collect_view()}
+                </tbody>
+            </table></div>
+        </section>
+    }
+}
+
+/// One metric per method against the step, as SVG lines.
+#[component]
+fn Chart(
+    #[prop(into)] title: String,
+    #[prop(into)] key: String,
+    metrics: Signal<Vec<Value>>,
+    unit: bool,
+) -> impl IntoView {
+    let lines = move || {
+        let m = metrics.get();
+        let mut methods: Vec<String> = m
+            .iter()
+            .filter_map(|r| r["method"].as_str().map(String::from))
+            .collect();
+        methods.sort();
+        methods.dedup();
+        let ys: Vec<f64> = m.iter().filter_map(|r| r[key.as_str()].as_f64()).collect();
+        let (lo, hi) = if unit {
+            (0.0, 1.0)
+        } else {
+            (
+                ys.iter().cloned().fold(f64::INFINITY, f64::min).min(0.0),
+                ys.iter().cloned().fold(0.0, f64::max).max(1e-9),
+            )
+        };
+        let smax = m
+            .iter()
+            .filter_map(|r| r["step"].as_f64())
+            .fold(1.0, f64::max);
+        let lines: Vec<(usize, String, String)> = methods
+            .iter()
+            .enumerate()
+            .map(|(i, meth)| {
+                let pts = m
+                    .iter()
+                    .filter(|r| r["method"] == meth.as_str())
+                    .filter_map(|r| {
+                        let (s, y) = (r["step"].as_f64()?, r[key.as_str()].as_f64()?);
+                        Some(format!(
+                            "{:.1},{:.1}",
+                            30.0 + 260.0 * s / smax,
+                            110.0 - 100.0 * (y - lo) / (hi - lo)
+                        ))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (i, meth.clone(), pts)
+            })
+            .collect();
+        (lines, lo, hi)
+    };
+    let lines2 = lines.clone();
+    view! {
+        <figure class="chart-box">
+            <figcaption>{title.clone()}</figcaption>
+            <svg viewBox="0 0 300 125" class="chart" role="img" aria-label=title>
+                <line x1="30" y1="110" x2="290" y2="110" class="axis" />
+                <line x1="30" y1="10" x2="30" y2="110" class="axis" />
+                {move || { let (lines, lo, hi) = lines(); view! {
+                    <text x="0" y="14" class="tick">{format!("{hi:.2}")}</text>
+                    <text x="0" y="112" class="tick">{format!("{lo:.2}")}</text>
+                    {lines.into_iter().map(|(i, _, pts)| view! { <polyline points=pts class=format!("series s{i}") fill="none" /> }).collect_view()}
+                }}}
+            </svg>
+            <p class="legend">{move || lines2().0.into_iter().map(|(i, m, _)| view! { <span class=format!("key s{i}")>{m}</span> }).collect_view()}</p>
+        </figure>
+    }
+}

@@ -1,0 +1,315 @@
+//! End-to-end tests of the web UI: a real `hyperat serve` (the server library, on a
+//! loopback socket, serving the shipped model and the Trunk-built `dist/`) driven through
+//! headless Chromium by WebDriver. Needs `scripts/build-ui.sh` to have built `dist/` and
+//! Debian's `chromium` + `chromium-driver` (scripts/test.sh installs and builds both).
+//! Screenshots of every page go to `$HYPERAT_E2E_SHOTS` (default: a temporary folder,
+//! printed).
+
+mod webdriver;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hyperat::backend::CpuAutodiff;
+use hyperat_server::serve::{AppState, Limits, ServeConfig, app};
+use serde_json::Value;
+use webdriver::{Browser, http};
+
+/// One browser test at a time: two Chromiums and two trainings on two cores only slow
+/// each other down.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A server on a loopback port over the shipped models and `dist/`, with a fresh data
+/// folder; runs until the test process ends.
+fn serve(data: &Path) -> u16 {
+    let dist = repo().join("dist");
+    assert!(
+        dist.join("index.html").is_file(),
+        "the web UI is not built: run scripts/build-ui.sh (scripts/test.sh does)"
+    );
+    let config = ServeConfig {
+        models_dir: repo().join("public/models"),
+        data_dir: data.to_path_buf(),
+        dist_dir: dist,
+        admin_token: None,
+        limits: Limits::default(),
+    };
+    let state: Arc<AppState<CpuAutodiff>> =
+        AppState::new(config, Default::default()).expect("server state");
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = std_listener.local_addr().unwrap().port();
+    std_listener.set_nonblocking(true).unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(std_listener).unwrap();
+            axum::serve(
+                listener,
+                app(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+    });
+    port
+}
+
+fn shots() -> PathBuf {
+    let dir = std::env::var_os("HYPERAT_E2E_SHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("hyperat-e2e-shots"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn api(port: u16, path: &str) -> Value {
+    let (status, body) = http(port, "GET", path, None).unwrap();
+    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// Waits for the first gallery image and picks it.
+fn pick_first_sample(b: &Browser) {
+    b.wait(
+        "the gallery",
+        60,
+        "return document.querySelectorAll('.gallery .thumb').length >= 12",
+    );
+    b.click(".gallery .thumb");
+    b.wait(
+        "the chosen image",
+        10,
+        "return document.querySelector('.thumb.chosen') !== null",
+    );
+}
+
+/// Clicks Predict and returns (top-1 class name, the "where it ran" line, its backend).
+fn predict(b: &Browser) -> (String, String, String) {
+    b.click("#predict-btn");
+    b.wait(
+        "a prediction",
+        120,
+        "return document.querySelector('#predict-result .top1-name') !== null",
+    );
+    let name = b.text("#predict-result .top1-name");
+    let line = b.text("#predict-where");
+    let backend = b
+        .js("return document.querySelector('#predict-where').dataset.backend")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    (name, line, backend)
+}
+
+/// Turns in-browser inference on and predicts; checks the answer against the server's.
+fn in_browser_matches_server(b: &Browser) -> String {
+    let (server_top, where_, _) = predict(b);
+    assert!(where_.contains("on the server"), "{where_}");
+    b.click("#in-browser");
+    b.js("document.querySelector('#predict-where').dataset.backend = 'stale'");
+    b.click("#predict-btn");
+    b.wait(
+        "an in-browser prediction",
+        180,
+        "const e = document.querySelector('#predict-where'); return e && e.dataset.backend !== 'stale' && e.textContent.includes('in this browser')",
+    );
+    let top = b.text("#predict-result .top1-name");
+    let backend = b
+        .js("return document.querySelector('#predict-where').dataset.backend")
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        top, server_top,
+        "in-browser top-1 ({backend}) differs from the server's"
+    );
+    backend
+}
+
+#[test]
+fn the_ui_end_to_end() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = tempfile::tempdir().unwrap();
+    let port = serve(data.path());
+    let base = format!("http://127.0.0.1:{port}");
+    let shots = shots();
+    let models = api(port, "/api/models");
+    let model = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == "fmnist-vit-tiny")
+        .expect("shipped model")
+        .clone();
+    let n_variants = model["variants"].as_array().unwrap().len();
+    let b = Browser::start(false);
+
+    // The page loads, with the shipped model selected.
+    b.goto(&format!("{base}/"));
+    b.wait("the model list", 60, "const s = document.querySelector('#model-select'); return s && s.value === 'fmnist-vit-tiny'");
+    assert!(b.text("header").contains("HyperAT Studio"));
+
+    // A gallery image, attacked with PGD: both predictions and the perturbation.
+    pick_first_sample(&b);
+    b.click("#attack-btn");
+    b.wait(
+        "the attack result",
+        120,
+        "return document.querySelector('#attack-result #adv-pred .top1-name') !== null",
+    );
+    assert!(!b.text("#clean-pred .top1-name").is_empty());
+    assert!(!b.text("#adv-pred .top1-name").is_empty());
+    let pert = b.js("return document.querySelector('#perturbation').src");
+    assert!(
+        pert.as_str().unwrap().starts_with("data:image/png;base64,"),
+        "{pert}"
+    );
+    let meta = b.text("#attack-result .meta");
+    assert!(meta.contains("‖δ‖∞"), "{meta}");
+    b.wait(
+        "the confidence curve",
+        120,
+        "return document.querySelectorAll('#eps-curve circle').length === 7",
+    );
+    b.screenshot(&shots.join("playground.png"));
+
+    // In-browser inference (no WebGPU flag: the CPU fallback) agrees with the server.
+    let backend = in_browser_matches_server(&b);
+    assert_eq!(backend, "CPU (WebAssembly)");
+    // FGSM in the browser.
+    b.js("const s = document.querySelector('#attack-select'); s.value = 'fgsm'; s.dispatchEvent(new Event('change', {bubbles: true}));");
+    b.click("#attack-btn");
+    b.wait("an in-browser attack", 120, "const m = document.querySelector('#attack-result .meta'); return m && m.textContent.includes('in this browser')");
+    b.click("#in-browser");
+
+    // An uploaded PNG is classified on the server.
+    let png = tempfile::Builder::new().suffix(".png").tempfile().unwrap();
+    let ds = hyperat::data::load("fashion-mnist", hyperat::data::Split::Test, None).unwrap();
+    std::fs::write(
+        png.path(),
+        hyperat::data::encode_png(&ds.image(1), ds.shape).unwrap(),
+    )
+    .unwrap();
+    b.send_keys("#upload", png.path().to_str().unwrap());
+    b.wait(
+        "the upload to be picked",
+        20,
+        "return document.querySelector('.thumb.chosen') === null",
+    );
+    let (top, where_, _) = predict(&b);
+    assert!(where_.contains("on the server"), "{where_}");
+    assert!(ds.classes.contains(&top), "{top}");
+
+    // A non-image upload gives a readable error.
+    let txt = tempfile::Builder::new().suffix(".txt").tempfile().unwrap();
+    std::fs::write(txt.path(), "this is not an image").unwrap();
+    b.send_keys("#upload", txt.path().to_str().unwrap());
+    b.wait(
+        "the predict result to clear",
+        20,
+        "return document.querySelector('#predict-result') === null",
+    );
+    b.click("#predict-btn");
+    let err = b.wait(
+        "an error",
+        60,
+        "const e = document.querySelector('.error'); return e && e.textContent",
+    );
+    assert!(
+        err.as_str().unwrap().contains("unsupported image format"),
+        "{err}"
+    );
+
+    // Compare shows every variant and the transfer matrix.
+    b.goto(&format!("{base}/#/compare"));
+    pick_first_sample(&b);
+    b.click("#compare-btn");
+    b.wait(
+        "the comparison",
+        300,
+        "return document.querySelectorAll('#compare-table tr.variant-row').length > 0",
+    );
+    let rows = b.js("return document.querySelectorAll('#compare-table tr.variant-row').length");
+    assert_eq!(rows.as_u64().unwrap() as usize, n_variants);
+    let cells = b.js("return document.querySelectorAll('#transfer-table tbody td').length");
+    assert_eq!(cells.as_u64().unwrap() as usize, n_variants * n_variants);
+    b.screenshot(&shots.join("compare.png"));
+
+    // A short tuning run started from Train streams progress and becomes a model.
+    b.goto(&format!("{base}/#/train"));
+    b.wait(
+        "the train form",
+        30,
+        "return document.querySelector('#train-start') !== null",
+    );
+    for (id, v) in [
+        ("#train-steps", "3"),
+        ("#train-batch", "8"),
+        ("#train-attack-steps", "1"),
+        ("#train-limit", "64"),
+        ("#train-rank", "2"),
+    ] {
+        b.set_value(id, v);
+    }
+    b.click("#train-start");
+    b.wait("the run to finish", 600, "const s = document.querySelector('#job-status'); return s && ['done', 'failed', 'cancelled'].includes(s.textContent)");
+    assert_eq!(
+        b.text("#job-status"),
+        "done",
+        "errors: {}",
+        b.js("return [...document.querySelectorAll('.error')].map(e => e.textContent).join(' | ')")
+    );
+    assert_eq!(b.text("#job-steps"), "3 steps reported");
+    b.wait(
+        "the curves",
+        10,
+        "return document.querySelectorAll('#job-live polyline').length >= 3",
+    );
+    b.screenshot(&shots.join("train.png"));
+    let jobs = api(port, "/api/jobs");
+    let job = jobs["jobs"][0]["id"].as_str().unwrap().to_string();
+    b.goto(&format!("{base}/#/models"));
+    b.wait(
+        "the new model",
+        30,
+        &format!("return document.querySelector('[data-model=\"{job}\"]') !== null"),
+    );
+    b.screenshot(&shots.join("models.png"));
+
+    b.goto(&format!("{base}/#/learn"));
+    b.click("#learn-demo");
+    b.wait(
+        "the live example",
+        120,
+        "return document.querySelectorAll('.side-by-side figure').length === 2",
+    );
+    b.screenshot(&shots.join("learn.png"));
+    eprintln!("screenshots in {}", shots.display());
+}
+
+#[test]
+fn in_browser_inference_on_webgpu() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = tempfile::tempdir().unwrap();
+    let port = serve(data.path());
+    let b = Browser::start(true);
+    b.goto(&format!("http://127.0.0.1:{port}/"));
+    b.wait("the model list", 60, "const s = document.querySelector('#model-select'); return s && s.value === 'fmnist-vit-tiny'");
+    pick_first_sample(&b);
+    let backend = in_browser_matches_server(&b);
+    assert!(
+        backend.starts_with("WebGPU"),
+        "expected WebGPU, ran on {backend}"
+    );
+}
