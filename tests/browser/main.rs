@@ -182,6 +182,7 @@ fn the_ui_end_to_end() {
         120,
         "return document.querySelectorAll('#eps-curve circle').length === 7",
     );
+    b.js("document.querySelector('#attack-result').scrollIntoView()");
     b.screenshot(&shots.join("playground.png"));
 
     // In-browser inference (no WebGPU flag: the CPU fallback) agrees with the server.
@@ -244,6 +245,7 @@ fn the_ui_end_to_end() {
     assert_eq!(rows.as_u64().unwrap() as usize, n_variants);
     let cells = b.js("return document.querySelectorAll('#transfer-table tbody td').length");
     assert_eq!(cells.as_u64().unwrap() as usize, n_variants * n_variants);
+    b.js("document.querySelector('#compare-table').scrollIntoView()");
     b.screenshot(&shots.join("compare.png"));
 
     // A short tuning run started from Train streams progress and becomes a model.

@@ -43,7 +43,11 @@ pub fn http(
     };
     let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let mut payload = raw.get(split + 4..).unwrap_or_default().to_vec();
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
     let length = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
