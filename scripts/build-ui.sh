@@ -37,4 +37,6 @@ export PATH="$tools/node_modules/.bin:$HOME/.cargo/bin:$PATH"
 echo "== trunk build (app/ -> dist/)" >&2
 # Trunk runs cargo in app/, a workspace of its own with its own Cargo.lock.
 trunk build --release --locked 2>&1 | grep -v '^\s*$' >&2
-ls -la dist/*.wasm >&2
+# Precompressed copies: `hyperat serve` sends them to browsers that accept gzip.
+for f in dist/*.wasm dist/*.js dist/*.css; do if [ -f "$f" ]; then gzip -9 -k -f "$f"; fi; done
+ls -la dist/*.wasm dist/*.wasm.gz >&2

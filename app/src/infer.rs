@@ -21,7 +21,8 @@ type Gpu = burn::backend::WebGpu;
 
 /// The ViT on one backend.
 enum Engine {
-    Cpu(Vit<Cpu>),
+    /// Runs on [`Loaded::cpu`].
+    Cpu,
     #[cfg(feature = "webgpu")]
     Gpu(Vit<Gpu>),
 }
@@ -164,7 +165,7 @@ async fn load(
             ck.build::<Gpu>(&Default::default())
                 .map_err(|e| e.to_string())?,
         ),
-        _ => Engine::Cpu((*cpu).clone()),
+        _ => Engine::Cpu,
     };
     let l = Rc::new(Loaded { engine, cpu, shape });
     MODELS.with(|m| m.borrow_mut().insert(key, l.clone()));
@@ -192,7 +193,8 @@ pub async fn predict(
     let px = pixels(img, l.shape)?;
     let t0 = api::now_ms();
     let logits: Vec<f32> = match &l.engine {
-        Engine::Cpu(vit) => {
+        Engine::Cpu => {
+            let vit = &l.cpu;
             let x = playground::images::<Cpu>(&px, l.shape, &Default::default())
                 .map_err(|e| e.to_string())?;
             vit.forward(x)

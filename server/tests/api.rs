@@ -513,6 +513,7 @@ async fn bad_job_specs_are_refused() {
 
 #[tokio::test]
 async fn serves_the_built_ui_with_an_index_fallback() {
+    let cfg_dist = |d: &tempfile::TempDir| d.path().join("dist");
     let (models, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     make_models(models.path());
     let mut cfg = config(models.path(), data.path(), None);
@@ -532,6 +533,16 @@ async fn serves_the_built_ui_with_an_index_fallback() {
         (st, body.as_slice()),
         (StatusCode::OK, &b"console.log(1)"[..])
     );
+    // A precompressed copy goes to a browser that accepts gzip, the plain file otherwise.
+    std::fs::write(cfg_dist(&data).join("app.js.gz"), b"gz-bytes").unwrap();
+    let req = Request::get("/app.js")
+        .header("accept-encoding", "gzip")
+        .body(Body::empty())
+        .unwrap();
+    let resp = r.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.headers()["content-encoding"], "gzip");
+    let (_, body) = send(&r, get("/app.js")).await;
+    assert_eq!(body.as_slice(), &b"console.log(1)"[..]);
     // Client-side routes get the page; API paths never do.
     let (st, body) = send(&r, get("/compare")).await;
     assert_eq!(
