@@ -2,6 +2,7 @@
 //! train, resume to bit-identical weights.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use hyperat::backend::{Cpu, CpuAutodiff};
 use hyperat::checkpoint::Checkpoint;
@@ -16,6 +17,15 @@ use hyperat::tune::{RunInfo, TuneConfig, TuneKind, Tuned, load_run, run, start_r
 use hyperat::{Vit, VitConfig};
 
 type A = CpuAutodiff;
+
+/// Attacks' random starts draw from burn's process-wide RNG (seeded per step by the
+/// run); tests that train in parallel would draw from each other's sequence, so the
+/// ones that train take turns.
+static TRAINING: Mutex<()> = Mutex::new(());
+
+fn training() -> std::sync::MutexGuard<'static, ()> {
+    TRAINING.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn tiny_cfg() -> VitConfig {
     let mut c = VitConfig::vit_tiny_fmnist();
@@ -81,6 +91,7 @@ fn final_model(dir: &Path) -> Tuned<A> {
 
 #[test]
 fn hyperat_starts_equal_to_the_backbone() {
+    let _turn = training();
     let dev = Default::default();
     let ck = backbone();
     let cfg = config(TuneKind::Hyperat, &["pgd-at", "trades", "mart"], 1);
@@ -102,6 +113,7 @@ fn hyperat_starts_equal_to_the_backbone() {
 
 #[test]
 fn trains_only_the_trainable_side_and_every_part_of_it() {
+    let _turn = training();
     for (kind, methods) in [
         (TuneKind::Hyperat, vec!["pgd-at", "trades", "mart"]),
         (TuneKind::LoraAt, vec!["pgd-at"]),
@@ -168,6 +180,7 @@ fn trains_only_the_trainable_side_and_every_part_of_it() {
 
 #[test]
 fn resume_after_a_kill_reaches_the_same_weights() {
+    let _turn = training();
     let cfg = config(TuneKind::Hyperat, &["pgd-at", "trades", "mart"], 5);
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     start(a.path(), cfg.clone());
