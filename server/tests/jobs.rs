@@ -139,13 +139,16 @@ async fn queued_and_running_jobs_cancel() {
 
 #[tokio::test]
 async fn a_restarted_server_finishes_the_job_with_nothing_lost() {
+    // Enough steps that the runner is still mid-run when it is stopped after step 3
+    // (a step of the tiny model takes milliseconds).
+    const STEPS: usize = 60;
     let (models, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     make_models(models.path());
     let loopback = MockConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
     let state =
         AppState::<A>::new(config(models.path(), data.path(), None), Default::default()).unwrap();
     let r = app(state.clone()).layer(loopback);
-    let (_, job) = json(&r, post_json("/api/jobs", &tune_spec(8), None)).await;
+    let (_, job) = json(&r, post_json("/api/jobs", &tune_spec(STEPS), None)).await;
     let id = job["id"].as_str().unwrap().to_string();
     let (_, queued) = json(
         &r,
@@ -185,7 +188,7 @@ async fn a_restarted_server_finishes_the_job_with_nothing_lost() {
     .await;
     assert_eq!(v["status"], "done", "{v}");
     assert_eq!(v["attempts"], 2);
-    assert_eq!(v["result"]["steps"], 8);
+    assert_eq!(v["result"]["steps"], STEPS);
     // Every step's record exactly once, in order.
     let text =
         std::fs::read_to_string(data.path().join("runs").join(&id).join("metrics.jsonl")).unwrap();
@@ -197,7 +200,7 @@ async fn a_restarted_server_finishes_the_job_with_nothing_lost() {
                 .unwrap()
         })
         .collect();
-    assert_eq!(steps, (1..=8).collect::<Vec<_>>());
+    assert_eq!(steps, (1..=STEPS as u64).collect::<Vec<_>>());
     // The queued job was kept and runs after it.
     let v = wait_job(&r, &queued, 120, |v| {
         v["status"] == "done" || v["status"] == "failed"
