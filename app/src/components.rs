@@ -336,3 +336,71 @@ pub fn EpsInput(eps255: RwSignal<f64>) -> impl IntoView {
         </label>
     }
 }
+
+/// Attacks the attack controls offer (the server knows more; these answer quickly).
+pub const ATTACKS: [(&str, &str); 4] = [
+    ("fgsm", "FGSM"),
+    ("pgd", "PGD"),
+    ("cw", "CW (L∞ margin)"),
+    ("apgd-ce", "APGD-CE"),
+];
+
+/// The attack, ε and step count a page attacks with (Playground and Compare share them).
+#[derive(Clone, Copy)]
+pub struct AttackSettings {
+    /// Attack name, one of [`ATTACKS`].
+    pub attack: RwSignal<String>,
+    /// ε in /255.
+    pub eps255: RwSignal<f64>,
+    /// Iterations.
+    pub steps: RwSignal<usize>,
+}
+
+impl AttackSettings {
+    /// PGD-10 at ε = 8/255, the field's usual first look.
+    pub fn new() -> Self {
+        Self {
+            attack: RwSignal::new(String::from("pgd")),
+            eps255: RwSignal::new(8.0),
+            steps: RwSignal::new(10),
+        }
+    }
+
+    /// ε in [0,1] pixels.
+    pub fn eps(&self) -> f64 {
+        self.eps255.get_untracked() / 255.0
+    }
+}
+
+/// Attack select, ε slider and steps box.
+#[component]
+pub fn AttackControls(
+    s: AttackSettings,
+    /// The select's element id.
+    select_id: &'static str,
+    /// The steps box's element id, if it needs one.
+    #[prop(optional)]
+    steps_id: Option<&'static str>,
+) -> impl IntoView {
+    view! {
+        <label>"Attack "
+            <select id=select_id on:change=move |ev| s.attack.set(event_target_value(&ev))>
+                {ATTACKS.iter().map(|(k, l)| view! { <option value=*k selected=*k == "pgd">{*l}</option> }).collect_view()}
+            </select>
+        </label>
+        <EpsInput eps255=s.eps255 />
+        <label>"Steps "
+            <input type="number" id=steps_id min="1" max="200" prop:value=move || s.steps.get().to_string()
+                on:input=move |ev| s.steps.set(event_target_value(&ev).parse().unwrap_or(10).clamp(1, 200)) />
+        </label>
+    }
+}
+
+/// The picked image, or `None` after asking the user (in `err`) to pick one.
+pub fn picked_or_ask(ctx: &Ctx, err: RwSignal<Option<String>>) -> Option<Picked> {
+    let p = ctx.picked.get_untracked();
+    if p.is_none() {
+        err.set(Some("pick or upload an image first".into()));
+    }
+    p
+}

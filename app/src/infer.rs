@@ -23,8 +23,9 @@ type Gpu = burn::backend::WebGpu;
 enum Engine {
     /// Runs on [`Loaded::cpu`].
     Cpu,
+    /// Boxed: one per loaded variant, and the CPU variant needs no room for it.
     #[cfg(feature = "webgpu")]
-    Gpu(Vit<Gpu>),
+    Gpu(Box<Vit<Gpu>>),
 }
 
 /// A variant loaded in this browser.
@@ -161,10 +162,10 @@ async fn load(
     );
     let engine = match gpu_name {
         #[cfg(feature = "webgpu")]
-        Some(_) => Engine::Gpu(
+        Some(_) => Engine::Gpu(Box::new(
             ck.build::<Gpu>(&Default::default())
                 .map_err(|e| e.to_string())?,
-        ),
+        )),
         _ => Engine::Cpu,
     };
     let l = Rc::new(Loaded { engine, cpu, shape });

@@ -18,9 +18,8 @@ use hyperat::{Vit, VitConfig};
 
 type A = CpuAutodiff;
 
-/// Attacks' random starts draw from burn's process-wide RNG (seeded per step by the
-/// run); tests that train in parallel would draw from each other's sequence, so the
-/// ones that train take turns.
+/// Tests that train take turns: they compare runs bit for bit, and two runs competing
+/// for the cores make timing-dependent work (thread counts) differ between them.
 static TRAINING: Mutex<()> = Mutex::new(());
 
 fn training() -> std::sync::MutexGuard<'static, ()> {
@@ -36,7 +35,11 @@ fn tiny_cfg() -> VitConfig {
     c
 }
 
+/// The same tiny backbone every time. `Vit::init` draws from burn's process-wide RNG, so
+/// seeding and drawing must not interleave with another test's.
 fn backbone() -> Checkpoint {
+    static INIT: Mutex<()> = Mutex::new(());
+    let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
     let cfg = tiny_cfg();
     <Cpu as Backend>::seed(&Default::default(), 3);
     Checkpoint::from_vit(&cfg, &Vit::<Cpu>::init(&cfg, &Default::default()))
@@ -249,4 +252,45 @@ fn refuses_bad_configs() {
         start_run(tmp.path(), &info, &backbone()).is_err(),
         "an existing run is not overwritten"
     );
+}
+
+#[test]
+fn the_method_warm_up_trains_the_first_method_alone_then_samples() {
+    let _turn = training();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut cfg = config(TuneKind::Hyperat, &["pgd-at", "trades", "mart"], 12);
+    cfg.method_warmup = 4;
+    cfg.lora.rank = 2;
+    start(dir, cfg);
+    run::<A>(dir, &data(32), &Default::default(), &mut Silent, None)
+        .unwrap()
+        .unwrap();
+    let methods: Vec<String> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["method"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(methods.len(), 12);
+    assert!(methods[..4].iter().all(|m| m == "pgd-at"), "{methods:?}");
+    assert!(
+        methods[4..].iter().any(|m| m != "pgd-at"),
+        "sampling starts after the warm-up: {methods:?}"
+    );
+}
+
+#[test]
+fn refuses_a_method_warm_up_it_cannot_honour() {
+    let mut c = config(TuneKind::Hyperat, &["pgd-at", "trades"], 4);
+    c.method_warmup = 5;
+    assert!(c.validate().is_err(), "longer than the run");
+    let mut c = config(TuneKind::LoraAt, &["pgd-at"], 4);
+    c.method_warmup = 2;
+    assert!(c.validate().is_err(), "baselines train one method");
+    let mut c = config(TuneKind::Hyperat, &["pgd-at", "trades"], 4);
+    c.method_warmup = 4;
+    assert!(c.validate().is_ok());
 }

@@ -4,29 +4,28 @@
 use leptos::prelude::*;
 use serde_json::Value;
 
-use crate::components::{Busy, EpsInput, ErrorBox, ImagePicker, ModelPicker, variant_label};
-use crate::pages::playground::ATTACKS;
+use crate::components::{
+    AttackControls, AttackSettings, Busy, ErrorBox, ImagePicker, ModelPicker, picked_or_ask,
+    variant_label,
+};
 use crate::{Ctx, api};
 
 #[component]
 pub fn Compare() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let attack = RwSignal::new(String::from("pgd"));
-    let eps255 = RwSignal::new(8.0);
-    let steps = RwSignal::new(10usize);
+    let s = AttackSettings::new();
     let busy = RwSignal::new(false);
     let err = RwSignal::new(None::<String>);
     let result = RwSignal::new(None::<Value>);
     let run = move |_| {
-        let Some(img) = ctx.picked.get_untracked() else {
-            err.set(Some("pick or upload an image first".into()));
+        let Some(img) = picked_or_ask(&ctx, err) else {
             return;
         };
         let form = api::Form::default()
             .field("model", ctx.model.get_untracked())
-            .field("attack", attack.get_untracked())
-            .field("eps", eps255.get_untracked() / 255.0)
-            .field("steps", steps.get_untracked())
+            .field("attack", s.attack.get_untracked())
+            .field("eps", s.eps())
+            .field("steps", s.steps.get_untracked())
             .input(&img);
         busy.set(true);
         err.set(None);
@@ -44,16 +43,7 @@ pub fn Compare() -> impl IntoView {
         <div class="controls"><ModelPicker no_variant=true /></div>
         <ImagePicker />
         <div class="controls">
-            <label>"Attack "
-                <select id="compare-attack" on:change=move |ev| attack.set(event_target_value(&ev))>
-                    {ATTACKS.iter().map(|(k, l)| view! { <option value=*k selected=*k == "pgd">{*l}</option> }).collect_view()}
-                </select>
-            </label>
-            <EpsInput eps255=eps255 />
-            <label>"Steps "
-                <input type="number" min="1" max="200" prop:value=move || steps.get().to_string()
-                    on:input=move |ev| steps.set(event_target_value(&ev).parse().unwrap_or(10).clamp(1, 200)) />
-            </label>
+            <AttackControls s=s select_id="compare-attack" />
             <button id="compare-btn" class="primary" on:click=run disabled=move || busy.get()>"Compare every variant"</button>
         </div>
         <Busy busy=busy.into() label="attacking every variant…" />

@@ -5,16 +5,11 @@ use hyperat::attack::AttackParams;
 use leptos::prelude::*;
 use serde_json::{Value, json};
 
-use crate::components::{Busy, EpsInput, ErrorBox, ImagePicker, ModelPicker, ProbBars};
+use crate::components::{
+    AttackControls, AttackSettings, Busy, ErrorBox, ImagePicker, ModelPicker, ProbBars,
+    picked_or_ask,
+};
 use crate::{Ctx, api, infer};
-
-/// Attacks offered here (the server knows more; these are the ones that answer quickly).
-pub const ATTACKS: [(&str, &str); 4] = [
-    ("fgsm", "FGSM"),
-    ("pgd", "PGD"),
-    ("cw", "CW (L∞ margin)"),
-    ("apgd-ce", "APGD-CE"),
-];
 
 /// eps values (in /255) of the confidence curve.
 const CURVE: [f64; 7] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
@@ -22,9 +17,7 @@ const CURVE: [f64; 7] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
 #[component]
 pub fn Playground() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let attack = RwSignal::new(String::from("pgd"));
-    let eps255 = RwSignal::new(8.0);
-    let steps = RwSignal::new(10usize);
+    let settings = AttackSettings::new();
     let busy = RwSignal::new(false);
     let err = RwSignal::new(None::<String>);
     let result = RwSignal::new(None::<Value>);
@@ -40,8 +33,7 @@ pub fn Playground() -> impl IntoView {
     });
 
     let predict = move |_| {
-        let Some(img) = ctx.picked.get_untracked() else {
-            err.set(Some("pick or upload an image first".into()));
+        let Some(img) = picked_or_ask(&ctx, err) else {
             return;
         };
         let (model, variant) = (ctx.model.get_untracked(), ctx.variant.get_untracked());
@@ -77,15 +69,14 @@ pub fn Playground() -> impl IntoView {
     };
 
     let run_attack = move |_| {
-        let Some(img) = ctx.picked.get_untracked() else {
-            err.set(Some("pick or upload an image first".into()));
+        let Some(img) = picked_or_ask(&ctx, err) else {
             return;
         };
         let (model, variant) = (ctx.model.get_untracked(), ctx.variant.get_untracked());
         let (name, eps, n) = (
-            attack.get_untracked(),
-            eps255.get_untracked() / 255.0,
-            steps.get_untracked(),
+            settings.attack.get_untracked(),
+            settings.eps(),
+            settings.steps.get_untracked(),
         );
         let local = ctx.in_browser.get_untracked() && matches!(name.as_str(), "fgsm" | "pgd");
         busy.set(true);
@@ -113,6 +104,8 @@ pub fn Playground() -> impl IntoView {
             match r {
                 Ok(v) => {
                     let label = v["label"].as_u64().unwrap_or(0) as usize;
+                    // At eps = 0 the curve is the clean confidence the answer already holds.
+                    let clean_conf = v["clean"]["probs"][label].as_f64().unwrap_or(0.0);
                     result.set(Some(v));
                     busy.set(false);
                     // This image's true-class confidence against eps, on the server.
@@ -120,13 +113,7 @@ pub fn Playground() -> impl IntoView {
                     let mut pts = vec![];
                     for e in CURVE {
                         let conf = if e == 0.0 {
-                            api::Form::default()
-                                .field("model", &model)
-                                .field("variant", &variant)
-                                .input(&img)
-                                .post("/api/predict")
-                                .await
-                                .map(|v| v["prediction"]["probs"][label].as_f64().unwrap_or(0.0))
+                            Ok(clean_conf)
                         } else {
                             attack_form(&model, &variant, &img, &name, e / 255.0, n)
                                 .field("label", label)
@@ -168,16 +155,7 @@ pub fn Playground() -> impl IntoView {
         </div>
         <ImagePicker />
         <div class="controls">
-            <label>"Attack "
-                <select id="attack-select" on:change=move |ev| attack.set(event_target_value(&ev))>
-                    {ATTACKS.iter().map(|(k, l)| view! { <option value=*k selected=*k == "pgd">{*l}</option> }).collect_view()}
-                </select>
-            </label>
-            <EpsInput eps255=eps255 />
-            <label>"Steps "
-                <input type="number" id="steps" min="1" max="200" prop:value=move || steps.get().to_string()
-                    on:input=move |ev| steps.set(event_target_value(&ev).parse().unwrap_or(10).clamp(1, 200)) />
-            </label>
+            <AttackControls s=settings select_id="attack-select" steps_id="steps" />
             <button id="predict-btn" on:click=predict disabled=move || busy.get()>"Predict"</button>
             <button id="attack-btn" class="primary" on:click=run_attack disabled=move || busy.get()>"Attack"</button>
         </div>

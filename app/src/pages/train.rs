@@ -42,6 +42,7 @@ pub fn Train() -> impl IntoView {
     let lr = RwSignal::new(1e-3);
     let eps255 = RwSignal::new(8.0);
     let attack_steps = RwSignal::new(3.0);
+    let method_warmup = RwSignal::new(0.0);
     let limit = RwSignal::new(5000.0);
     let token = RwSignal::new(api::token().unwrap_or_default());
     let err = RwSignal::new(None::<String>);
@@ -159,6 +160,7 @@ pub fn Train() -> impl IntoView {
                 "lr": lr.get_untracked(),
                 "eps": eps255.get_untracked() / 255.0,
                 "attack_steps": attack_steps.get_untracked() as usize,
+                "method_warmup": method_warmup.get_untracked() as usize,
                 "train_limit": limit.get_untracked() as usize,
                 "holdout": 500,
                 "checkpoint_every": 20,
@@ -210,6 +212,9 @@ pub fn Train() -> impl IntoView {
                 <Num label="Learning rate" id="train-lr" value=lr step="0.0001" />
                 <Num label="ε (/255)" id="train-eps" value=eps255 step="1" />
                 <Num label="Attack steps" id="train-attack-steps" value=attack_steps step="1" />
+                <span title="Steps that train the first ticked method alone before the methods are sampled: TRADES and MART from step 1 tend to flatten every prediction (see the results document)">
+                    <Num label="First-method warm-up" id="train-method-warmup" value=method_warmup step="1" />
+                </span>
                 <Num label="Training images" id="train-limit" value=limit step="100" />
             </div>
             <div class="controls">

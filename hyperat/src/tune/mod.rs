@@ -99,6 +99,12 @@ pub struct TuneConfig {
     pub min_lr: f64,
     /// Linear warm-up steps (default 5% of the steps).
     pub warmup: usize,
+    /// HyperAT only: the first N steps train the first method alone (default 0: sample
+    /// from the start) **(ours)**. TRADES and MART start with KL terms above 30 on an
+    /// undefended backbone, and the shared head and generator shrink them fastest by
+    /// flattening every prediction; a PGD-AT warm-up gives them a robust start instead.
+    #[serde(default)]
+    pub method_warmup: usize,
     /// Decoupled weight decay (default 0 on the hypernetwork side).
     pub weight_decay: f64,
     /// Global gradient-norm clip (default 1.0).
@@ -124,6 +130,7 @@ impl Default for TuneConfig {
             lr: 1e-3,
             min_lr: 1e-6,
             warmup: 50,
+            method_warmup: 0,
             weight_decay: 0.0,
             grad_clip: 1.0,
             seed: 0,
@@ -158,6 +165,17 @@ impl TuneConfig {
                 )));
             }
             _ => {}
+        }
+        if self.method_warmup > 0 && self.kind != TuneKind::Hyperat {
+            return Err(Error::Invalid(
+                "the method warm-up is HyperAT's (the baselines train one method)".into(),
+            ));
+        }
+        if self.method_warmup > self.steps {
+            return Err(Error::Invalid(format!(
+                "method warm-up ({}) exceeds the {} steps",
+                self.method_warmup, self.steps
+            )));
         }
         if self.steps == 0 || self.batch_size == 0 || self.checkpoint_every == 0 {
             return Err(Error::Invalid(

@@ -33,6 +33,9 @@ pub struct TuneRequest {
     pub lr: f64,
     /// Warm-up steps (default 5% of the steps).
     pub warmup: Option<usize>,
+    /// HyperAT: steps that train the first method alone before sampling starts
+    /// (default 0).
+    pub method_warmup: usize,
     /// AdamW weight decay (default 0).
     pub weight_decay: f64,
     /// Inner attack radius in [0,1] pixels (default 8/255).
@@ -70,6 +73,7 @@ impl Default for TuneRequest {
             batch_size: 64,
             lr: 1e-3,
             warmup: None,
+            method_warmup: 0,
             weight_decay: 0.0,
             eps: 8.0 / 255.0,
             alpha: None,
@@ -115,6 +119,7 @@ impl TuneRequest {
             batch_size: self.batch_size,
             lr: self.lr,
             warmup: self.warmup.unwrap_or(self.steps / 20),
+            method_warmup: self.method_warmup,
             weight_decay: self.weight_decay,
             seed: self.seed,
             checkpoint_every: self.checkpoint_every,

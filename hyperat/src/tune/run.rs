@@ -239,7 +239,7 @@ pub fn run<B: AutodiffBackend>(
         let mut rng = Rng::new(mix(cfg.seed, step as u64, 0x57E9));
         let idx = batch_indices(train.len(), cfg.batch_size, cfg.seed, step);
         let (x, y) = train.batch::<B::InnerBackend>(&idx, device);
-        let method = if defenses.len() > 1 {
+        let method = if defenses.len() > 1 && step >= cfg.method_warmup {
             rng.below(defenses.len())
         } else {
             0

@@ -43,6 +43,10 @@ pub struct Args {
     /// Warm-up steps (default 5% of the steps).
     #[arg(long)]
     warmup: Option<usize>,
+    /// HyperAT: train the first method alone for this many steps, then sample
+    /// (ours; helps when TRADES/MART's large early KL terms flatten the shared head).
+    #[arg(long, default_value_t = 0)]
+    method_warmup: usize,
     /// AdamW weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
@@ -93,6 +97,7 @@ impl Args {
             batch_size: self.batch_size,
             lr: self.lr,
             warmup: self.warmup,
+            method_warmup: self.method_warmup,
             weight_decay: self.weight_decay,
             eps: self.eps,
             alpha: self.alpha,

@@ -66,8 +66,14 @@ pub fn tiny_request(steps: usize) -> TuneRequest {
 /// `models/tiny/` in the shipped layout: `backbone/` and a 2-step HyperAT run in `hyperat/`.
 pub fn make_models(root: &Path) {
     let cfg = tiny_cfg();
-    <Cpu as Backend>::seed(&Default::default(), 3);
-    let ck = Checkpoint::from_vit(&cfg, &Vit::<Cpu>::init(&cfg, &Default::default()));
+    // `Vit::init` draws from burn's process-wide RNG: seed and draw without another
+    // test's draws in between, so every test gets the same backbone.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let ck = {
+        let _one = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        <Cpu as Backend>::seed(&Default::default(), 3);
+        Checkpoint::from_vit(&cfg, &Vit::<Cpu>::init(&cfg, &Default::default()))
+    };
     let dir = root.join("tiny");
     ck.save(dir.join("backbone")).unwrap();
     let run_dir = dir.join("hyperat");
