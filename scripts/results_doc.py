@@ -25,9 +25,13 @@ def opt(v, fmt):
 print("# Results on Fashion-MNIST\n")
 print("Made by one command on the project's 2-core CPU machine:\n")
 print("```sh\nscripts/results-fashion-mnist.sh\n```\n")
+pre = os.path.join(os.path.dirname(report_path), "backbone", "train.json")
+pre_s = json.load(open(pre)).get("summary", {}).get("seconds") if os.path.exists(pre) else None
 print(f"Settings: `{settings}`; eps {cfg['eps']}, evaluation step {cfg['alpha']}, "
-      f"{cfg['steps']}-step PGD and CW, seed {cfg['seed']}. Total wall time of the script: "
-      f"{int(seconds) // 60} min.\n")
+      f"{cfg['steps']}-step PGD and CW, seed {cfg['seed']}. Wall time of the script's last "
+      f"invocation: {int(seconds) // 60} min (it reuses the runs an earlier invocation finished; "
+      "each row's training time is in the table"
+      + (f", the backbone's pretraining took {pre_s / 60:.1f} min" if pre_s else "") + ").\n")
 aa_n = next((r.get("aa_n") for r in rep["rows"] if r.get("aa_n")), None)
 aa_head = f" AutoAttack (first {aa_n}) | PGD-20 − AA |" if aa_n else ""
 print(f"| model | clean | PGD-20 | CW-20 |{aa_head} trainable params | train time | peak memory |")
