@@ -61,7 +61,8 @@ $bin merge --run "$out/hyperat-no-warmup" --strategy uniform
   $bin merge --run "$out/hyperat" --strategy adaptive --merge-steps 40 --batch-size 64 --seed "$seed"
 
 h="$out/hyperat"
-report() { # part models
+report() { # part models (a part whose JSON exists is kept: delete report-*.json to redo it)
+  [ -f "$out/report-$1.json" ] && return
   $bin report --dataset fashion-mnist --limit "$n" --eps "$eps" --alpha 0.01 --steps 20 --seed "$seed" --aa-limit "$aa_n" \
     --models "$2" --json "$out/report-$1.json" --md "$out/report-$1.md" > "$out/report-$1.log" 2>&1
 }
@@ -70,7 +71,7 @@ rows=("Backbone (no AT)=$h#base" "Linear probe=$out/linear-probe#tuned" "Full-AT
   "LoRA-AT (PGD-AT)=$out/lora-at#tuned" "FullLoRA-AT (PGD-AT)=$out/full-lora-at#tuned"
   "HyperAT PGD-AT=$h#method:pgd-at" "HyperAT TRADES=$h#method:trades" "HyperAT MART=$h#method:mart"
   "HyperAT+ (uniform)=$h#merged:uniform" "HyperAT adaptive=$h#merged:adaptive"
-  "HyperAT+ (uniform, no method warm-up)=$out/hyperat-no-warmup#merged:uniform")
+  "HyperAT+ no warm-up (uniform)=$out/hyperat-no-warmup#merged:uniform")
 join() { local IFS=,; echo "$*"; }
 echo "report: clean, PGD-20, CW-20 on $n images, AutoAttack on $aa_n (logs: $out/report-a.log, $out/report-b.log)"
 report a "$(join "${rows[0]}" "${rows[1]}" "${rows[2]}" "${rows[3]}" "${rows[6]}" "${rows[10]}")" & pa=$!

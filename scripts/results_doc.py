@@ -59,7 +59,7 @@ checks = [
     ("HyperAT+ (uniform)", "HyperAT PGD-AT", "pgd_acc"),
     ("HyperAT adaptive", "HyperAT+ (uniform)", "pgd_acc"),
     ("HyperAT+ (uniform)", "Full-AT (PGD-AT)", "pgd_acc"),
-    ("HyperAT+ (uniform)", "HyperAT+ (uniform, no method warm-up)", "pgd_acc"),
+    ("HyperAT+ (uniform)", "HyperAT+ no warm-up (uniform)", "pgd_acc"),
 ]
 for a, b, key in checks:
     if a in rows and b in rows:
@@ -135,4 +135,4 @@ if with_w and without:
           "steps paid for it. With PGD-AT alone for the first steps (`--method-warmup`, ours, not "
           f"in the paper) it fell only to {pct(low_w)}%, and HyperAT+ reaches "
           f"{pct(rows['HyperAT+ (uniform)']['pgd_acc'])}% PGD-20 instead of "
-          f"{pct(rows['HyperAT+ (uniform, no method warm-up)']['pgd_acc'])}%.")
+          f"{pct(rows['HyperAT+ no warm-up (uniform)']['pgd_acc'])}%.")
