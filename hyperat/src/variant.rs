@@ -73,6 +73,21 @@ pub struct VariantModel<B: Backend> {
     pub adapters: Option<Adapters<B>>,
 }
 
+impl<B: Backend> VariantModel<B> {
+    /// The same model with nothing left to train: every parameter stops requiring a
+    /// gradient and the adapters are cut from the graph. Evaluation must run on this, or
+    /// each forward without a backward (Square's queries, accuracy checks) leaves autodiff
+    /// nodes behind for the run's trainable tensors, and a long AutoAttack grows to
+    /// tens of GB.
+    pub fn frozen(self) -> Self {
+        Self {
+            config: self.config,
+            vit: self.vit.no_grad(),
+            adapters: self.adapters.map(|a| a.detach()),
+        }
+    }
+}
+
 impl<B: Backend> Classifier<B> for VariantModel<B> {
     fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         match &self.adapters {
@@ -193,8 +208,16 @@ pub fn list_variants(run: &Path) -> Result<Vec<Variant>> {
     Ok(v)
 }
 
-/// Builds one variant of the run in `run`.
+/// Builds one variant of the run in `run`, frozen (see [`VariantModel::frozen`]).
 pub fn build<B: AutodiffBackend>(
+    run: &Path,
+    variant: &Variant,
+    device: &B::Device,
+) -> Result<VariantModel<B>> {
+    build_unfrozen(run, variant, device).map(VariantModel::frozen)
+}
+
+fn build_unfrozen<B: AutodiffBackend>(
     run: &Path,
     variant: &Variant,
     device: &B::Device,
@@ -281,7 +304,7 @@ pub fn build<B: AutodiffBackend>(
 }
 
 /// Loads a model spec: a timm checkpoint folder, or `RUN_DIR[#VARIANT]` (default variant:
-/// `merged:uniform` for HyperAT runs, `tuned` for baselines).
+/// `merged:uniform` for HyperAT runs, `tuned` for baselines), frozen for evaluation.
 pub fn load_spec<B: AutodiffBackend>(spec: &str, device: &B::Device) -> Result<VariantModel<B>> {
     let (path, variant) = match spec.split_once('#') {
         Some((p, v)) => (PathBuf::from(p), Some(v.parse::<Variant>()?)),
@@ -308,7 +331,8 @@ pub fn load_spec<B: AutodiffBackend>(spec: &str, device: &B::Device) -> Result<V
         config,
         vit,
         adapters: None,
-    })
+    }
+    .frozen())
 }
 
 /// A timm checkpoint of a variant (refuses unfoldable variants).

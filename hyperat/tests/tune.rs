@@ -294,3 +294,48 @@ fn refuses_a_method_warm_up_it_cannot_honour() {
     c.method_warmup = 4;
     assert!(c.validate().is_ok());
 }
+
+/// Evaluation models have nothing left to train, for every kind of run variant: a
+/// trainable head or adapter made each gradient-free forward of AutoAttack keep autodiff
+/// nodes, and a report grew past 24 GB.
+#[test]
+fn run_variants_load_frozen_for_evaluation() {
+    let _turn = training();
+    let cases: [(TuneKind, &[&str], &str); 4] = [
+        (TuneKind::FullAt, &["pgd-at"], "tuned"),
+        (TuneKind::FullLoraAt, &["pgd-at"], "tuned"),
+        (TuneKind::LoraAt, &["pgd-at"], "tuned"),
+        (TuneKind::Hyperat, &["pgd-at", "trades"], "merged:uniform"),
+    ];
+    for (kind, methods, variant) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        start(dir, config(kind, methods, 2));
+        run::<A>(dir, &data(16), &Default::default(), &mut Silent, None)
+            .unwrap()
+            .unwrap();
+        let spec = format!("{}#{variant}", dir.display());
+        let model = hyperat::variant::load_spec::<A>(&spec, &Default::default()).unwrap();
+        assert_eq!(model.adapters.is_some(), kind == TuneKind::FullLoraAt);
+        let tracked = hyperat::state::trainable_ids(&model.vit);
+        assert!(tracked.is_empty(), "{kind:?}: trainable {tracked:?}");
+        for d in model
+            .adapters
+            .iter()
+            .flat_map(|a| &a.blocks)
+            .flat_map(|b| b.0.iter().flatten())
+        {
+            assert!(!d.lora_a.is_require_grad() && !d.lora_b.is_require_grad());
+            if let Some((g, b)) = &d.input_norm {
+                assert!(!g.is_require_grad() && !b.is_require_grad());
+            }
+        }
+        let x = Tensor::<A, 4>::zeros([2, 1, 28, 28], &Default::default());
+        // Gradients with respect to the input still flow (the attacks need them).
+        let x = x.require_grad();
+        let grads = hyperat::attack::Classifier::logits(&model, x.clone())
+            .sum()
+            .backward();
+        assert!(x.grad(&grads).is_some(), "{kind:?}: no input gradient");
+    }
+}

@@ -86,16 +86,18 @@ impl<B: Backend> LinearDelta<B> {
         x.matmul(a).matmul(b).mul_scalar(self.scaling)
     }
 
-    /// The same delta cut from the autodiff graph.
+    /// The same delta cut from the autodiff graph. burn's `detach` keeps a leaf's
+    /// `require_grad` (a plain LoRA's factors are parameters), so that is dropped too:
+    /// otherwise every attack step would compute gradients for the factors.
     pub fn detach(&self) -> Self {
+        fn cut<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<B, D> {
+            t.clone().detach().set_require_grad(false)
+        }
         Self {
-            lora_a: self.lora_a.clone().detach(),
-            lora_b: self.lora_b.clone().detach(),
+            lora_a: cut(&self.lora_a),
+            lora_b: cut(&self.lora_b),
             scaling: self.scaling,
-            input_norm: self
-                .input_norm
-                .as_ref()
-                .map(|(g, b)| (g.clone().detach(), b.clone().detach())),
+            input_norm: self.input_norm.as_ref().map(|(g, b)| (cut(g), cut(b))),
         }
     }
 

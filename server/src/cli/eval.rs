@@ -75,8 +75,7 @@ impl BackendTask for Task {
     type Output = Result<EvalReport>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<EvalReport> {
         let a = self.0;
-        let mut model = load_spec::<B>(&a.model, &device)?;
-        model.vit = model.vit.no_grad();
+        let model = load_spec::<B>(&a.model, &device)?;
         let cfg = model.config.clone();
         let split: Split = a.split.parse()?;
         let mut ds = data::load(&a.dataset, split, Some(cfg.input_shape()))?;

@@ -149,10 +149,6 @@ pub fn load_entry<B: AutodiffBackend>(
     } else {
         None
     };
-    let freeze = |mut v: VariantModel<B>| {
-        v.vit = v.vit.no_grad();
-        v
-    };
     if let Some(run) = run {
         if !run.join("checkpoint.safetensors").is_file() {
             return Ok(None);
@@ -160,7 +156,7 @@ pub fn load_entry<B: AutodiffBackend>(
         let info = read_run_info(&run)?;
         let mut variants = vec![];
         for v in list_variants(&run)? {
-            variants.push((v.to_string(), freeze(build::<B>(&run, &v, device)?)));
+            variants.push((v.to_string(), build::<B>(&run, &v, device)?));
         }
         let config = variants[0].1.config.clone();
         let default_variant = variants
@@ -205,9 +201,10 @@ pub fn load_entry<B: AutodiffBackend>(
             "base".into(),
             VariantModel {
                 config: config.clone(),
-                vit: vit.no_grad(),
+                vit,
                 adapters: None,
-            },
+            }
+            .frozen(),
         )],
         config,
         default_variant: "base".into(),
