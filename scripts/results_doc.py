@@ -65,7 +65,12 @@ for a, b, key in checks:
     if a in rows and b in rows:
         va, vb = rows[a][key], rows[b][key]
         verdict = "holds" if va >= vb else "does not hold"
-        print(f"- {a} ≥ {b} in PGD-20 accuracy: **{verdict}** ({pct(va)} vs {pct(vb)}).")
+        line = f"- {a} ≥ {b} in PGD-20 accuracy: **{verdict}** ({pct(va)} vs {pct(vb)})"
+        aa_a, aa_b = rows[a].get("aa_acc"), rows[b].get("aa_acc")
+        if aa_a is not None and aa_b is not None:
+            verdict = "holds" if aa_a >= aa_b else "does not hold"
+            line += f"; in AutoAttack accuracy: **{verdict}** ({pct(aa_a)} vs {pct(aa_b)})"
+        print(line + ".")
 if aa_n:
     measured = [r for r in rep["rows"] if r.get("aa_acc") is not None and r.get("aa_pgd_acc") is not None]
     worse = [r["name"] for r in measured if r["aa_acc"] > r["aa_pgd_acc"]]
@@ -73,7 +78,13 @@ if aa_n:
     print(f"- AutoAttack ≤ PGD-20 on the same {aa_n} images, every row: **"
           + ("holds" if not worse else "does not hold for " + ", ".join(worse))
           + f"** (gap {pct(min(gaps))} to {pct(max(gaps))} points). AutoAttack is the figure to "
-          "quote: it lowers every robust row, so PGD-20 alone overstates robustness here.")
+          f"quote: it is lower than PGD-20 on {sum(g > 0 for g in gaps)} of {len(gaps)} rows.")
+    hyp_rows = [r for r in measured if r["name"].startswith("HyperAT")]
+    base_rows = [r for r in measured if r["name"].startswith(("LoRA-AT", "FullLoRA-AT", "Full-AT"))]
+    if hyp_rows and base_rows:
+        mean = lambda rs: sum(r["aa_pgd_acc"] - r["aa_acc"] for r in rs) / len(rs)
+        print(f"- Mean PGD-20 − AutoAttack gap: HyperAT rows {pct(mean(hyp_rows))} points, "
+              f"the LoRA-AT / FullLoRA-AT / Full-AT baselines {pct(mean(base_rows))} points.")
 full, hyp = rows.get("Full-AT (PGD-AT)"), rows.get("HyperAT+ (uniform)")
 if full and hyp and full["trainable_params"] and hyp["trainable_params"]:
     ratio = hyp["trainable_params"] / full["trainable_params"]
