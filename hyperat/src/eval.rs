@@ -6,6 +6,7 @@
 //! standard robust accuracy, never above `clean_acc`); `adv_acc` is the plain accuracy
 //! on the adversarial images.
 
+use crate::attack::inner_logits;
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -120,7 +121,7 @@ pub fn evaluate<B: AutodiffBackend>(
         }
         let (x, y) = ds.batch::<B::InnerBackend>(idx, device);
         let b = idx.len();
-        let logits = model.logits(Tensor::from_inner(x.clone())).inner();
+        let logits = inner_logits(model, x.clone());
         clean_pred.extend(to_u32(logits.argmax(1).reshape([b])));
         if let Some(a) = &attack {
             if checks.is_none() {
@@ -135,7 +136,7 @@ pub fn evaluate<B: AutodiffBackend>(
             }
             nan_count += adv.clone().is_nan().int().sum().into_scalar().elem::<i64>() as usize;
             max_linf = max_linf.max((adv.clone() - x).abs().max().into_scalar().elem::<f32>());
-            let logits = model.logits(Tensor::from_inner(adv)).inner();
+            let logits = inner_logits(model, adv);
             adv_pred.extend(to_u32(logits.argmax(1).reshape([b])));
         }
         progress.update(clean_pred.len(), ds.len(), "images");

@@ -2,6 +2,7 @@
 //! compare, the browser's in-page inference): probabilities, one attacked image with
 //! its perturbation, and the transfer matrix between variants.
 
+use crate::attack::inner_logits;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
@@ -75,7 +76,7 @@ pub fn predict<B: AutodiffBackend>(
     model: &dyn Classifier<B>,
     x: Tensor<B::InnerBackend, 4>,
 ) -> Vec<Prediction> {
-    predictions(model.logits(Tensor::from_inner(x)).inner())
+    predictions(inner_logits(model, x))
 }
 
 /// One attacked image.

@@ -9,6 +9,7 @@
 //! did not improve. Restarts run only on points still classified correctly. Losses:
 //! cross-entropy (APGD-CE), DLR, or targeted DLR (APGD-T, [`super::ApgdT`]).
 
+use super::inner_logits;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
@@ -254,7 +255,7 @@ pub(crate) fn correct<B: AutodiffBackend>(
     y: &Tensor<Inner<B>, 1, Int>,
 ) -> Vec<bool> {
     let b = y.dims()[0];
-    let logits = model.logits(Tensor::from_inner(x.clone())).inner();
+    let logits = inner_logits(model, x.clone());
     host_bool(logits.argmax(1).reshape([b]).equal(y.clone()))
 }
 

@@ -2,6 +2,7 @@
 //! `n_target_classes` classes ranked highest after the true one on the clean input (9 in
 //! AutoAttack's standard version), each run only on the points still robust.
 
+use super::inner_logits;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
@@ -42,19 +43,14 @@ impl<B: AutodiffBackend> Attack<B> for ApgdT {
     ) -> Tensor<B::InnerBackend, 4> {
         let mut robust = correct(model, &x, &y);
         let mut adv = host_f32(x.clone());
-        let classes = model
-            .logits(Tensor::from_inner(x.clone().narrow(0, 0, 1)))
-            .dims()[1];
+        let classes = inner_logits(model, x.clone().narrow(0, 0, 1)).dims()[1];
         for rank in 1..=self.n_target_classes.min(classes - 1) {
             for _ in 0..self.restarts {
                 on_robust(&x, &y, &mut robust, &mut adv, |xs, ys, _| {
                     // The class ranked `rank + 1` on the clean input (AutoAttack's
                     // `sort(...)[1][:, -target_class]` with target_class = rank + 1).
                     let n = ys.dims()[0];
-                    let order = model
-                        .logits(Tensor::from_inner(xs.clone()))
-                        .inner()
-                        .argsort_descending(1);
+                    let order = inner_logits(model, xs.clone()).argsort_descending(1);
                     let target = order.narrow(1, rank, 1).reshape([n]);
                     single_run(
                         model,

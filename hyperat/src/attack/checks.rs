@@ -1,6 +1,7 @@
 //! AutoAttack's sanity checks (`checks.py`): signs that a robustness number may be
 //! inflated by the model rather than earned.
 
+use super::inner_logits;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
@@ -37,8 +38,8 @@ pub fn model_checks<B: AutodiffBackend>(
     y: &Tensor<B::InnerBackend, 1, Int>,
 ) -> SanityReport {
     let mut r = SanityReport::default();
-    let out1 = host_f32(model.logits(Tensor::from_inner(x.clone())).inner());
-    let out2 = host_f32(model.logits(Tensor::from_inner(x.clone())).inner());
+    let out1 = host_f32(inner_logits(model, x.clone()));
+    let out2 = host_f32(inner_logits(model, x.clone()));
     let k = out1.len() / y.dims()[0].max(1);
     r.outputs_look_like_probabilities = out1.chunks(k.max(1)).all(|row| {
         row.iter().all(|v| (0.0..=1.0).contains(v)) && (row.iter().sum::<f32>() - 1.0).abs() < 1e-4

@@ -8,6 +8,7 @@
 //! clean point, later ones at a random point. A point counts as broken only when the
 //! smallest adversarial perturbation found is within eps.
 
+use super::inner_logits;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
@@ -212,19 +213,14 @@ impl<B: AutodiffBackend> Attack<B> for FabT {
     ) -> Tensor<B::InnerBackend, 4> {
         let mut robust = correct(model, &x, &y);
         let mut adv = host_f32(x.clone());
-        let classes = model
-            .logits(Tensor::from_inner(x.clone().narrow(0, 0, 1)))
-            .dims()[1];
+        let classes = inner_logits(model, x.clone().narrow(0, 0, 1)).dims()[1];
         let eps = self.eps;
         for rank in 1..=self.n_target_classes.min(classes - 1) {
             for restart in 0..self.restarts {
                 on_robust(&x, &y, &mut robust, &mut adv, |xs, ys, _| {
                     let n = ys.dims()[0];
                     let dims = xs.dims();
-                    let order = model
-                        .logits(Tensor::from_inner(xs.clone()))
-                        .inner()
-                        .argsort_descending(1);
+                    let order = inner_logits(model, xs.clone()).argsort_descending(1);
                     let target = order.narrow(1, rank, 1).reshape([n]);
                     let found = self.single_run(model, &xs, &ys, &target, restart > 0, rng);
                     let per = dims[1] * dims[2] * dims[3];
@@ -235,9 +231,7 @@ impl<B: AutodiffBackend> Attack<B> for FabT {
                     );
                     let b = ys.dims()[0];
                     let right = host_bool(
-                        model
-                            .logits(Tensor::from_inner(t.clone()))
-                            .inner()
+                        inner_logits(model, t.clone())
                             .argmax(1)
                             .reshape([b])
                             .equal(ys),

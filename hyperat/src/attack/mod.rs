@@ -41,6 +41,31 @@ pub trait Classifier<B: Backend> {
     fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2>;
 }
 
+/// Forward-only logits of an autodiff classifier, on the inner backend.
+///
+/// burn-autodiff 0.21 registers even untracked operations in its graph and frees them
+/// only when some `backward` runs: a long stretch of forwards without one (Square's
+/// 5000 queries, a server answering predictions) grew by about 1 KB per operation, with
+/// no bound (a report's AutoAttack reached 24 GB). A one-element backward after the
+/// forward frees them; every forward without gradients goes through here.
+pub fn inner_logits<B: AutodiffBackend>(
+    model: &dyn Classifier<B>,
+    x: Tensor<B::InnerBackend, 4>,
+) -> Tensor<B::InnerBackend, 2> {
+    let device = x.device();
+    let logits = model.logits(Tensor::from_inner(x)).inner();
+    release_untracked::<B>(&B::Device::from(device));
+    logits
+}
+
+/// Frees the graph entries of finished untracked operations (see [`inner_logits`]).
+pub fn release_untracked<B: AutodiffBackend>(device: &B::Device) {
+    let _ = Tensor::<B, 1>::zeros([1], device)
+        .require_grad()
+        .sum()
+        .backward();
+}
+
 impl<B: Backend> Classifier<B> for Vit<B> {
     fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2> {
         self.forward(x)
@@ -308,7 +333,7 @@ pub(crate) fn with_restarts<B: AutodiffBackend>(
         return best;
     }
     let inner = |x: Tensor<B::InnerBackend, 4>| {
-        let logits = model.logits(Tensor::from_inner(x)).inner();
+        let logits = inner_logits(model, x);
         let b = logits.dims()[0];
         logits.argmax(1).reshape([b])
     };

@@ -9,6 +9,7 @@
 //! `s = round(sqrt(p(i)·n_features/c))`, `p` halving on AutoAttack's schedule; only
 //! the points not yet fooled are queried.
 
+use super::inner_logits;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
@@ -29,7 +30,7 @@ struct Forward<'a, B: AutodiffBackend>(&'a dyn Classifier<B>);
 
 impl<B: AutodiffBackend> BlackBox<B::InnerBackend> for Forward<'_, B> {
     fn logits(&self, x: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2> {
-        self.0.logits(Tensor::from_inner(x)).inner()
+        inner_logits(self.0, x)
     }
 }
 
