@@ -27,7 +27,7 @@ print("Made by one command on the project's 2-core CPU machine:\n")
 print("```sh\nscripts/results-fashion-mnist.sh\n```\n")
 pre = os.path.join(os.path.dirname(report_path), "backbone", "train.json")
 pre_s = json.load(open(pre)).get("summary", {}).get("seconds") if os.path.exists(pre) else None
-print(f"Settings: `{settings}`; eps {cfg['eps']}, evaluation step {cfg['alpha']}, "
+print(f"Settings: `{settings}`; eps {cfg['eps']:.4g}, evaluation step {cfg['alpha']:.4g}, "
       f"{cfg['steps']}-step PGD and CW, seed {cfg['seed']}. Wall time of the script's last "
       f"invocation: {int(seconds) // 60} min (it reuses the runs an earlier invocation finished; "
       "each row's training time is in the table"
