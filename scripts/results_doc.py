@@ -95,6 +95,18 @@ if full and hyp and full["trainable_params"] and hyp["trainable_params"]:
              "so the paper's 'far fewer trainable parameters' does **not** hold at this scale; it "
              "is a property of large backbones (ViT-B has 86M weights, the same hypernetwork "
              "grows only with the LoRA shapes)."))
+comp_rows = [r for r in rep["rows"] if r.get("aa_components")]
+if comp_rows:
+    names = [c["name"] for c in comp_rows[0]["aa_components"]]
+    print(f"\nRobust accuracy after each AutoAttack component (cumulative, first {aa_n} images): "
+          "where APGD-T (targeted, DLR loss) takes much more than APGD-CE left, the model's "
+          "cross-entropy gradients were misleading PGD.\n")
+    print("| model | " + " | ".join(f"after {n}" for n in names) + " | taken by APGD-T |")
+    print("|---|" + "---|" * (len(names) + 1))
+    for r in comp_rows:
+        acc = {c["name"]: c["robust_acc"] for c in r["aa_components"]}
+        drop = (acc["apgd-ce"] - acc["apgd-t"]) if "apgd-ce" in acc and "apgd-t" in acc else None
+        print(f"| {r['name']} | " + " | ".join(pct(acc[n]) for n in names) + f" | {opt(drop, pct)} |")
 size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ship) for f in fs)
 print(f"\nThe shipped default model (`{ship}/`, {size / 1e6:.1f} MB) comes from this run: the "
       "backbone, the HyperAT run (its hypernetwork generates every method's LoRA) and the "
