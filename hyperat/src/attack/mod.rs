@@ -54,7 +54,7 @@ pub fn inner_logits<B: AutodiffBackend>(
 ) -> Tensor<B::InnerBackend, 2> {
     let device = x.device();
     let logits = model.logits(Tensor::from_inner(x)).inner();
-    release_untracked::<B>(&B::Device::from(device));
+    release_untracked::<B>(&device);
     logits
 }
 
