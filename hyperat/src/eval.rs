@@ -6,7 +6,6 @@
 //! standard robust accuracy, never above `clean_acc`); `adv_acc` is the plain accuracy
 //! on the adversarial images.
 
-use crate::attack::inner_logits;
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -14,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::attack::checks::{SanityReport, model_checks, result_checks};
-use crate::attack::{AttackParams, Classifier, by_name};
+use crate::attack::{AttackParams, Classifier, by_name, inner_logits};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::progress::Progress;

@@ -2,13 +2,12 @@
 //! compare, the browser's in-page inference): probabilities, one attacked image with
 //! its perturbation, and the transfer matrix between variants.
 
-use crate::attack::inner_logits;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use crate::attack::{Attack, Classifier};
+use crate::attack::{Attack, Classifier, inner_logits};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 

@@ -75,10 +75,9 @@ pub struct VariantModel<B: Backend> {
 
 impl<B: Backend> VariantModel<B> {
     /// The same model with nothing left to train: every parameter stops requiring a
-    /// gradient and the adapters are cut from the graph. Evaluation must run on this, or
-    /// each forward without a backward (Square's queries, accuracy checks) leaves autodiff
-    /// nodes behind for the run's trainable tensors, and a long AutoAttack grows to
-    /// tens of GB.
+    /// gradient and the adapters are cut from the graph. A run's head (and FullLoRA's
+    /// adapters) load trainable; evaluated as they are, every attack step's backward
+    /// would also compute and keep gradients for them, though only the input's is used.
     pub fn frozen(self) -> Self {
         Self {
             config: self.config,

@@ -295,9 +295,8 @@ fn refuses_a_method_warm_up_it_cannot_honour() {
     assert!(c.validate().is_ok());
 }
 
-/// Evaluation models have nothing left to train, for every kind of run variant: a
-/// trainable head or adapter made each gradient-free forward of AutoAttack keep autodiff
-/// nodes, and a report grew past 24 GB.
+/// Evaluation models have nothing left to train, for every kind of run variant (a run's
+/// head and FullLoRA's adapters load trainable; attacks need the input's gradient only).
 #[test]
 fn run_variants_load_frozen_for_evaluation() {
     let _turn = training();

@@ -9,12 +9,11 @@
 //! did not improve. Restarts run only on points still classified correctly. Losses:
 //! cross-entropy (APGD-CE), DLR, or targeted DLR (APGD-T, [`super::ApgdT`]).
 
-use super::inner_logits;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
-use super::{Attack, Classifier};
+use super::{Attack, Classifier, inner_logits};
 use crate::loss::{cross_entropy_each, dlr_each, dlr_targeted_each};
 use crate::rng::Rng;
 

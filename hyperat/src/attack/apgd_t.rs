@@ -2,13 +2,12 @@
 //! `n_target_classes` classes ranked highest after the true one on the clean input (9 in
 //! AutoAttack's standard version), each run only on the points still robust.
 
-use super::inner_logits;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
 use super::apgd::{ApgdLoss, correct, host_f32, on_robust, single_run};
-use super::{Attack, Classifier};
+use super::{Attack, Classifier, inner_logits};
 use crate::rng::Rng;
 
 /// Targeted APGD with the DLR loss.

@@ -1,13 +1,12 @@
 //! AutoAttack's sanity checks (`checks.py`): signs that a robustness number may be
 //! inflated by the model rather than earned.
 
-use super::inner_logits;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::apgd::host_f32;
-use super::{Classifier, input_grad};
+use super::{Classifier, inner_logits, input_grad};
 use crate::loss::cross_entropy_each;
 
 /// What the checks found; `warnings` says it in words.

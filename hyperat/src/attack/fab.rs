@@ -8,13 +8,12 @@
 //! clean point, later ones at a random point. A point counts as broken only when the
 //! smallest adversarial perturbation found is within eps.
 
-use super::inner_logits;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
 use super::apgd::{correct, host_bool, host_f32, on_robust};
-use super::{Attack, Classifier};
+use super::{Attack, Classifier, inner_logits};
 use crate::rng::Rng;
 
 /// Targeted FAB.

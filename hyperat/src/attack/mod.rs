@@ -59,7 +59,7 @@ pub fn inner_logits<B: AutodiffBackend>(
 }
 
 /// Frees the graph entries of finished untracked operations (see [`inner_logits`]).
-pub fn release_untracked<B: AutodiffBackend>(device: &B::Device) {
+fn release_untracked<B: AutodiffBackend>(device: &B::Device) {
     let _ = Tensor::<B, 1>::zeros([1], device)
         .require_grad()
         .sum()

@@ -9,13 +9,12 @@
 //! `s = round(sqrt(p(i)·n_features/c))`, `p` halving on AutoAttack's schedule; only
 //! the points not yet fooled are queried.
 
-use super::inner_logits;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
 use super::apgd::{host_bool, host_f32};
-use super::{Attack, Classifier};
+use super::{Attack, Classifier, inner_logits};
 use crate::loss::cw_margin;
 use crate::rng::Rng;
 
