@@ -13,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::attack::checks::{SanityReport, model_checks, result_checks};
-use crate::attack::{AttackParams, Classifier, by_name, inner_logits};
+use crate::attack::{AttackParams, Classifier, by_name, inner_predict};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -119,9 +119,7 @@ pub fn evaluate<B: AutodiffBackend>(
             return Err(Error::Invalid("cancelled".into()));
         }
         let (x, y) = ds.batch::<B::InnerBackend>(idx, device);
-        let b = idx.len();
-        let logits = inner_logits(model, x.clone());
-        clean_pred.extend(to_u32(logits.argmax(1).reshape([b])));
+        clean_pred.extend(to_u32(inner_predict(model, x.clone())));
         if let Some(a) = &attack {
             if checks.is_none() {
                 checks = Some(model_checks::<B>(model, &x, &y));
@@ -135,8 +133,7 @@ pub fn evaluate<B: AutodiffBackend>(
             }
             nan_count += adv.clone().is_nan().int().sum().into_scalar().elem::<i64>() as usize;
             max_linf = max_linf.max((adv.clone() - x).abs().max().into_scalar().elem::<f32>());
-            let logits = inner_logits(model, adv);
-            adv_pred.extend(to_u32(logits.argmax(1).reshape([b])));
+            adv_pred.extend(to_u32(inner_predict(model, adv)));
         }
         progress.update(clean_pred.len(), ds.len(), "images");
     }

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
-use super::{Attack, Classifier, inner_logits};
+use super::{Attack, Classifier, inner_predict};
 use crate::loss::{cross_entropy_each, dlr_each, dlr_targeted_each};
 use crate::rng::Rng;
 
@@ -253,9 +253,7 @@ pub(crate) fn correct<B: AutodiffBackend>(
     x: &Tensor<Inner<B>, 4>,
     y: &Tensor<Inner<B>, 1, Int>,
 ) -> Vec<bool> {
-    let b = y.dims()[0];
-    let logits = inner_logits(model, x.clone());
-    host_bool(logits.argmax(1).reshape([b]).equal(y.clone()))
+    host_bool(inner_predict(model, x.clone()).equal(y.clone()))
 }
 
 impl<B: AutodiffBackend> Attack<B> for Apgd {

@@ -13,7 +13,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde_json::json;
 
 use super::apgd::{correct, host_bool, host_f32, on_robust};
-use super::{Attack, Classifier, inner_logits};
+use super::{Attack, Classifier, inner_logits, inner_predict};
 use crate::rng::Rng;
 
 /// Targeted FAB.
@@ -228,13 +228,7 @@ impl<B: AutodiffBackend> Attack<B> for FabT {
                         TensorData::new(found.clone(), dims),
                         &xs.device(),
                     );
-                    let b = ys.dims()[0];
-                    let right = host_bool(
-                        inner_logits(model, t.clone())
-                            .argmax(1)
-                            .reshape([b])
-                            .equal(ys),
-                    );
+                    let right = host_bool(inner_predict(model, t.clone()).equal(ys));
                     // Still robust: classified right, or the perturbation exceeds eps.
                     let still: Vec<bool> = (0..n)
                         .map(|s| {

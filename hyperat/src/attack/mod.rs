@@ -58,6 +58,15 @@ pub fn inner_logits<B: AutodiffBackend>(
     logits
 }
 
+/// Forward-only predicted classes `[b]` of an autodiff classifier (see [`inner_logits`]).
+pub fn inner_predict<B: AutodiffBackend>(
+    model: &dyn Classifier<B>,
+    x: Tensor<B::InnerBackend, 4>,
+) -> Tensor<B::InnerBackend, 1, Int> {
+    let b = x.dims()[0];
+    inner_logits(model, x).argmax(1).reshape([b])
+}
+
 /// Frees the graph entries of finished untracked operations (see [`inner_logits`]).
 fn release_untracked<B: AutodiffBackend>(device: &B::Device) {
     let _ = Tensor::<B, 1>::zeros([1], device)
@@ -332,15 +341,10 @@ pub(crate) fn with_restarts<B: AutodiffBackend>(
     if restarts <= 1 {
         return best;
     }
-    let inner = |x: Tensor<B::InnerBackend, 4>| {
-        let logits = inner_logits(model, x);
-        let b = logits.dims()[0];
-        logits.argmax(1).reshape([b])
-    };
-    let mut robust = inner(best.clone()).equal(y.clone());
+    let mut robust = inner_predict(model, best.clone()).equal(y.clone());
     for _ in 1..restarts {
         let adv = run(rng);
-        let fooled = inner(adv.clone()).not_equal(y.clone());
+        let fooled = inner_predict(model, adv.clone()).not_equal(y.clone());
         let take = robust.clone().bool_and(fooled);
         let [b, c, h, w] = best.dims();
         let mask = take.clone().reshape([b, 1, 1, 1]).expand([b, c, h, w]);
