@@ -315,6 +315,28 @@ fn tune_merge_export_eval_end_to_end() {
             serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
         assert_eq!(v["n"], 16);
     }
+    // The hold-out split: the last N training images, for choosing settings off the test set.
+    let json = p("h.json");
+    run_ok(
+        hyperat()
+            .args(["eval", "--split", "holdout", "--holdout", "12", "--model"])
+            .arg(p("export"))
+            .arg("--json")
+            .arg(&json),
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        (v["n"].as_u64(), v["split"].as_str()),
+        (Some(12), Some("holdout"))
+    );
+    let out = hyperat()
+        .args(["eval", "--split", "holdout", "--holdout", "0", "--model"])
+        .arg(p("export"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--holdout 0 must be between 1 and"));
     // An unknown variant or a merge of a baseline run is a clear error.
     let out = hyperat()
         .args(["export", "--variant", "merged:nope", "--run"])

@@ -23,9 +23,14 @@ pub struct Args {
     /// fashion-mnist, cifar10, cifar100 or folder:PATH.
     #[arg(long, default_value = "fashion-mnist")]
     dataset: String,
-    /// train or test.
+    /// train, test, or holdout: the last `--holdout` training images, the ones `hyperat
+    /// tune` keeps out of training (a validation set for choosing settings without the
+    /// test set).
     #[arg(long, default_value = "test")]
     split: String,
+    /// Size of the hold-out (as `hyperat tune --holdout`).
+    #[arg(long, default_value_t = 5000)]
+    holdout: usize,
     /// Evaluate the first N images (file order); all if absent.
     #[arg(long)]
     limit: Option<usize>,
@@ -77,8 +82,19 @@ impl BackendTask for Task {
         let a = self.0;
         let model = load_spec::<B>(&a.model, &device)?;
         let cfg = model.config.clone();
-        let split: Split = a.split.parse()?;
-        let mut ds = data::load(&a.dataset, split, Some(cfg.input_shape()))?;
+        let mut ds = if a.split == "holdout" {
+            let mut train = data::load(&a.dataset, Split::Train, Some(cfg.input_shape()))?;
+            if a.holdout == 0 || a.holdout >= train.len() {
+                anyhow::bail!(
+                    "--holdout {} must be between 1 and {} (the training images)",
+                    a.holdout,
+                    train.len() - 1
+                );
+            }
+            train.split_off(a.holdout)
+        } else {
+            data::load(&a.dataset, a.split.parse()?, Some(cfg.input_shape()))?
+        };
         if ds.classes.len() != cfg.num_classes {
             anyhow::bail!(
                 "the model has {} classes but dataset `{}` has {}",
