@@ -32,17 +32,32 @@ print(f"Settings: `{settings}`; eps {cfg['eps']:.4g}, evaluation step {cfg['alph
       f"invocation: {int(seconds) // 60} min (it reuses the runs an earlier invocation finished; "
       "each row's training time is in the table"
       + (f", the backbone's pretraining took {pre_s / 60:.1f} min" if pre_s else "") + ").\n")
+
+
+def run_dir(r):
+    """The run folder behind a row's spec (`RUN#variant`), or None for a plain checkpoint."""
+    d = r.get("spec", "").split("#")[0]
+    return d if os.path.exists(os.path.join(d, "run.json")) else None
+
+
+def lr_of(r):
+    d = run_dir(r)
+    if d is None or r.get("spec", "").endswith("#base"):
+        return None
+    return json.load(open(os.path.join(d, "run.json")))["config"]["lr"]
+
+
 aa_n = next((r.get("aa_n") for r in rep["rows"] if r.get("aa_n")), None)
 aa_head = f" AutoAttack (first {aa_n}) | PGD-20 − AA |" if aa_n else ""
-print(f"| model | clean | PGD-20 | CW-20 |{aa_head} trainable params | train time | peak memory |")
-print("|---|---|---|---|" + ("---|---|" if aa_n else "") + "---|---|---|")
+print(f"| model | clean | PGD-20 | CW-20 |{aa_head} trainable params | lr | train time | peak memory |")
+print("|---|---|---|---|" + ("---|---|" if aa_n else "") + "---|---|---|---|")
 for r in rep["rows"]:
     aa = ""
     if aa_n:
         a, p = r.get("aa_acc"), r.get("aa_pgd_acc")
         aa = f" {opt(a, pct)} | {opt(None if a is None or p is None else p - a, pct)} |"
     print(f"| {r['name']} | {pct(r['clean_acc'])} | {pct(r['pgd_acc'])} | {pct(r['cw_acc'])} |{aa} "
-          f"{opt(r['trainable_params'], lambda p: f'{p:,}')} | "
+          f"{opt(r['trainable_params'], lambda p: f'{p:,}')} | {opt(lr_of(r), lambda v: f'{v:.0e}'.replace('e-0', 'e-'))} | "
           f"{opt(r['train_seconds'], lambda t: f'{t / 60:.1f} min')} | "
           f"{opt(r['peak_mem_mib'], lambda m: f'{m:.0f} MiB')} |")
 print(f"\nAccuracies in % on the first {rep['rows'][0]['n']} test images. Robust accuracy counts an "
@@ -51,6 +66,34 @@ print(f"\nAccuracies in % on the first {rep['rows'][0]['n']} test images. Robust
          f"the first {aa_n} images; the gap column is PGD-20 minus AutoAttack on those same images.\n"
          if aa_n else "This is **not AutoAttack** (PGD-20 and CW-20 only).\n"))
 
+# The sweep's choice per kind (docs/lr-sweep-fashion-mnist.md), to say which rows use it.
+sweep_doc = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs",
+                         "lr-sweep-fashion-mnist.md")
+chosen = {}
+if os.path.exists(sweep_doc):
+    for line in open(sweep_doc):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 6 and cells[5].startswith("**yes**"):
+            chosen[cells[0]] = float(cells[1])
+print("lr: each run's peak learning rate.", end="")
+if chosen:
+    trained = [(r["name"], json.load(open(os.path.join(run_dir(r), "run.json")))["config"])
+               for r in rep["rows"] if lr_of(r) is not None]
+    off = [name for name, c in trained if c["kind"] in chosen
+           and abs(c["lr"] - chosen[c["kind"]]) > 1e-12 * c["lr"]]
+    print(" `scripts/lr-sweep.sh` picks one per kind on training data "
+          "([the sweep](lr-sweep-fashion-mnist.md)); "
+          + ("every adversarially trained row uses its pick." if not off else
+             "these rows do not use its pick: " + ", ".join(off) + "."), end="")
+
+swept = sorted({r["name"] for r in rep["rows"]
+                if run_dir(r) and not r["spec"].endswith("#base")
+                and os.path.exists(os.path.join(run_dir(r), "from-lr-sweep"))})
+if swept:
+    print(" The runs of " + ", ".join(swept) + " are the sweep's own (same settings, reused): "
+          "the sweep trains two runs side by side on the two cores, so their train times are "
+          "longer than those of a run trained alone.", end="")
+print("\n")
 print("## Does the paper's ordering hold here?\n")
 checks = [
     ("HyperAT+ (uniform)", "FullLoRA-AT (PGD-AT)", "pgd_acc"),
