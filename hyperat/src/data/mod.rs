@@ -121,6 +121,18 @@ impl Dataset {
         }
     }
 
+    /// Splits off the hold-out: the last `n` training images, which `hyperat tune --holdout`
+    /// keeps out of training (the adaptive merge and `eval --split holdout` use them).
+    pub fn split_holdout(&mut self, n: usize) -> Result<Dataset> {
+        if n >= self.len() {
+            return Err(Error::Invalid(format!(
+                "hold-out of {n} leaves none of the {} training images",
+                self.len()
+            )));
+        }
+        Ok(self.split_off(n))
+    }
+
     /// Image `i` as [0,1] floats.
     pub fn image(&self, i: usize) -> Vec<f32> {
         let n = self.image_len();

@@ -156,14 +156,7 @@ pub fn read_run_info(dir: &Path) -> Result<RunInfo> {
 pub fn train_set(dir: &Path, info: &RunInfo) -> Result<Dataset> {
     let input = Checkpoint::load(dir.join("backbone"))?.config.input_shape();
     let mut train = data::load(&info.dataset, Split::Train, Some(input))?;
-    if info.holdout >= train.len() {
-        return Err(Error::Invalid(format!(
-            "hold-out of {} leaves none of the {} training images",
-            info.holdout,
-            train.len()
-        )));
-    }
-    train.split_off(info.holdout);
+    train.split_holdout(info.holdout)?;
     if let Some(n) = info.train_limit {
         train.truncate(n);
     }

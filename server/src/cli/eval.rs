@@ -84,14 +84,13 @@ impl BackendTask for Task {
         let cfg = model.config.clone();
         let mut ds = if a.split == "holdout" {
             let mut train = data::load(&a.dataset, Split::Train, Some(cfg.input_shape()))?;
-            if a.holdout == 0 || a.holdout >= train.len() {
+            if a.holdout == 0 {
                 anyhow::bail!(
-                    "--holdout {} must be between 1 and {} (the training images)",
-                    a.holdout,
+                    "--holdout 0 must be between 1 and {} (the training images)",
                     train.len() - 1
                 );
             }
-            train.split_off(a.holdout)
+            train.split_holdout(a.holdout)?
         } else {
             data::load(&a.dataset, a.split.parse()?, Some(cfg.input_shape()))?
         };
