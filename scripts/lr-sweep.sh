@@ -11,10 +11,12 @@
 # a margin loss, so a learning rate that only masks cross-entropy gradients does not win
 # (HyperAT is scored by its uniform merge, the model it ships). Writes
 # docs/lr-sweep-fashion-mnist.md. Runs go to OUT (default runs/lr-sweep); finished runs
-# and scores are reused. Two processes run side by side (each uses about one core).
-# Environment overrides: OUT, BACKBONE, STEPS, BATCH, ATTACK_STEPS, METHOD_WARMUP, SEED, VAL_N.
+# and scores are reused. JOBS processes run side by side (default 2; each uses about one core).
+# Environment overrides: OUT, BACKBONE, STEPS, BATCH, ATTACK_STEPS, METHOD_WARMUP, SEED, VAL_N, JOBS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 out=${OUT:-runs/lr-sweep}
 backbone=${BACKBONE:-runs/results-fashion-mnist/backbone}
 steps=${STEPS:-300}
@@ -44,17 +46,16 @@ tune() { # kind methods extra lr
     --steps "$steps" --batch-size "$batch" --eps 0.1 --attack-steps "$attack_steps" --seed "$seed" \
     --checkpoint-every 100 --out "$dir" $3 > "$dir.log" 2>&1
 }
-failed=0
 for g in "${grid[@]}"; do
   IFS='|' read -r kind methods extra lrs <<< "$g"
   for lr in $lrs; do
-    while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || failed=1; done
+    slot
     echo "tune $kind at lr $lr"
     tune "$kind" "$methods" "$extra" "$lr" &
+    started $!
   done
 done
-while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
-[ $failed = 0 ] || { echo "a run failed (logs: $out/*.log)"; exit 1; }
+wait_all || { echo "a run failed (logs: $out/*.log)"; exit 1; }
 score() { # kind lr
   local dir="$out/$1-$2" spec="$out/$1-$2#tuned"
   local json="$dir.cw20-holdout$val_n.json"
@@ -69,13 +70,13 @@ score() { # kind lr
 for g in "${grid[@]}"; do
   IFS='|' read -r kind methods extra lrs <<< "$g"
   for lr in $lrs; do
-    while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || failed=1; done
+    slot
     echo "score $kind at lr $lr (CW-20 on $val_n hold-out images)"
     score "$kind" "$lr" &
+    started $!
   done
 done
-while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
-[ $failed = 0 ] || { echo "a score failed (logs: $out/*.cw20.log)"; exit 1; }
+wait_all || { echo "a score failed (logs: $out/*.cw20.log)"; exit 1; }
 python3 - "$out" "$steps" "$val_n" "${grid[@]}" > docs/lr-sweep-fashion-mnist.md <<'PY'
 import json, sys
 out, steps, val_n, grid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
