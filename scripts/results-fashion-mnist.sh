@@ -18,10 +18,12 @@
 # the hold-out, not the test set (docs/lr-sweep-fashion-mnist.md); a finished run made
 # with another learning rate stops the script (delete that run folder to retrain it).
 # Environment overrides: OUT, EPOCHS, STEPS, BATCH, ATTACK_STEPS, METHOD_WARMUP, N, SEED, AA_N,
-# LR_FULL_AT, LR_LORA_AT, LR_FULL_LORA_AT, LR_HYPERAT, SWEEP (the sweep's runs, reused where
+# LR_FULL_AT, LR_LORA_AT, LR_FULL_LORA_AT, LR_HYPERAT, JOBS, SWEEP (the sweep's runs, reused where
 # their settings are these).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 scripts/setup.sh
 cargo build --release --locked -p hyperat-server
 bin=target/release/hyperat
@@ -35,10 +37,10 @@ seed=${SEED:-0}
 aa_n=${AA_N:-500}
 sweep=${SWEEP:-runs/lr-sweep}
 method_warmup=${METHOD_WARMUP:-150}
-lr_full_at=${LR_FULL_AT:-3e-4}
-lr_lora_at=${LR_LORA_AT:-1e-3}
+lr_full_at=${LR_FULL_AT:-3e-3}
+lr_lora_at=${LR_LORA_AT:-3e-3}
 lr_full_lora_at=${LR_FULL_LORA_AT:-1e-3}
-lr_hyperat=${LR_HYPERAT:-1e-3}
+lr_hyperat=${LR_HYPERAT:-1e-2}
 eps=0.1
 start=$(date +%s)
 mkdir -p "$out"
@@ -93,16 +95,24 @@ tune lora-at lora-at pgd-at "$lr_lora_at"
 tune full-lora-at full-lora-at pgd-at "$lr_full_lora_at"
 tune hyperat hyperat pgd-at,trades,mart "$lr_hyperat" --method-warmup "$method_warmup"
 tune hyperat-no-warmup hyperat pgd-at,trades,mart "$lr_hyperat"
-$bin merge --run "$out/hyperat" --strategy uniform
-$bin merge --run "$out/hyperat-no-warmup" --strategy uniform
-[ -f "$out/hyperat/merges/adaptive.safetensors" ] || \
-  $bin merge --run "$out/hyperat" --strategy adaptive --merge-steps 40 --batch-size 64 --seed "$seed"
+# A merge is redone only when missing or older than its run's checkpoint: rewriting it
+# would make every cached row that reads it stale.
+merge() {
+  local run=$out/$1 strategy=$2; shift 2
+  local file=$run/merges/$strategy.safetensors
+  if [ ! -f "$file" ] || [ "$run/checkpoint.safetensors" -nt "$file" ]; then
+    $bin merge --run "$run" --strategy "$strategy" "$@"
+  fi
+}
+merge hyperat uniform
+merge hyperat-no-warmup uniform
+merge hyperat adaptive --merge-steps 40 --batch-size 64 --seed "$seed"
 
 h="$out/hyperat"
 # Each row is evaluated by its own `hyperat report` and kept in $rep/NAME.json: a row is
 # redone only when its run (summary.json) or merge file is newer than that JSON, so an
-# interrupted evaluation resumes and a changed run redoes only its rows. Two rows run
-# side by side (each process uses about one core), the headline rows first.
+# interrupted evaluation resumes and a changed run redoes only its rows. JOBS rows (default
+# 2) run side by side (each process uses about one core), the headline rows first.
 rep="$out/report/n$n-aa$aa_n-seed$seed"
 mkdir -p "$rep"
 rows=("Backbone (no AT)=$h#base" "Linear probe=$out/linear-probe#tuned" "Full-AT (PGD-AT)=$out/full-at#tuned"
@@ -129,13 +139,12 @@ row_report() { # NAME=SPEC
 echo "report: clean, PGD-20, CW-20 on $n images, AutoAttack on $aa_n (per-row logs in $rep)"
 # The headline rows first (HyperAT+, LoRA-AT, full-AT), then the other trained rows, the cheap last.
 order=(8 3 2 5 6 7 9 10 4 1 0)
-failed=0
 for i in "${order[@]}"; do
-  while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n || failed=1; done
+  slot
   row_report "${rows[$i]}" &
+  started $!
 done
-while [ "$(jobs -rp | wc -l)" -gt 0 ]; do wait -n || failed=1; done
-[ $failed = 0 ] || { tail -n 5 "$rep"/*.log; echo "a row's report failed (logs in $rep)"; exit 1; }
+wait_all || { tail -n 5 "$rep"/*.log; echo "a row's report failed (logs in $rep)"; exit 1; }
 python3 - "$rep" "${rows[@]}" > "$out/report.json" <<'PY'
 import json, sys, re
 rep, rows = sys.argv[1], [r.split("=", 1)[0] for r in sys.argv[2:]]
