@@ -12,8 +12,8 @@
 # steps of BATCH images with a PGD-ATTACK_STEPS inner attack at eps 0.1. Evaluation:
 # clean, PGD-20 and CW-20 (eps 0.1, step 0.01) on the first N test images.
 # Standard AutoAttack runs on the first AA_N images of every row (AA_N=0 skips it; it
-# costs about 5 s per image still robust after APGD-CE on this 2-core CPU). The evaluation runs as two
-# processes side by side (each uses about one core).
+# costs about 5 s per image still robust after APGD-CE on a 2-core CPU). The evaluation
+# runs JOBS processes side by side (default 2; each uses about one core).
 # Learning rates per kind (LR_*): scripts/lr-sweep.sh compares them by CW-20 accuracy on
 # the hold-out, not the test set (docs/lr-sweep-fashion-mnist.md); a finished run made
 # with another learning rate stops the script (delete that run folder to retrain it).
