@@ -39,6 +39,7 @@ grid=("full-at|pgd-at||3e-4 1e-3 3e-3 1e-2"
   "hyperat|pgd-at,trades,mart|--method-warmup $method_warmup|1e-3 3e-3 5e-3 1e-2 2e-2")
 tune() { # kind methods extra lr
   local dir="$out/$1-$4"
+  echo "tune $1 at lr $4"
   [ -f "$dir/summary.json" ] && return 0
   rm -rf "$dir"
   # shellcheck disable=SC2086
@@ -49,15 +50,13 @@ tune() { # kind methods extra lr
 for g in "${grid[@]}"; do
   IFS='|' read -r kind methods extra lrs <<< "$g"
   for lr in $lrs; do
-    slot
-    echo "tune $kind at lr $lr"
-    tune "$kind" "$methods" "$extra" "$lr" &
-    started $!
+    spawn tune "$kind" "$methods" "$extra" "$lr"
   done
 done
 wait_all || { echo "a run failed (logs: $out/*.log)"; exit 1; }
 score() { # kind lr
   local dir="$out/$1-$2" spec="$out/$1-$2#tuned"
+  echo "score $1 at lr $2 (CW-20 on $val_n hold-out images)"
   local json="$dir.cw20-holdout$val_n.json"
   [ -f "$json" ] && [ "$json" -nt "$dir/summary.json" ] && return 0
   if [ "$1" = hyperat ]; then
@@ -70,10 +69,7 @@ score() { # kind lr
 for g in "${grid[@]}"; do
   IFS='|' read -r kind methods extra lrs <<< "$g"
   for lr in $lrs; do
-    slot
-    echo "score $kind at lr $lr (CW-20 on $val_n hold-out images)"
-    score "$kind" "$lr" &
-    started $!
+    spawn score "$kind" "$lr"
   done
 done
 wait_all || { echo "a score failed (logs: $out/*.cw20.log)"; exit 1; }

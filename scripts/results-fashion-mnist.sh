@@ -140,9 +140,7 @@ echo "report: clean, PGD-20, CW-20 on $n images, AutoAttack on $aa_n (per-row lo
 # The headline rows first (HyperAT+, LoRA-AT, full-AT), then the other trained rows, the cheap last.
 order=(8 3 2 5 6 7 9 10 4 1 0)
 for i in "${order[@]}"; do
-  slot
-  row_report "${rows[$i]}" &
-  started $!
+  spawn row_report "${rows[$i]}"
 done
 wait_all || { tail -n 5 "$rep"/*.log; echo "a row's report failed (logs in $rep)"; exit 1; }
 python3 - "$rep" "${rows[@]}" > "$out/report.json" <<'PY'
