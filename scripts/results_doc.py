@@ -6,6 +6,7 @@ Usage: results_doc.py REPORT_JSON SHIP_DIR SECONDS SETTINGS
 """
 import json
 import os
+import struct
 import sys
 
 report_path, ship, seconds, settings = sys.argv[1:5]
@@ -27,11 +28,14 @@ print("Made by one command on the project's 2-core CPU machine:\n")
 print("```sh\nscripts/results-fashion-mnist.sh\n```\n")
 pre = os.path.join(os.path.dirname(report_path), "backbone", "train.json")
 pre_s = json.load(open(pre)).get("summary", {}).get("seconds") if os.path.exists(pre) else None
+eval_s = sum(r.get("eval_seconds") or 0 for r in rep["rows"])
 print(f"Settings: `{settings}`; eps {cfg['eps']:.4g}, evaluation step {cfg['alpha']:.4g}, "
-      f"{cfg['steps']}-step PGD and CW, seed {cfg['seed']}. Wall time of the script's last "
-      f"invocation: {int(seconds) // 60} min (it reuses the runs an earlier invocation finished; "
-      "each row's training time is in the table"
-      + (f", the backbone's pretraining took {pre_s / 60:.1f} min" if pre_s else "") + ").\n")
+      f"{cfg['steps']}-step PGD and CW, seed {cfg['seed']}. Compute behind the table: each "
+      "row's training time is in it"
+      + (f", the backbone's pretraining took {pre_s / 60:.1f} min" if pre_s else "")
+      + f", the rows' evaluations {eval_s / 3600:.1f} h (one core each, two side by side). The "
+      f"script's last invocation took {int(seconds) / 60:.0f} min (it redoes only the runs, "
+      "merges and rows that are missing or stale).\n")
 
 
 def run_dir(r):
@@ -138,6 +142,35 @@ if full and hyp and full["trainable_params"] and hyp["trainable_params"]:
              "so the paper's 'far fewer trainable parameters' does **not** hold at this scale; it "
              "is a property of large backbones (ViT-B has 86M weights, the same hypernetwork "
              "grows only with the LoRA shapes)."))
+def merge_meta(path):
+    """The `__metadata__` of a safetensors merge file (its weights and held-out check)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return json.loads(f.read(n)).get("__metadata__", {})
+
+
+adaptive = os.path.join(ship, "hyperat", "merges", "adaptive.safetensors")
+meta = merge_meta(adaptive) if os.path.isfile(adaptive) else {}
+if "lambdas" in meta:
+    methods = meta["methods"].split(",")
+    lam = json.loads(meta["lambdas"])
+    weights = ", ".join(f"{m} {w:.2f}" for m, w in zip(methods, lam[0]))
+    line = (f"- The adaptive merge learned the weights {weights}"
+            + (" (block 0's; one row per block)" if len(lam) > 1 else "") + ".")
+    if "check" in meta:
+        c = json.loads(meta["check"])
+        loss = "lowered" if c["learned_loss"] < c["uniform_loss"] else "did not lower"
+        acc = "rose" if c["learned_accuracy"] > c["uniform_accuracy"] else "did not rise"
+        line += (f" On {c['images']} held-out images under its own attack the search {loss} its "
+                 f"objective, the adversarial cross-entropy ({c['uniform_loss']:.3f} uniform → "
+                 f"{c['learned_loss']:.3f} learned), and robust accuracy {acc} "
+                 f"({pct(c['uniform_accuracy'])} → {pct(c['learned_accuracy'])}).")
+        if c["learned_loss"] < c["uniform_loss"] and c["learned_accuracy"] <= c["uniform_accuracy"]:
+            top = max(zip(lam[0], methods))[1]
+            line += (" The search does its job; its loss and the accuracy disagree: the "
+                     f"cross-entropy favours {top}"
+                     + (", the one method trained on that very loss." if top == "pgd-at" else "."))
+    print(line)
 comp_rows = [r for r in rep["rows"] if r.get("aa_components")]
 if comp_rows:
     names = [c["name"] for c in comp_rows[0]["aa_components"]]

@@ -259,7 +259,7 @@ fn tune_merge_export_eval_end_to_end() {
             .args(["merge", "--strategy", "uniform", "--run"])
             .arg(&run),
     );
-    run_ok(
+    let said = run_ok(
         hyperat()
             .args([
                 "merge",
@@ -271,9 +271,15 @@ fn tune_merge_export_eval_end_to_end() {
                 "8",
                 "--attack-steps",
                 "1",
+                "--check-images",
+                "8",
                 "--run",
             ])
             .arg(&run),
+    );
+    assert!(
+        said.contains("held-out check on 8 images"),
+        "the adaptive merge scores its weights against uniform:\n{said}"
     );
     let merges: Vec<_> = std::fs::read_dir(run.join("merges")).unwrap().collect();
     assert_eq!(merges.len(), 2);

@@ -12,10 +12,10 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::{DenseDeltas, MergeStrategy, MethodLora, weighted_adapters, weighted_sum};
-use crate::attack::{Adapted, Attack, Pgd};
+use crate::attack::{Adapted, Attack, Classifier, Pgd};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::loss::cross_entropy;
+use crate::loss::{cross_entropy, cross_entropy_each};
 use crate::progress::Progress;
 use crate::rng::Rng;
 use crate::vit::Vit;
@@ -39,6 +39,9 @@ pub struct AdaptiveConfig {
     pub attack_steps: usize,
     /// Seed of batches and random starts.
     pub seed: u64,
+    /// Held-out images [`check_weights`] scores after the search (default 512; 0: none).
+    #[serde(default)]
+    pub check_images: usize,
 }
 
 impl Default for AdaptiveConfig {
@@ -52,6 +55,7 @@ impl Default for AdaptiveConfig {
             alpha: 2.0 / 255.0,
             attack_steps: 10,
             seed: 0,
+            check_images: 512,
         }
     }
 }
@@ -61,6 +65,23 @@ impl Default for AdaptiveConfig {
 pub struct Learned {
     /// `[1 or depth][methods]`, each row sums to 1.
     pub lambdas: Vec<Vec<f32>>,
+}
+
+/// The search's objective and robust accuracy on the first images of the held-out split,
+/// for the uniform start and the learned weights: says whether the search improved on
+/// HyperAT+ on its own terms (the loss) and on the figure users quote (the accuracy).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeldOutCheck {
+    /// Held-out images scored (the first ones of the split).
+    pub images: usize,
+    /// Mean adversarial cross-entropy (the search's objective) of the uniform merge.
+    pub uniform_loss: f32,
+    /// Its robust accuracy (a fraction) under the search's attack.
+    pub uniform_accuracy: f32,
+    /// Mean adversarial cross-entropy of the learned merge.
+    pub learned_loss: f32,
+    /// Its robust accuracy.
+    pub learned_accuracy: f32,
 }
 
 impl MergeStrategy for Learned {
@@ -73,6 +94,93 @@ impl MergeStrategy for Learned {
         weighted_sum(methods, &|layer| {
             rows[if rows.len() > 1 { layer } else { 0 }].clone()
         })
+    }
+}
+
+/// Learns the merge weights, then (unless `cfg.check_images` is 0) scores them against
+/// the uniform start with [`check_weights`].
+pub fn learn_and_check<B: AutodiffBackend>(
+    vit: &Vit<B>,
+    methods: &[MethodLora],
+    val: &Dataset,
+    cfg: &AdaptiveConfig,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<(Learned, Option<HeldOutCheck>)> {
+    let learned = learn_weights(vit, methods, val, cfg, device, progress)?;
+    if cfg.check_images == 0 {
+        return Ok((learned, None));
+    }
+    let uniform = vec![vec![1.0 / methods.len() as f32; methods.len()]];
+    let n = cfg.check_images.min(val.len());
+    let (uniform_loss, uniform_accuracy) =
+        check_weights(vit, methods, &uniform, val, n, cfg, device);
+    let (learned_loss, learned_accuracy) =
+        check_weights(vit, methods, &learned.lambdas, val, n, cfg, device);
+    let check = HeldOutCheck {
+        images: n,
+        uniform_loss,
+        uniform_accuracy,
+        learned_loss,
+        learned_accuracy,
+    };
+    Ok((learned, Some(check)))
+}
+
+/// Mean adversarial cross-entropy (the search's objective) and robust accuracy (right on
+/// the clean image and on its attacked copy, as `hyperat eval` counts) of the merge with
+/// `lambdas` (`[1 or depth][methods]`) on the first `n` images of `val`, under the
+/// search's attack with a fixed seed: the same random starts for every `lambdas`.
+pub fn check_weights<B: AutodiffBackend>(
+    vit: &Vit<B>,
+    methods: &[MethodLora],
+    lambdas: &[Vec<f32>],
+    val: &Dataset,
+    n: usize,
+    cfg: &AdaptiveConfig,
+    device: &B::Device,
+) -> (f32, f32) {
+    let vit = vit.clone().no_grad();
+    let depth = vit.blocks.len();
+    let flat: Vec<f32> = lambdas.concat();
+    let lambdas = Tensor::<B, 2>::from_data(
+        TensorData::new(flat, [lambdas.len(), methods.len()]),
+        device,
+    );
+    let adapters = weighted_adapters(methods, &lambdas, depth, device);
+    let pgd = cfg.pgd();
+    let mut rng = Rng::new(cfg.seed ^ 0x5eed_c4ec);
+    let (mut loss, mut right) = (0.0f64, 0usize);
+    let batch = cfg.batch_size.max(1);
+    for start in (0..n).step_by(batch) {
+        let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
+        let (x, y) = val.batch::<B::InnerBackend>(&idx, device);
+        let model = Adapted {
+            vit: &vit,
+            adapters: &adapters,
+        };
+        let b = idx.len();
+        let clean = model.logits(Tensor::from_inner(x.clone())).inner();
+        let x_adv = Attack::<B>::perturb(&pgd, &model, x, y.clone(), &mut rng);
+        let logits = model.logits(Tensor::from_inner(x_adv)).inner();
+        let each = cross_entropy_each(logits.clone(), y.clone());
+        loss += each.sum().into_scalar().elem::<f64>();
+        let hit = |l: Tensor<B::InnerBackend, 2>| l.argmax(1).reshape([b]).equal(y.clone()).int();
+        right += (hit(clean) * hit(logits)).sum().into_scalar().elem::<i64>() as usize;
+    }
+    ((loss / n as f64) as f32, right as f32 / n as f32)
+}
+
+impl AdaptiveConfig {
+    /// The search's inner attack.
+    fn pgd(&self) -> Pgd {
+        Pgd {
+            eps: self.eps,
+            alpha: self.alpha,
+            steps: self.attack_steps,
+            restarts: 1,
+            random_start: true,
+        }
     }
 }
 
@@ -99,13 +207,7 @@ pub fn learn_weights<B: AutodiffBackend>(
     let mut w = Tensor::<B::InnerBackend, 2>::zeros([rows, m], device); // uniform start
     let (mut m1, mut m2) = (w.zeros_like(), w.zeros_like());
     let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
-    let pgd = Pgd {
-        eps: cfg.eps,
-        alpha: cfg.alpha,
-        steps: cfg.attack_steps,
-        restarts: 1,
-        random_start: true,
-    };
+    let pgd = cfg.pgd();
     let mut rng = Rng::new(cfg.seed);
     let mut order: Vec<usize> = vec![];
     progress.update(0, cfg.steps, "merge steps");

@@ -12,7 +12,9 @@ mod ties;
 mod uniform;
 mod weighted;
 
-pub use adaptive::{AdaptiveConfig, Learned, learn_weights};
+pub use adaptive::{
+    AdaptiveConfig, HeldOutCheck, Learned, check_weights, learn_and_check, learn_weights,
+};
 pub use dare::Dare;
 pub use factor_avg::FactorAvg;
 pub use ties::Ties;

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::checkpoint::Checkpoint;
 use hyperat::data::{self, Split};
-use hyperat::merge::{AdaptiveConfig, MergeStrategy, by_name, learn_weights};
+use hyperat::merge::{AdaptiveConfig, MergeStrategy, by_name, learn_and_check};
 use hyperat::prelude::*;
 use hyperat::tune::{TuneKind, load_run};
 use hyperat::variant::{method_loras, save_merge};
@@ -47,6 +47,10 @@ pub struct Args {
     /// Adaptive: attack iterations (default: the run's).
     #[arg(long)]
     attack_steps: Option<usize>,
+    /// Adaptive: held-out images on which the learned weights are scored against the
+    /// uniform start after the search (0: skip).
+    #[arg(long, default_value_t = 512)]
+    check_images: usize,
     /// Name of the saved merge (default: the strategy).
     #[arg(long)]
     name: Option<String>,
@@ -102,11 +106,24 @@ impl BackendTask for Task {
                 alpha: a.eps.map(|e| e / 4.0).unwrap_or(d.alpha),
                 attack_steps: a.attack_steps.unwrap_or(d.steps),
                 seed: a.seed,
+                check_images: a.check_images,
             };
             let mut bar = Bar::new("adaptive merge");
-            let learned = learn_weights::<B>(&model.vit, &methods, &val, &cfg, &device, &mut bar)?;
+            let (learned, check) =
+                learn_and_check::<B>(&model.vit, &methods, &val, &cfg, &device, &mut bar)?;
             drop(bar);
             meta.insert("lambdas".into(), serde_json::to_string(&learned.lambdas)?);
+            if let Some(c) = check {
+                eprintln!(
+                    "merge: held-out check on {} images (the search's attack): adversarial CE uniform {:.4} -> learned {:.4}; robust accuracy uniform {:.2}% -> learned {:.2}%",
+                    c.images,
+                    c.uniform_loss,
+                    c.learned_loss,
+                    100.0 * c.uniform_accuracy,
+                    100.0 * c.learned_accuracy
+                );
+                meta.insert("check".into(), serde_json::to_string(&c)?);
+            }
             meta.insert("adaptive".into(), serde_json::to_string(&cfg)?);
             learned.merge(&methods)?
         } else {
