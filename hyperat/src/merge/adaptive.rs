@@ -70,6 +70,8 @@ pub struct Learned {
 /// The search's objective and robust accuracy on the first images of the held-out split,
 /// for the uniform start and the learned weights: says whether the search improved on
 /// HyperAT+ on its own terms (the loss) and on the figure users quote (the accuracy).
+/// The search drew its batches from the same split, so this measures how well it
+/// optimised, not how it generalises (the test set says that).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeldOutCheck {
     /// Held-out images scored (the first ones of the split).

@@ -46,6 +46,18 @@ fn product(m: &MethodLora, key: (usize, Target)) -> Vec<f32> {
     out
 }
 
+/// `(block, target, in, out)` for every target of every block of `cfg`.
+fn every_target(cfg: &VitConfig) -> Vec<(usize, Target, usize, usize)> {
+    (0..cfg.depth)
+        .flat_map(|l| {
+            Target::ALL.map(|t| {
+                let (i, o) = crate::lora::target_shape(cfg, t);
+                (l, t, i, o)
+            })
+        })
+        .collect()
+}
+
 #[test]
 fn uniform_weighted_and_factor_average() {
     let ms = small();
@@ -122,14 +134,7 @@ fn folding_equals_the_unfolded_model() {
     cfg.depth = 2;
     cfg.num_heads = 2;
     let vit = Vit::<Cpu>::init(&cfg, &dev);
-    let shapes: Vec<(usize, Target, usize, usize)> = (0..2)
-        .flat_map(|l| {
-            Target::ALL.map(|t| {
-                let (i, o) = crate::lora::target_shape(&cfg, t);
-                (l, t, i, o)
-            })
-        })
-        .collect();
+    let shapes = every_target(&cfg);
     let ms: Vec<MethodLora> = (0..3).map(|s| method("m", 10 + s, &shapes)).collect();
     let mut rng = Rng::new(2);
     let x = Tensor::<Cpu, 4>::from_data(
@@ -188,14 +193,7 @@ fn adaptive_search_favours_the_lora_that_fits_and_its_check_says_so() {
         load_vit::<CpuAutodiff>(&fixture, &Adapt::default(), &dev).expect("fixture loads");
     // A confident head, so the labels are far from ties.
     vit.head.weight = vit.head.weight.map(|w| w.mul_scalar(30.0));
-    let shapes: Vec<(usize, Target, usize, usize)> = (0..2)
-        .flat_map(|l| {
-            Target::ALL.map(|t| {
-                let (i, o) = crate::lora::target_shape(&cfg, t);
-                (l, t, i, o)
-            })
-        })
-        .collect();
+    let shapes = every_target(&cfg);
     let mut keep = method("keep", 1, &shapes);
     let mut scramble = method("break", 2, &shapes);
     // `keep` adds nothing (B = 0): the labels are the plain model's predictions.
