@@ -229,7 +229,10 @@ pub fn weighted_adapters<B: Backend>(
         for (mi, m) in methods.iter().enumerate() {
             let (a, b) = &m.factors[key];
             a_parts.push(a.to_tensor::<B, 2>(device));
-            b_parts.push(b.to_tensor::<B, 2>(device) * row.clone().narrow(1, mi, 1));
+            // Each method's own `scaling` goes into its B rows (as `weighted_sum` applies
+            // it), so the learned merge is the one later saved even if the scalings differ.
+            let weight = row.clone().narrow(1, mi, 1).mul_scalar(m.scaling);
+            b_parts.push(b.to_tensor::<B, 2>(device) * weight);
         }
         ad.set(
             key.0,
@@ -237,7 +240,7 @@ pub fn weighted_adapters<B: Backend>(
             LinearDelta {
                 lora_a: Tensor::cat(a_parts, 1),
                 lora_b: Tensor::cat(b_parts, 0),
-                scaling: methods[0].scaling,
+                scaling: 1.0,
                 input_norm: None,
             },
         );

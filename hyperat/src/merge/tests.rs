@@ -135,7 +135,9 @@ fn folding_equals_the_unfolded_model() {
     cfg.num_heads = 2;
     let vit = Vit::<Cpu>::init(&cfg, &dev);
     let shapes = every_target(&cfg);
-    let ms: Vec<MethodLora> = (0..3).map(|s| method("m", 10 + s, &shapes)).collect();
+    let mut ms: Vec<MethodLora> = (0..3).map(|s| method("m", 10 + s, &shapes)).collect();
+    // Different scalings: the low-rank and the dense paths must apply each method's own.
+    ms[1].scaling = 1.5;
     let mut rng = Rng::new(2);
     let x = Tensor::<Cpu, 4>::from_data(
         TensorData::new(rng.uniform_vec(4 * 784, 0.0, 1.0), [4, 1, 28, 28]),
@@ -200,8 +202,7 @@ fn adaptive_search_favours_the_lora_that_fits_and_its_check_says_so() {
     for (_, b) in keep.factors.values_mut() {
         b.data.iter_mut().for_each(|v| *v = 0.0);
     }
-    // Weak enough that the loss rises steadily with its weight (every method shares
-    // `scaling`, so the factors carry the strength).
+    // Weak enough that the loss rises steadily with its weight.
     for (_, b) in scramble.factors.values_mut() {
         b.data.iter_mut().for_each(|v| *v *= SCRAMBLE);
     }
