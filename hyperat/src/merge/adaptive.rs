@@ -115,10 +115,13 @@ pub fn learn_and_check<B: AutodiffBackend>(
     }
     let uniform = vec![vec![1.0 / methods.len() as f32; methods.len()]];
     let n = cfg.check_images.min(val.len());
+    progress.update(0, 2, "merges checked on the held-out images");
     let (uniform_loss, uniform_accuracy) =
         check_weights(vit, methods, &uniform, val, n, cfg, device);
+    progress.update(1, 2, "merges checked on the held-out images");
     let (learned_loss, learned_accuracy) =
         check_weights(vit, methods, &learned.lambdas, val, n, cfg, device);
+    progress.update(2, 2, "merges checked on the held-out images");
     let check = HeldOutCheck {
         images: n,
         uniform_loss,
