@@ -34,7 +34,9 @@ print(f"Settings: `{settings}`; eps {cfg['eps']:.4g}, evaluation step {cfg['alph
       "row's training time is in it"
       + (f", the backbone's pretraining took {pre_s / 60:.1f} min" if pre_s else "")
       + f", the rows' evaluations {eval_s / 3600:.1f} h (one core each, two side by side). The "
-      f"script's last invocation took {int(seconds) / 60:.0f} min (it redoes only the runs, "
+      f"script's last invocation took "
+      + (f"{int(seconds)} s" if int(seconds) < 120 else f"{int(seconds) / 60:.0f} min")
+      + " (it redoes only the runs, "
       "merges and rows that are missing or stale).\n")
 
 
@@ -142,6 +144,8 @@ if full and hyp and full["trainable_params"] and hyp["trainable_params"]:
              "so the paper's 'far fewer trainable parameters' does **not** hold at this scale; it "
              "is a property of large backbones (ViT-B has 86M weights, the same hypernetwork "
              "grows only with the LoRA shapes)."))
+
+
 def merge_meta(path):
     """The `__metadata__` of a safetensors merge file (its weights and held-out check)."""
     with open(path, "rb") as f:

@@ -136,6 +136,7 @@ pub fn learn_and_check<B: AutodiffBackend>(
 /// the clean image and on its attacked copy, as `hyperat eval` counts) of the merge with
 /// `lambdas` (`[1 or depth][methods]`) on the first `n` images of `val`, under the
 /// search's attack with a fixed seed: the same random starts for every `lambdas`.
+/// `n` must be in `1..=val.len()` ([`learn_and_check`] clamps it).
 pub fn check_weights<B: AutodiffBackend>(
     vit: &Vit<B>,
     methods: &[MethodLora],
@@ -153,6 +154,10 @@ pub fn check_weights<B: AutodiffBackend>(
         device,
     );
     let adapters = weighted_adapters(methods, &lambdas, depth, device);
+    let model = Adapted {
+        vit: &vit,
+        adapters: &adapters,
+    };
     let pgd = cfg.pgd();
     let mut rng = Rng::new(cfg.seed ^ 0x5eed_c4ec);
     let (mut loss, mut right) = (0.0f64, 0usize);
@@ -160,10 +165,6 @@ pub fn check_weights<B: AutodiffBackend>(
     for start in (0..n).step_by(batch) {
         let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
         let (x, y) = val.batch::<B::InnerBackend>(&idx, device);
-        let model = Adapted {
-            vit: &vit,
-            adapters: &adapters,
-        };
         let b = idx.len();
         let clean = model.logits(Tensor::from_inner(x.clone())).inner();
         let x_adv = Attack::<B>::perturb(&pgd, &model, x, y.clone(), &mut rng);
