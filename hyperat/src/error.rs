@@ -15,6 +15,9 @@ pub enum Error {
     /// A caller passed tensors of the wrong shape or a value out of range.
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// The caller asked the work to stop (a cancelled job, a dropped client).
+    #[error("cancelled")]
+    Cancelled,
     /// File-system failure, with the path involved.
     #[error("{path}: {source}")]
     Io {

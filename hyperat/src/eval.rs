@@ -9,11 +9,12 @@
 use std::time::Instant;
 
 use burn::prelude::*;
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::attack::checks::{SanityReport, model_checks, result_checks};
-use crate::attack::{AttackParams, Classifier, by_name, inner_predict};
+use crate::attack::{AttackParams, Classifier, by_name, inner_logits, inner_predict};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -59,6 +60,10 @@ pub struct EvalReport {
     pub n: usize,
     /// Clean accuracy.
     pub clean_acc: f64,
+    /// Mean top-1 softmax probability on the clean images (how sure the model is,
+    /// right or wrong).
+    #[serde(default)]
+    pub mean_confidence: f64,
     /// Robust accuracy (clean and adversarial both right); `None` without an attack.
     pub robust_acc: Option<f64>,
     /// Accuracy on the adversarial images alone.
@@ -110,16 +115,23 @@ pub fn evaluate<B: AutodiffBackend>(
     let mut rng = Rng::new(cfg.seed);
     let (mut clean_pred, mut adv_pred, mut max_linf) = (vec![], vec![], 0f32);
     let mut nan_count = 0usize;
+    let mut confidence_sum = 0f64;
     let mut component_robust: Vec<(String, usize)> = vec![];
     let mut checks: Option<SanityReport> = None;
     let batches = ds.ordered_batches(cfg.batch_size);
     progress.update(0, ds.len(), "images");
     for idx in &batches {
         if progress.cancelled() {
-            return Err(Error::Invalid("cancelled".into()));
+            return Err(Error::Cancelled);
         }
         let (x, y) = ds.batch::<B::InnerBackend>(idx, device);
-        clean_pred.extend(to_u32(inner_predict(model, x.clone())));
+        let logits = inner_logits(model, x.clone());
+        confidence_sum += softmax(logits.clone(), 1)
+            .max_dim(1)
+            .sum()
+            .into_scalar()
+            .elem::<f64>();
+        clean_pred.extend(to_u32(logits.argmax(1).reshape([idx.len()])));
         if let Some(a) = &attack {
             if checks.is_none() {
                 checks = Some(model_checks::<B>(model, &x, &y));
@@ -182,6 +194,7 @@ pub fn evaluate<B: AutodiffBackend>(
     Ok(EvalReport {
         n,
         clean_acc,
+        mean_confidence: confidence_sum / n.max(1) as f64,
         robust_acc,
         adv_acc,
         clean_pred,

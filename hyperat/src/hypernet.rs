@@ -29,6 +29,19 @@ pub struct HyperConfig {
     pub hidden: usize,
     /// Width of the conditioning vector `e` (default 64).
     pub cond_dim: usize,
+    /// Standard deviation of the method embeddings `z_m` at the start (default 1, as
+    /// `u_l` and `v_t`): a larger one makes the method a larger part of `G`'s input.
+    #[serde(default = "one")]
+    pub method_embed_std: f32,
+    /// Feed `z_m` to the factor heads beside `e` (heads read `[e; z_m]`) **(ours)**: each
+    /// method then has a direct, layer-independent say in its factors, which `G`'s
+    /// shared mapping cannot average away.
+    #[serde(default)]
+    pub method_to_heads: bool,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 impl Default for HyperConfig {
@@ -37,6 +50,8 @@ impl Default for HyperConfig {
             embed_dim: 64,
             hidden: 128,
             cond_dim: 64,
+            method_embed_std: 1.0,
+            method_to_heads: false,
         }
     }
 }
@@ -74,6 +89,8 @@ pub struct HyperNet<B: Backend> {
     pub rank: usize,
     /// LoRA `alpha / r`.
     pub scaling: f32,
+    /// Whether the heads read `[e; z_m]` ([`HyperConfig::method_to_heads`]).
+    pub method_to_heads: bool,
     /// Multiplies the heads' outputs (1 / cond_dim). Adam moves every head weight by
     /// about lr per step, and a generated entry sums cond_dim such moves: without the
     /// gain the generated LoRA would move ~cond_dim times faster than a plain LoRA at
@@ -139,7 +156,7 @@ impl<B: Backend> HyperNet<B> {
         device: &B::Device,
     ) -> Self {
         let e = hc.embed_dim;
-        let method_embed = init::normal([methods, e], 1.0, rng, device);
+        let method_embed = init::normal([methods, e], hc.method_embed_std, rng, device);
         let layer_embed = init::normal([vit.depth, e], 1.0, rng, device);
         let module_embed = init::normal([Target::ALL.len(), e], 1.0, rng, device);
         let gen_fc1 = init::linear(3 * e, hc.hidden, rng, device);
@@ -158,20 +175,21 @@ impl<B: Backend> HyperNet<B> {
             target_head.push(idx);
         }
         let r = lora.rank;
+        let head_in = hc.cond_dim + if hc.method_to_heads { e } else { 0 };
         let heads_a = head_shapes
             .iter()
             .map(|&[i, _]| {
-                // Generated A entries get std 1/sqrt(3·in), like a Kaiming-uniform lora_A,
-                // when `e` (LayerNorm output) has unit variance (the head's output is
-                // multiplied by `head_gain`, hence the larger weights).
-                let std = (hc.cond_dim as f32 / (3 * i) as f32).sqrt();
-                init::linear_normal(hc.cond_dim, i * r, std, rng, device)
+                // Generated A entries get std 1/sqrt(in), like a plain LoRA's `A ~ N(0,
+                // 1/in)`, when the heads' inputs have unit variance (the output is
+                // multiplied by `head_gain` = 1/cond_dim, hence the larger weights).
+                let std = hc.cond_dim as f32 / ((head_in * i) as f32).sqrt();
+                init::linear_normal(head_in, i * r, std, rng, device)
             })
             .collect();
         let heads_b = head_shapes
             .iter()
             .map(|&[_, o]| {
-                LinearConfig::new(hc.cond_dim, r * o)
+                LinearConfig::new(head_in, r * o)
                     .with_initializer(Initializer::Zeros)
                     .init(device)
             })
@@ -195,6 +213,7 @@ impl<B: Backend> HyperNet<B> {
             depth: vit.depth,
             rank: r,
             scaling: lora.scaling(),
+            method_to_heads: hc.method_to_heads,
             head_gain: 1.0 / hc.cond_dim as f32,
         }
     }
@@ -204,8 +223,9 @@ impl<B: Backend> HyperNet<B> {
         self.method_embed.dims()[0]
     }
 
-    /// All LoRA factors of method `m`, generated in one batch.
-    pub fn generate(&self, m: usize) -> Factors<B> {
+    /// The conditioning vectors `e = G([z_m; u_l; v_t])` of method `m`, one row per
+    /// (target, layer), targets outer: `[T·L, cond]`.
+    pub fn conditioning(&self, m: usize) -> Tensor<B, 2> {
         let l = self.depth;
         let e = self.layer_embed.dims()[1];
         let z = self.method_embed.val().narrow(0, m, 1).expand([l, e]);
@@ -220,9 +240,20 @@ impl<B: Backend> HyperNet<B> {
             })
             .collect();
         let x = Tensor::cat(rows, 0);
-        let cond = self
-            .gen_norm
-            .forward(self.gen_fc2.forward(relu(self.gen_fc1.forward(x)))); // [T·L, cond]
+        self.gen_norm
+            .forward(self.gen_fc2.forward(relu(self.gen_fc1.forward(x))))
+    }
+
+    /// All LoRA factors of method `m`, generated in one batch.
+    pub fn generate(&self, m: usize) -> Factors<B> {
+        let l = self.depth;
+        let mut cond = self.conditioning(m); // [T·L, cond]
+        if self.method_to_heads {
+            let rows = cond.dims()[0];
+            let e = self.method_embed.dims()[1];
+            let z = self.method_embed.val().narrow(0, m, 1).expand([rows, e]);
+            cond = Tensor::cat(vec![cond, z], 1);
+        }
         let r = self.rank;
         let per_target = self
             .targets

@@ -119,7 +119,7 @@ pub fn qv_mask<B: Backend>(rank: usize, dim: usize, device: &B::Device) -> Tenso
 /// One learnable LoRA pair (and, for FullLoRA, a LayerNorm on its input).
 #[derive(Module, Debug)]
 pub struct LoraPair<B: Backend> {
-    /// `[in, r]`, Kaiming-uniform like peft's `lora_A`.
+    /// `[in, r]`, `N(0, 1/in)` at the start.
     pub lora_a: Param<Tensor<B, 2>>,
     /// `[r, out]`, zeros (the model starts equal to the pretrained one).
     pub lora_b: Param<Tensor<B, 2>>,
@@ -146,7 +146,8 @@ pub struct LoraSet<B: Backend> {
 }
 
 impl<B: Backend> LoraSet<B> {
-    /// A fresh set: `A` Kaiming-uniform (bound `1/sqrt(in)`), `B` zero, norms identity.
+    /// A fresh set: `A ~ N(0, 1/in)` (the LoRA paper's Gaussian; the PyTorch parity
+    /// recipe uses it), `B` zero, norms identity.
     pub fn init(
         vit: &VitConfig,
         cfg: &LoraConfig,
@@ -158,9 +159,9 @@ impl<B: Backend> LoraSet<B> {
         for _ in 0..vit.depth {
             for &t in &cfg.targets {
                 let (i, o) = target_shape(vit, t);
-                let bound = 1.0 / (i as f32).sqrt();
+                let std = 1.0 / (i as f32).sqrt();
                 pairs.push(LoraPair {
-                    lora_a: crate::init::uniform([i, cfg.rank], bound, rng, device),
+                    lora_a: crate::init::normal([i, cfg.rank], std, rng, device),
                     lora_b: Param::from_tensor(Tensor::zeros([cfg.rank, o], device)),
                     norm_gamma: ln_lora.then(|| Param::from_tensor(Tensor::ones([i], device))),
                     norm_beta: ln_lora.then(|| Param::from_tensor(Tensor::zeros([i], device))),

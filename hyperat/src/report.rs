@@ -264,6 +264,7 @@ mod tests {
         let r = EvalReport {
             n: 4,
             clean_acc: 0.75,
+            mean_confidence: 0.5,
             robust_acc: Some(0.5),
             adv_acc: Some(0.5),
             clean_pred: vec![1, 2, 3, 0],

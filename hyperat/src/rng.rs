@@ -6,6 +6,25 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Mixes a seed with step/purpose numbers (SplitMix-style): the seed of a per-step
+/// generator, so a resumed run draws what an uninterrupted one would.
+pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z =
+        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z ^ (z >> 31)
+}
+
+/// The indices of training step `step` over `n` images: a fresh permutation per epoch
+/// from the seed, cut into `batch`-sized pieces (the short remainder is dropped).
+pub fn step_batch(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize> {
+    let per_epoch = (n / batch).max(1);
+    let (epoch, b) = (step / per_epoch, step % per_epoch);
+    let mut idx: Vec<usize> = (0..n).collect();
+    Rng::new(mix(seed, epoch as u64, 0xDA7A)).shuffle(&mut idx);
+    idx[b * batch..((b + 1) * batch).min(n)].to_vec()
+}
+
 /// xoshiro256++ state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rng {

@@ -13,6 +13,7 @@ use hyperat::prelude::*;
 use hyperat::progress::Silent;
 use hyperat::rng::Rng;
 use hyperat::state::{named_tensors, trainable_tensors};
+use hyperat::tune::diagnostics::run_diagnostics;
 use hyperat::tune::{RunInfo, TuneConfig, TuneKind, Tuned, load_run, run, start_run};
 use hyperat::{Vit, VitConfig};
 
@@ -133,7 +134,7 @@ fn trains_only_the_trainable_side_and_every_part_of_it() {
             .filter(|(k, _)| !trainable_tensors(&before).contains_key(k))
             .collect();
         let trainable_before = trainable_tensors(&before);
-        let summary = run::<A>(dir, &data(32), &Default::default(), &mut Silent, None)
+        let summary = run::<A>(dir, &data(32), None, &Default::default(), &mut Silent, None)
             .unwrap()
             .unwrap();
         assert_eq!(summary.steps, 4);
@@ -162,8 +163,12 @@ fn trains_only_the_trainable_side_and_every_part_of_it() {
         }
         // Every trainable tensor received a gradient at every step.
         let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
-        assert_eq!(metrics.lines().count(), 4);
-        for line in metrics.lines() {
+        let steps: Vec<&str> = metrics
+            .lines()
+            .filter(|l| !l.contains("\"kind\""))
+            .collect();
+        assert_eq!(steps.len(), 4);
+        for line in steps {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             assert_eq!(
                 v["grad_tensors"].as_u64().unwrap() as usize,
@@ -190,12 +195,12 @@ fn resume_after_a_kill_reaches_the_same_weights() {
     start(b.path(), cfg);
     let ds = data(24);
     let dev = Default::default();
-    run::<A>(a.path(), &ds, &dev, &mut Silent, None)
+    run::<A>(a.path(), &ds, None, &dev, &mut Silent, None)
         .unwrap()
         .unwrap();
     // Interrupted after 3 steps (checkpoint at 3), then resumed in a fresh call.
     assert!(
-        run::<A>(b.path(), &ds, &dev, &mut Silent, Some(3))
+        run::<A>(b.path(), &ds, None, &dev, &mut Silent, Some(3))
             .unwrap()
             .is_none()
     );
@@ -205,7 +210,7 @@ fn resume_after_a_kill_reaches_the_same_weights() {
         .open(b.path().join("metrics.jsonl"))
         .unwrap();
     std::io::Write::write_all(&mut m, b"{\"step\": 4, \"stale\": true}\n").unwrap();
-    run::<A>(b.path(), &ds, &dev, &mut Silent, None)
+    run::<A>(b.path(), &ds, None, &dev, &mut Silent, None)
         .unwrap()
         .unwrap();
     let ta =
@@ -216,10 +221,12 @@ fn resume_after_a_kill_reaches_the_same_weights() {
     for (k, v) in &ta {
         assert_eq!(v, &tb[k], "{k} differs after resumption");
     }
+    // Per-step records (diagnostics records, `kind` set, come at each checkpoint).
     let lines = |d: &Path| {
         std::fs::read_to_string(d.join("metrics.jsonl"))
             .unwrap()
             .lines()
+            .filter(|l| !l.contains("\"kind\""))
             .count()
     };
     assert_eq!(lines(a.path()), 5);
@@ -263,12 +270,13 @@ fn the_method_warm_up_trains_the_first_method_alone_then_samples() {
     cfg.method_warmup = 4;
     cfg.lora.rank = 2;
     start(dir, cfg);
-    run::<A>(dir, &data(32), &Default::default(), &mut Silent, None)
+    run::<A>(dir, &data(32), None, &Default::default(), &mut Silent, None)
         .unwrap()
         .unwrap();
     let methods: Vec<String> = std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
+        .filter(|l| !l.contains("\"kind\""))
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             v["method"].as_str().unwrap().to_string()
@@ -310,7 +318,7 @@ fn run_variants_load_frozen_for_evaluation() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         start(dir, config(kind, methods, 2));
-        run::<A>(dir, &data(16), &Default::default(), &mut Silent, None)
+        run::<A>(dir, &data(16), None, &Default::default(), &mut Silent, None)
             .unwrap()
             .unwrap();
         let spec = format!("{}#{variant}", dir.display());
@@ -337,4 +345,180 @@ fn run_variants_load_frozen_for_evaluation() {
             .backward();
         assert!(x.grad(&grads).is_some(), "{kind:?}: no input gradient");
     }
+}
+
+/// The diagnostics see method collapse: methods sharing one embedding generate one
+/// delta (cosine 1 everywhere); distinct embeddings generate distinct deltas.
+#[test]
+fn diagnostics_report_cosine_one_when_methods_share_an_embedding() {
+    let dev = Default::default();
+    let ck = backbone();
+    let cfg = config(TuneKind::Hyperat, &["pgd-at", "trades", "mart"], 1);
+    let mut model = Tuned::<A>::new(ck.build::<A>(&dev).unwrap(), &ck.config, &cfg, &dev);
+    let mut rng = Rng::new(11);
+    let hyper = model.hyper.as_mut().unwrap();
+    for h in hyper.heads_b.iter_mut() {
+        let [i, o] = h.weight.dims();
+        h.weight = hyperat::init::normal([i, o], 1.0, &mut rng, &dev);
+    }
+    let d = run_diagnostics(&model, &cfg.methods).unwrap();
+    assert_eq!(d.entries.len(), 2 * 4, "every (block, target)");
+    assert_eq!(d.pairs, ["pgd-at/trades", "pgd-at/mart", "trades/mart"]);
+    let spread = d.delta_cosine.unwrap();
+    assert!(
+        spread.max < 0.99,
+        "distinct embeddings, distinct deltas: {spread:?}"
+    );
+    assert!(d.embed_cosine_mean.unwrap() < 0.9);
+    assert!(
+        d.entries
+            .iter()
+            .all(|e| e.rel_norm.iter().all(|n| *n > 0.0))
+    );
+
+    let hyper = model.hyper.as_mut().unwrap();
+    let z0 = hyper.method_embed.val().narrow(0, 0, 1).detach();
+    hyper.method_embed = burn::module::Param::from_tensor(z0.repeat_dim(0, 3));
+    let d = run_diagnostics(&model, &cfg.methods).unwrap();
+    let spread = d.delta_cosine.unwrap();
+    assert!((spread.min - 1.0).abs() < 1e-5, "{spread:?}");
+    assert!(d.embed_cosine.iter().all(|c| (c - 1.0).abs() < 1e-6));
+    assert!((d.cond_cosine_mean.unwrap() - 1.0).abs() < 1e-5);
+    let table = d.markdown();
+    assert!(
+        table.contains("| 0 | qkv | 1.000 | 1.000 | 1.000 |"),
+        "{table}"
+    );
+}
+
+/// A run with a hold-out evaluates each method's LoRA and the uniform merge every
+/// `eval_every` steps and at the end, and records diagnostics at each checkpoint; the
+/// records reach the progress sink too.
+#[test]
+fn a_run_records_holdout_evaluations_and_diagnostics() {
+    let _turn = training();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut cfg = config(TuneKind::Hyperat, &["pgd-at", "trades"], 5);
+    cfg.eval_every = 2;
+    cfg.eval_images = 8;
+    cfg.lora.rank = 2;
+    start(dir, cfg);
+    struct Sink(Vec<serde_json::Value>);
+    impl hyperat::progress::Progress for Sink {
+        fn update(&mut self, _: usize, _: usize, _: &str) {}
+        fn metrics(&mut self, r: &serde_json::Value) {
+            self.0.push(r.clone());
+        }
+    }
+    let mut sink = Sink(vec![]);
+    let holdout = data(12);
+    run::<A>(
+        dir,
+        &data(24),
+        Some(&holdout),
+        &Default::default(),
+        &mut sink,
+        None,
+    )
+    .unwrap()
+    .unwrap();
+    let of = |kind: &str| -> Vec<&serde_json::Value> {
+        sink.0.iter().filter(|r| r["kind"] == kind).collect()
+    };
+    let evals = of("holdout");
+    let steps: Vec<u64> = evals.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [2, 2, 2, 4, 4, 4, 5, 5, 5]);
+    let models: Vec<&str> = evals[..3]
+        .iter()
+        .map(|r| r["model"].as_str().unwrap())
+        .collect();
+    assert_eq!(models, ["method:pgd-at", "method:trades", "merged:uniform"]);
+    for r in &evals {
+        assert_eq!(r["n"], 8);
+        assert_eq!(r["attack"], "pgd-10");
+        assert!(r["robust_acc"].as_f64().unwrap() <= r["clean_acc"].as_f64().unwrap());
+    }
+    let diag: Vec<u64> = of("diagnostics")
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(diag, [2, 4, 5], "one per checkpoint");
+    let saved = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        saved.lines().count(),
+        sink.0.len(),
+        "the file holds what was reported"
+    );
+}
+
+/// The knobs that keep the defenses apart: balanced sampling gives every method once per
+/// round; a parameter group with learning-rate scale 0 stays put while the rest trains;
+/// heads that read the method embedding still start at the backbone.
+#[test]
+fn balanced_sampling_parameter_groups_and_method_aware_heads() {
+    let _turn = training();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut cfg = config(TuneKind::Hyperat, &["pgd-at", "trades", "mart"], 9);
+    cfg.lora.rank = 2;
+    cfg.sampling = hyperat::tune::Sampling::Balanced;
+    cfg.groups = hyperat::tune::param_groups("classifier=0,method-embed=10", "").unwrap();
+    cfg.hyper.method_to_heads = true;
+    cfg.hyper.method_embed_std = 3.0;
+    start(dir, cfg.clone());
+    let before = final_model(dir);
+    let hb = before.hyper.as_ref().unwrap();
+    assert_eq!(
+        hb.heads_b[0].weight.dims()[0],
+        cfg.hyper.cond_dim + cfg.hyper.embed_dim,
+        "heads read [e; z_m]"
+    );
+    let dev = Default::default();
+    let x = data(4).batch::<A>(&[0, 1, 2, 3], &dev).0;
+    let base = before.vit.forward(x.clone()).into_data();
+    for m in 0..3 {
+        let a = before.adapters(m).unwrap();
+        assert_eq!(
+            before.logits(x.clone(), Some(&a)).into_data(),
+            base,
+            "method {m}"
+        );
+    }
+    run::<A>(dir, &data(32), None, &dev, &mut Silent, None)
+        .unwrap()
+        .unwrap();
+    let methods: Vec<String> = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("\"kind\""))
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["method"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for round in methods.chunks(3) {
+        let mut r = round.to_vec();
+        r.sort();
+        assert_eq!(r, ["mart", "pgd-at", "trades"], "{methods:?}");
+    }
+    let after = final_model(dir);
+    let (tb, ta) = (trainable_tensors(&before), trainable_tensors(&after));
+    assert_eq!(
+        ta["vit.head.weight"], tb["vit.head.weight"],
+        "lr scale 0 freezes the group"
+    );
+    assert_ne!(ta["hyper.method_embed"], tb["hyper.method_embed"]);
+    assert_ne!(ta["hyper.heads_b.0.weight"], tb["hyper.heads_b.0.weight"]);
+    // Unknown groups and bad values are refused with their names.
+    let err = hyperat::tune::param_groups("neck=2", "")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("neck") && err.contains("method-embed"),
+        "{err}"
+    );
+    assert!(hyperat::tune::param_groups("heads=-1", "").is_err());
 }

@@ -49,11 +49,21 @@ async fn a_tuning_job_streams_progress_and_becomes_a_model() {
     assert_eq!(st, StatusCode::OK);
     let ev = events(&body);
     assert_eq!(ev[0].0, "snapshot");
-    let metrics: Vec<&Value> = ev
+    let all: Vec<&Value> = ev
         .iter()
         .filter(|(k, _)| k == "metrics")
         .map(|(_, v)| v)
         .collect();
+    // The run's hold-out evaluations (each method and the merge) and its delta
+    // diagnostics (at each checkpoint) come on the same stream, marked by `kind`.
+    let kinds = |k: &str| all.iter().filter(|m| m["kind"] == k).count();
+    assert_eq!(
+        kinds("holdout"),
+        4,
+        "3 methods and the uniform merge at step 4"
+    );
+    assert_eq!(kinds("diagnostics"), 2, "checkpoints at steps 2 and 4");
+    let metrics: Vec<&&Value> = all.iter().filter(|m| m.get("kind").is_none()).collect();
     let steps: Vec<u64> = metrics
         .iter()
         .map(|m| m["step"].as_u64().unwrap())
@@ -97,7 +107,11 @@ async fn a_tuning_job_streams_progress_and_becomes_a_model() {
     // A late subscriber still gets the whole curve, then the end.
     let (_, body) = send(r, get(&format!("/api/jobs/{id}/events"))).await;
     let ev = events(&body);
-    assert_eq!(ev.iter().filter(|(k, _)| k == "metrics").count(), 4);
+    assert_eq!(
+        ev.iter().filter(|(k, _)| k == "metrics").count(),
+        all.len(),
+        "every record, evaluations included"
+    );
     assert_eq!(ev.last().unwrap().1["status"], "done");
     s.state.jobs.stop();
 }
@@ -194,6 +208,7 @@ async fn a_restarted_server_finishes_the_job_with_nothing_lost() {
         std::fs::read_to_string(data.path().join("runs").join(&id).join("metrics.jsonl")).unwrap();
     let steps: Vec<u64> = text
         .lines()
+        .filter(|l| !l.contains("\"kind\""))
         .map(|l| {
             serde_json::from_str::<Value>(l).unwrap()["step"]
                 .as_u64()

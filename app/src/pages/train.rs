@@ -237,11 +237,18 @@ pub fn Train() -> impl IntoView {
                         <span class="meta">{format!(" {d:.0}/{t:.0}{}", p["eta_s"].as_f64().map(|e| format!(", about {e:.0} s left")).unwrap_or_default())}</span>
                     }
                 })}
-                <p class="meta" id="job-steps">{move || format!("{} steps reported", metrics.get().len())}</p>
+                <p class="meta" id="job-steps">{move || format!("{} steps reported", metrics.get().iter().filter(|r| r.get("kind").is_none()).count())}</p>
                 <div class="charts">
                     <Chart title="loss" key="loss" metrics=metrics.into() unit=false />
                     <Chart title="clean accuracy (batch)" key="clean_acc" metrics=metrics.into() unit=true />
                     <Chart title="adversarial accuracy (batch)" key="adv_acc" metrics=metrics.into() unit=true />
+                    {move || metrics.get().iter().any(|r| r["kind"] == "holdout").then(|| view! {
+                        <Chart title="hold-out robust accuracy (PGD-10), per model" key="robust_acc" kind="holdout" series="model" metrics=metrics.into() unit=true />
+                        <Chart title="hold-out clean accuracy, per model" key="clean_acc" kind="holdout" series="model" metrics=metrics.into() unit=true />
+                    })}
+                    {move || metrics.get().iter().any(|r| r["kind"] == "diagnostics").then(|| view! {
+                        <Chart title="LoRA delta cosine between methods (1 = collapsed into one)" key="delta_cosine_mean" kind="diagnostics" series="kind" metrics=metrics.into() unit=false />
+                    })}
                 </div>
             </section>
         })}
@@ -273,19 +280,27 @@ pub fn Train() -> impl IntoView {
     }
 }
 
-/// One metric per method against the step, as SVG lines.
+/// One metric against the step, a line per value of the `series` field (the sampled
+/// method of per-step records by default), over the records of one `kind` (per-step
+/// records have none; `holdout` and `diagnostics` records are the run's evaluations).
 #[component]
 fn Chart(
     #[prop(into)] title: String,
     #[prop(into)] key: String,
     metrics: Signal<Vec<Value>>,
     unit: bool,
+    #[prop(optional)] kind: Option<&'static str>,
+    #[prop(default = "method")] series: &'static str,
 ) -> impl IntoView {
     let lines = move || {
-        let m = metrics.get();
+        let m: Vec<Value> = metrics
+            .get()
+            .into_iter()
+            .filter(|r| r["kind"].as_str() == kind)
+            .collect();
         let mut methods: Vec<String> = m
             .iter()
-            .filter_map(|r| r["method"].as_str().map(String::from))
+            .filter_map(|r| r[series].as_str().map(String::from))
             .collect();
         methods.sort();
         methods.dedup();
@@ -308,7 +323,7 @@ fn Chart(
             .map(|(i, meth)| {
                 let pts = m
                     .iter()
-                    .filter(|r| r["method"] == meth.as_str())
+                    .filter(|r| r[series] == meth.as_str())
                     .filter_map(|r| {
                         let (s, y) = (r["step"].as_f64()?, r[key.as_str()].as_f64()?);
                         Some(format!(

@@ -6,6 +6,7 @@
 //! `HYPERAT_DATA` environment variable replaces `/usr/share/datasets` as the root.
 //! The test split is read in file order; training batches are shuffled from a seed.
 
+mod augment;
 mod cifar;
 mod folder;
 mod idx;
@@ -18,6 +19,7 @@ use burn::prelude::*;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
 
+pub use augment::Augment;
 pub use cifar::{load_cifar10, load_cifar100};
 pub use folder::{load_folder, to_input};
 pub use idx::{load_fashion_mnist, read_idx};

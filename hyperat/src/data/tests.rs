@@ -166,3 +166,74 @@ fn unknown_dataset_is_named() {
         .to_string();
     assert!(err.contains("mnist-ish"));
 }
+
+/// A 1-channel dataset of one 4×4 image holding 1..=16 (row-major).
+fn counting_image() -> Dataset {
+    Dataset {
+        name: "counting".into(),
+        shape: [1, 4, 4],
+        pixels: (1..=16).collect(),
+        labels: vec![3],
+        classes: (0..10).map(|c| c.to_string()).collect(),
+    }
+}
+
+#[test]
+fn augmentation_shifts_flips_and_pads_with_zero() {
+    let ds = counting_image();
+    let device = Default::default();
+    let pixels = |x: Tensor<Cpu, 4>| -> Vec<u8> {
+        x.into_data()
+            .to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| (v * 255.0).round() as u8)
+            .collect()
+    };
+    // No augmentation: the plain batch.
+    let (plain, _) = ds.batch::<Cpu>(&[0], &device);
+    let (none, y) = ds.augmented_batch::<Cpu>(&[0], &Augment::NONE, &mut Rng::new(1), &device);
+    assert_eq!(pixels(none), pixels(plain));
+    assert_eq!(
+        y.into_data().convert::<i64>().to_vec::<i64>().unwrap(),
+        vec![3]
+    );
+    // Over many draws: every output is the image shifted by (dy, dx) within the padding,
+    // optionally mirrored, zero where the shift leaves the image; all 25 shifts and both
+    // flips occur.
+    let aug = Augment {
+        crop_pad: 2,
+        hflip: true,
+    };
+    let mut rng = Rng::new(7);
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..400 {
+        let (x, _) = ds.augmented_batch::<Cpu>(&[0], &aug, &mut rng, &device);
+        let got = pixels(x);
+        let mut matched = None;
+        'search: for flip in [false, true] {
+            for dy in -2i64..=2 {
+                for dx in -2i64..=2 {
+                    let want: Vec<u8> = (0..16)
+                        .map(|k| {
+                            let (r, c) = (k / 4, k % 4);
+                            let c = if flip { 3 - c } else { c };
+                            let (sy, sx) = (r + dy, c + dx);
+                            if (0..4).contains(&sy) && (0..4).contains(&sx) {
+                                (sy * 4 + sx + 1) as u8
+                            } else {
+                                0
+                            }
+                        })
+                        .collect();
+                    if want == got {
+                        matched = Some((flip, dy, dx));
+                        break 'search;
+                    }
+                }
+            }
+        }
+        seen.insert(matched.expect("every output is a shifted (flipped) copy"));
+    }
+    assert_eq!(seen.len(), 50, "every shift with and without the flip");
+}

@@ -1,8 +1,13 @@
-//! Training loops and their shared pieces (learning-rate schedule).
+//! Training loops and their shared pieces (learning-rate schedule, resumable snapshots),
+//! and pretraining as a caller asks for it ([`PretrainRequest`]).
 
 mod pretrain;
+mod request;
+mod snapshot;
 
 pub use pretrain::{PretrainConfig, PretrainSummary, pretrain};
+pub use request::PretrainRequest;
+pub use snapshot::TrainSnapshot;
 
 use serde::{Deserialize, Serialize};
 

@@ -1,27 +1,33 @@
 //! Standard (non-adversarial) training of a ViT: the backbone HyperAT later tunes.
 //!
-//! AdamW with linear warm-up and cosine decay, cross-entropy, shuffled batches from a
-//! seed; after every epoch the clean accuracy on a test subset goes to the metrics.
+//! AdamW (PyTorch semantics, [`crate::optim`]) with linear warm-up and cosine decay,
+//! cross-entropy, a fresh permutation of the data per epoch and per-step augmentation,
+//! both functions of `(seed, step)`. After every epoch the clean accuracy on the
+//! evaluation set (the hold-out, or the test split) goes to the metrics and, given a
+//! state file, the weights, the optimiser and
+//! the step are checkpointed there atomically: a killed run resumes from its last epoch
+//! and reaches the weights an uninterrupted one would.
 
+use std::path::Path;
 use std::time::Instant;
 
-use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::WarmupCosine;
-use crate::data::Dataset;
+use super::{TrainSnapshot, WarmupCosine};
+use crate::data::{Augment, Dataset};
 use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, evaluate};
 use crate::loss::cross_entropy;
+use crate::optim::{AdamW, AdamWConfig};
 use crate::progress::{Progress, Silent};
-use crate::rng::Rng;
+use crate::rng::{Rng, mix, step_batch};
 use crate::vit::Vit;
 
 /// Settings of [`pretrain`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PretrainConfig {
     /// Passes over the training set.
     pub epochs: usize,
@@ -37,12 +43,15 @@ pub struct PretrainConfig {
     pub weight_decay: f64,
     /// Images per step (default 128).
     pub batch_size: usize,
-    /// Shuffling seed.
+    /// Seed of the data order and the augmentation.
     pub seed: u64,
-    /// Test images evaluated after each epoch (default 2000; 0 = none).
+    /// Evaluation images used after each epoch (default 2000; 0 = none).
     pub eval_limit: usize,
     /// Log every N steps (default 20).
     pub log_every: usize,
+    /// Training-time augmentation (default: 2-px crop and horizontal flip).
+    #[serde(default)]
+    pub augment: Augment,
 }
 
 impl Default for PretrainConfig {
@@ -58,7 +67,18 @@ impl Default for PretrainConfig {
             seed: 0,
             eval_limit: 2000,
             log_every: 20,
+            augment: Augment::default(),
         }
+    }
+}
+
+impl PretrainConfig {
+    /// Optimiser steps over `n` training images (drops each epoch's short remainder).
+    pub fn total_steps(&self, n: usize) -> usize {
+        let per_epoch = n / self.batch_size.max(1);
+        self.max_steps
+            .unwrap_or(usize::MAX)
+            .min(per_epoch * self.epochs)
     }
 }
 
@@ -67,22 +87,27 @@ impl Default for PretrainConfig {
 pub struct PretrainSummary {
     /// Optimiser steps taken.
     pub steps: usize,
-    /// Final clean test accuracy on the evaluated subset.
-    pub test_acc: Option<f64>,
-    /// Training wall time in seconds.
+    /// Final clean accuracy on the evaluation set (the hold-out, or the test split).
+    pub eval_acc: Option<f64>,
+    /// Which split `eval_acc` was measured on.
+    pub eval_split: Option<String>,
+    /// Training wall time in seconds (summed over resumptions).
     pub seconds: f64,
 }
 
 /// Trains every parameter of `vit` (except the constant mean/std) on `train`.
-/// `metrics` receives one JSON object per logged step and per epoch.
+/// `progress` receives one metrics record per logged step and per epoch. With `state`, the
+/// run checkpoints there after every epoch and, if the file exists, resumes from it
+/// (the caller keeps its metrics file consistent: [`TrainSnapshot::step_of`] says where
+/// it left).
 pub fn pretrain<B: AutodiffBackend>(
     mut vit: Vit<B>,
     train: &Dataset,
-    test: Option<&Dataset>,
+    eval_set: Option<(&str, &Dataset)>,
     cfg: &PretrainConfig,
     device: &B::Device,
     progress: &mut dyn Progress,
-    metrics: &mut dyn FnMut(serde_json::Value),
+    state: Option<&Path>,
 ) -> Result<(Vit<B>, PretrainSummary)> {
     let per_epoch = train.len() / cfg.batch_size.max(1);
     if per_epoch == 0 {
@@ -92,100 +117,115 @@ pub fn pretrain<B: AutodiffBackend>(
             train.len()
         )));
     }
-    let total = cfg
-        .max_steps
-        .unwrap_or(usize::MAX)
-        .min(per_epoch * cfg.epochs);
+    let total = cfg.total_steps(train.len());
     let sched = WarmupCosine {
         lr: cfg.lr,
         min_lr: cfg.min_lr,
         warmup: cfg.warmup.unwrap_or(total / 20).max(1),
         total,
     };
-    let mut optim = AdamWConfig::new()
-        .with_weight_decay(cfg.weight_decay as f32)
-        .with_epsilon(1e-8)
-        .init::<B, Vit<B>>();
-    let mut rng = Rng::new(cfg.seed);
+    vit.mean = vit.mean.set_require_grad(false);
+    vit.std = vit.std.set_require_grad(false);
+    let mut opt = AdamW::<B>::new(AdamWConfig {
+        weight_decay: cfg.weight_decay,
+        max_grad_norm: None,
+        ..Default::default()
+    });
+    let (mut step, mut seconds_before) = (0, 0.0);
+    if let Some(path) = state.filter(|p| p.exists()) {
+        let snap = TrainSnapshot::read(path)?;
+        vit = snap.restore(vit, &mut opt, device)?;
+        (step, seconds_before) = (snap.step, snap.seconds);
+    }
     let start = Instant::now();
-    let (mut step, mut test_acc) = (0, None);
+    let seconds = |start: &Instant| seconds_before + start.elapsed().as_secs_f64();
+    let mut eval_acc = None;
     let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-    progress.update(0, total, "steps");
-    for epoch in 0..cfg.epochs {
-        for idx in train.shuffled_batches(cfg.batch_size, &mut rng) {
-            if step >= total {
-                break;
-            }
-            if progress.cancelled() {
-                return Err(Error::Invalid("cancelled".into()));
-            }
-            let (x, y) = train.batch::<B>(&idx, device);
-            let logits = vit.forward(x);
-            let loss = cross_entropy(logits.clone(), y.clone());
-            let pred = logits.argmax(1).reshape([idx.len()]);
-            let batch_correct = pred.equal(y).int().sum().into_scalar().elem::<i64>() as usize;
-            let loss_value = loss.clone().into_scalar().elem::<f64>();
-            if !loss_value.is_finite() {
-                return Err(Error::Invalid(format!(
-                    "loss became {loss_value} at step {step}; lower the learning rate"
-                )));
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &vit);
-            let lr = sched.at(step);
-            vit = optim.step(lr, vit, grads);
-            step += 1;
-            loss_sum += loss_value * idx.len() as f64;
-            correct += batch_correct;
-            seen += idx.len();
-            if step % cfg.log_every.max(1) == 0 || step == total {
-                metrics(
-                    json!({"kind": "train", "epoch": epoch, "step": step, "lr": lr,
-                               "loss": loss_sum / seen as f64, "acc": correct as f64 / seen as f64,
-                               "seconds": start.elapsed().as_secs_f64()}),
-                );
-                (loss_sum, correct, seen) = (0.0, 0, 0);
-            }
-            progress.update(step, total, "steps");
+    progress.update(step, total, "steps");
+    while step < total {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
         }
-        test_acc = eval_epoch(&vit, test, cfg, device, epoch, step, &start, metrics)?;
-        if step >= total {
-            break;
+        let idx = step_batch(train.len(), cfg.batch_size, cfg.seed, step);
+        let mut rng = Rng::new(mix(cfg.seed, step as u64, 0xA064));
+        let (x, y) = train.augmented_batch::<B>(&idx, &cfg.augment, &mut rng, device);
+        let logits = vit.forward(x);
+        let loss = cross_entropy(logits.clone(), y.clone());
+        let pred = logits.argmax(1).reshape([idx.len()]);
+        let batch_correct = pred.equal(y).int().sum().into_scalar().elem::<i64>() as usize;
+        let loss_value = loss.clone().into_scalar().elem::<f64>();
+        if !loss_value.is_finite() {
+            return Err(Error::Invalid(format!(
+                "loss became {loss_value} at step {step}; lower the learning rate"
+            )));
+        }
+        let grads = loss.backward();
+        let lr = sched.at(step);
+        vit = opt.step(lr, vit, &grads).0;
+        step += 1;
+        loss_sum += loss_value * idx.len() as f64;
+        correct += batch_correct;
+        seen += idx.len();
+        let epoch = (step - 1) / per_epoch;
+        if step % cfg.log_every.max(1) == 0 || step == total {
+            progress.metrics(
+                &json!({"kind": "train", "epoch": epoch, "step": step, "lr": lr,
+                           "loss": loss_sum / seen as f64, "acc": correct as f64 / seen as f64,
+                           "seconds": seconds(&start)}),
+            );
+            (loss_sum, correct, seen) = (0.0, 0, 0);
+        }
+        progress.update(step, total, "steps");
+        if step % per_epoch == 0 || step == total {
+            eval_acc = eval_epoch(
+                &vit,
+                eval_set,
+                cfg,
+                device,
+                epoch,
+                step,
+                seconds(&start),
+                progress,
+            )?;
+            if let Some(path) = state {
+                TrainSnapshot::capture(&vit, &opt, step, seconds(&start)).write(path)?;
+            }
         }
     }
-    Ok((
-        vit,
-        PretrainSummary {
-            steps: step,
-            test_acc,
-            seconds: start.elapsed().as_secs_f64(),
-        },
-    ))
+    let summary = PretrainSummary {
+        steps: step,
+        eval_acc,
+        eval_split: eval_set.map(|(name, _)| name.to_string()),
+        seconds: seconds(&start),
+    };
+    Ok((vit, summary))
 }
 
-/// Clean accuracy on the first `eval_limit` test images, logged as an `eval` record.
+/// Clean accuracy on the first `eval_limit` images of the evaluation set, logged as an
+/// `eval` record.
 fn eval_epoch<B: AutodiffBackend>(
     vit: &Vit<B>,
-    test: Option<&Dataset>,
+    eval_set: Option<(&str, &Dataset)>,
     cfg: &PretrainConfig,
     device: &B::Device,
     epoch: usize,
     step: usize,
-    start: &Instant,
-    metrics: &mut dyn FnMut(serde_json::Value),
+    seconds: f64,
+    progress: &mut dyn Progress,
 ) -> Result<Option<f64>> {
-    let Some(test) = test.filter(|_| cfg.eval_limit > 0) else {
+    let Some((split, set)) = eval_set.filter(|_| cfg.eval_limit > 0) else {
         return Ok(None);
     };
-    let mut sub = test.clone();
+    let mut sub = set.clone();
     sub.truncate(cfg.eval_limit);
     let ec = EvalConfig {
         batch_size: 256,
         ..Default::default()
     };
     let r = evaluate::<B>(vit, &sub, &ec, device, &mut Silent)?;
-    metrics(
-        json!({"kind": "eval", "epoch": epoch, "step": step, "n": r.n,
-                   "test_acc": r.clean_acc, "seconds": start.elapsed().as_secs_f64()}),
+    progress.metrics(
+        &json!({"kind": "eval", "epoch": epoch, "step": step, "n": r.n,
+                   "split": split, "acc": r.clean_acc, "seconds": seconds}),
     );
     Ok(Some(r.clean_acc))
 }

@@ -5,12 +5,14 @@
 //! or the head alone (linear probe, no AT). The trainer only ever sees a [`Defense`]
 //! trait object per method; the model only ever sees [`Adapters`].
 
+pub mod diagnostics;
 mod model;
+pub mod monitor;
 mod request;
 mod run;
 
 pub use model::Tuned;
-pub use request::{TuneRequest, read_run_info, train_set};
+pub use request::{RunData, TuneRequest, read_run_info};
 pub use run::{RunInfo, TuneSummary, checkpoint_step_of, load_run, peak_mem_mib, run, start_run};
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +21,8 @@ use crate::defense::DefenseParams;
 use crate::error::{Error, Result};
 use crate::hypernet::HyperConfig;
 use crate::lora::LoraConfig;
+use crate::optim::GroupRule;
+use crate::rng::{Rng, mix};
 
 /// What trains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,6 +111,14 @@ pub struct TuneConfig {
     pub method_warmup: usize,
     /// Decoupled weight decay (default 0 on the hypernetwork side).
     pub weight_decay: f64,
+    /// Parameter groups with their own learning-rate scale and weight decay (see
+    /// [`param_groups`]); none by default.
+    #[serde(default)]
+    pub groups: Vec<GroupRule>,
+    /// How HyperAT picks each step's method after the warm-up (default: uniformly at
+    /// random, as the paper).
+    #[serde(default)]
+    pub sampling: Sampling,
     /// Global gradient-norm clip (default 1.0).
     pub grad_clip: f64,
     /// Seed of initialisation, data order, method sampling and attacks.
@@ -115,6 +127,17 @@ pub struct TuneConfig {
     pub checkpoint_every: usize,
     /// Record metrics every N steps.
     pub log_every: usize,
+    /// Evaluate every model of the run on the hold-out every N steps and at the end
+    /// (clean and PGD-10; 0 = never).
+    #[serde(default)]
+    pub eval_every: usize,
+    /// Hold-out images those evaluations use (the first N of the hold-out).
+    #[serde(default = "default_eval_images")]
+    pub eval_images: usize,
+}
+
+fn default_eval_images() -> usize {
+    512
 }
 
 impl Default for TuneConfig {
@@ -132,15 +155,124 @@ impl Default for TuneConfig {
             warmup: 50,
             method_warmup: 0,
             weight_decay: 0.0,
+            groups: vec![],
+            sampling: Sampling::Random,
             grad_clip: 1.0,
             seed: 0,
             checkpoint_every: 100,
             log_every: 1,
+            eval_every: 0,
+            eval_images: default_eval_images(),
         }
     }
 }
 
+/// How HyperAT picks the defense of each step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Sampling {
+    /// Uniformly at random, independently per step (the paper).
+    #[default]
+    Random,
+    /// Every method once per round of `M` steps, in a random order per round: equal
+    /// counts at any point of the run **(ours)**.
+    Balanced,
+}
+
+impl Sampling {
+    /// `random` or `balanced`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "random" => Ok(Sampling::Random),
+            "balanced" => Ok(Sampling::Balanced),
+            other => Err(Error::Invalid(format!(
+                "unknown sampling `{other}` (random, balanced)"
+            ))),
+        }
+    }
+}
+
+/// The parameter-group names [`param_groups`] takes, with the path prefixes they cover.
+pub const GROUPS: &[(&str, &[&str])] = &[
+    ("method-embed", &["hyper.method_embed"]),
+    ("embed", &["hyper.layer_embed", "hyper.module_embed"]),
+    ("generator", &["hyper.gen_"]),
+    ("heads", &["hyper.heads_"]),
+    ("classifier", &["vit.head."]),
+];
+
+/// Parameter groups from `lr_scales` (`method-embed=10,heads=0.5`: learning-rate
+/// multipliers) and `decays` (`heads=0.01`: weight decays) over [`GROUPS`]' names.
+pub fn param_groups(lr_scales: &str, decays: &str) -> Result<Vec<GroupRule>> {
+    let parse = |list: &str, what: &str| -> Result<Vec<(String, f64)>> {
+        let mut out = vec![];
+        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, value) = item
+                .split_once('=')
+                .ok_or_else(|| Error::Invalid(format!("{what}: `{item}` is not GROUP=VALUE")))?;
+            if !GROUPS.iter().any(|(g, _)| *g == name) {
+                let names: Vec<&str> = GROUPS.iter().map(|(g, _)| *g).collect();
+                return Err(Error::Invalid(format!(
+                    "{what}: unknown parameter group `{name}` (known: {})",
+                    names.join(", ")
+                )));
+            }
+            let v: f64 = value
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| {
+                    Error::Invalid(format!("{what}: `{value}` is not a non-negative number"))
+                })?;
+            out.push((name.to_string(), v));
+        }
+        Ok(out)
+    };
+    let (scales, wds) = (
+        parse(lr_scales, "lr scales")?,
+        parse(decays, "weight decays")?,
+    );
+    let mut rules = vec![];
+    for (name, prefixes) in GROUPS {
+        let lr_scale = scales
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v);
+        let weight_decay = wds.iter().rev().find(|(n, _)| n == name).map(|(_, v)| *v);
+        if lr_scale.is_none() && weight_decay.is_none() {
+            continue;
+        }
+        for p in *prefixes {
+            rules.push(GroupRule {
+                prefix: p.to_string(),
+                lr_scale: lr_scale.unwrap_or(1.0),
+                weight_decay,
+            });
+        }
+    }
+    Ok(rules)
+}
+
 impl TuneConfig {
+    /// The method slot trained at `step` (HyperAT samples; the others have one).
+    /// Random sampling draws from `rng`, the step's generator.
+    pub fn method_at(&self, step: usize, rng: &mut Rng) -> usize {
+        let m = self.methods.len();
+        if m <= 1 || step < self.method_warmup {
+            return 0;
+        }
+        match self.sampling {
+            Sampling::Random => rng.below(m),
+            Sampling::Balanced => {
+                let k = step - self.method_warmup;
+                let mut order: Vec<usize> = (0..m).collect();
+                Rng::new(mix(self.seed, (k / m) as u64, 0xBA1A)).shuffle(&mut order);
+                order[k % m]
+            }
+        }
+    }
+
     /// Checks the combination.
     pub fn validate(&self) -> Result<()> {
         self.defense.validate()?;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{RunInfo, TuneConfig, TuneKind, start_run};
+use super::{RunInfo, Sampling, TuneConfig, TuneKind, param_groups, start_run};
 use crate::checkpoint::{Adapt, Checkpoint};
 use crate::data::{self, Dataset, Split};
 use crate::defense::{DefenseParams, parse_list};
@@ -25,19 +25,37 @@ pub struct TuneRequest {
     pub methods: String,
     /// `fashion-mnist`, `cifar10`, `cifar100` or `folder:PATH`.
     pub dataset: String,
-    /// Optimiser steps (default 1000).
+    /// Optimiser steps (default 1000); ignored when `epochs` is given.
     pub steps: usize,
+    /// Passes over the training images instead of `steps` (each epoch is
+    /// `train images / batch_size` steps, the short remainder dropped).
+    pub epochs: Option<f64>,
     /// Images per step (default 64).
     pub batch_size: usize,
     /// Peak learning rate (default 1e-3).
     pub lr: f64,
-    /// Warm-up steps (default 5% of the steps).
+    /// Warm-up steps (default `warmup_fraction` of the steps).
     pub warmup: Option<usize>,
+    /// Warm-up as a fraction of the steps when `warmup` is not given (default 0.05).
+    pub warmup_fraction: f64,
+    /// Global gradient-norm clip (default 1.0; 0 turns it off).
+    pub grad_clip: f64,
     /// HyperAT: steps that train the first method alone before sampling starts
     /// (default 0).
     pub method_warmup: usize,
     /// AdamW weight decay (default 0).
     pub weight_decay: f64,
+    /// Learning-rate multipliers per parameter group, `method-embed=10,heads=0.5`
+    /// (groups: method-embed, embed, generator, heads, classifier; default none).
+    pub lr_scales: String,
+    /// Weight decay per parameter group, `heads=0.01` (default: `weight_decay`).
+    pub group_decays: String,
+    /// HyperAT's method sampling: `random` (default, the paper) or `balanced`.
+    pub sampling: String,
+    /// HyperAT: standard deviation of the method embeddings at the start (default 1).
+    pub method_embed_std: f32,
+    /// HyperAT: the factor heads also read the method embedding (default off; ours).
+    pub method_to_heads: bool,
     /// Inner attack radius in [0,1] pixels (default 8/255).
     pub eps: f32,
     /// Inner attack step (default eps/4).
@@ -61,6 +79,11 @@ pub struct TuneRequest {
     pub seed: u64,
     /// Checkpoint interval in steps (default 100).
     pub checkpoint_every: usize,
+    /// Hold-out evaluation of every model of the run every N steps (default: about
+    /// every half epoch; 0 = never).
+    pub eval_every: Option<usize>,
+    /// Hold-out images each of those evaluations uses (default 512).
+    pub eval_images: usize,
 }
 
 impl Default for TuneRequest {
@@ -70,11 +93,19 @@ impl Default for TuneRequest {
             methods: "pgd-at,trades,mart".into(),
             dataset: "fashion-mnist".into(),
             steps: 1000,
+            epochs: None,
             batch_size: 64,
             lr: 1e-3,
             warmup: None,
+            warmup_fraction: 0.05,
+            grad_clip: 1.0,
             method_warmup: 0,
             weight_decay: 0.0,
+            lr_scales: String::new(),
+            group_decays: String::new(),
+            sampling: "random".into(),
+            method_embed_std: 1.0,
+            method_to_heads: false,
             eps: 8.0 / 255.0,
             alpha: None,
             attack_steps: 10,
@@ -86,13 +117,44 @@ impl Default for TuneRequest {
             train_limit: None,
             seed: 0,
             checkpoint_every: 100,
+            eval_every: None,
+            eval_images: 512,
         }
     }
 }
 
 impl TuneRequest {
-    /// The full configuration, checked against the backbone's architecture.
-    pub fn config(&self, backbone: &Checkpoint) -> Result<TuneConfig> {
+    /// The full configuration, checked against the backbone's architecture, for
+    /// `train_images` training images (which turn epochs into steps).
+    pub fn config(&self, backbone: &Checkpoint, train_images: usize) -> Result<TuneConfig> {
+        let per_epoch = train_images / self.batch_size.max(1);
+        let steps = match self.epochs {
+            Some(e) if !(e > 0.0 && e <= 10_000.0) => {
+                return Err(Error::Invalid(format!(
+                    "epochs must be in (0, 10000], got {e}"
+                )));
+            }
+            Some(e) => ((e * per_epoch as f64).round() as usize).max(1),
+            None => self.steps,
+        };
+        if !(0.0..1.0).contains(&self.warmup_fraction) {
+            return Err(Error::Invalid(format!(
+                "warm-up fraction must be in [0, 1), got {}",
+                self.warmup_fraction
+            )));
+        }
+        if !(self.method_embed_std > 0.0 && self.method_embed_std <= 100.0) {
+            return Err(Error::Invalid(format!(
+                "method embedding std must be in (0, 100], got {}",
+                self.method_embed_std
+            )));
+        }
+        if !(self.grad_clip >= 0.0) {
+            return Err(Error::Invalid(format!(
+                "gradient clip must be non-negative (0 = off), got {}",
+                self.grad_clip
+            )));
+        }
         let kind = TuneKind::parse(&self.kind)?;
         let methods = match kind {
             TuneKind::LinearProbe => vec![],
@@ -114,15 +176,26 @@ impl TuneRequest {
                 targets,
                 qv_only,
             },
-            hyper: HyperConfig::default(),
-            steps: self.steps,
+            hyper: HyperConfig {
+                method_embed_std: self.method_embed_std,
+                method_to_heads: self.method_to_heads,
+                ..HyperConfig::default()
+            },
+            steps,
             batch_size: self.batch_size,
             lr: self.lr,
-            warmup: self.warmup.unwrap_or(self.steps / 20),
+            warmup: self
+                .warmup
+                .unwrap_or((self.warmup_fraction * steps as f64).round() as usize),
             method_warmup: self.method_warmup,
             weight_decay: self.weight_decay,
+            groups: param_groups(&self.lr_scales, &self.group_decays)?,
+            sampling: Sampling::parse(&self.sampling)?,
+            grad_clip: self.grad_clip,
             seed: self.seed,
             checkpoint_every: self.checkpoint_every,
+            eval_every: self.eval_every.unwrap_or((per_epoch / 2).max(1)),
+            eval_images: self.eval_images,
             ..Default::default()
         };
         cfg.validate()?;
@@ -130,11 +203,23 @@ impl TuneRequest {
         Ok(cfg)
     }
 
+    /// Checks the request against the backbone without reading the dataset.
+    pub fn validate(&self, backbone: &Checkpoint) -> Result<()> {
+        self.config(backbone, self.batch_size.max(1)).map(|_| ())
+    }
+
     /// Creates the run folder `dir` (config and a copy of the backbone in `backbone_dir`).
     pub fn create_run(&self, dir: &Path, backbone_dir: &Path) -> Result<RunInfo> {
         let ck = Checkpoint::load(backbone_dir)?;
+        let train_images = RunData::split(
+            data::load(&self.dataset, Split::Train, Some(ck.config.input_shape()))?,
+            self.holdout,
+            self.train_limit,
+        )?
+        .train
+        .len();
         let info = RunInfo {
-            config: self.config(&ck)?,
+            config: self.config(&ck, train_images)?,
             dataset: self.dataset.clone(),
             backbone_source: backbone_dir.display().to_string(),
             holdout: self.holdout,
@@ -151,14 +236,37 @@ pub fn read_run_info(dir: &Path) -> Result<RunInfo> {
         .map_err(|e| Error::Config(format!("{}/run.json: {e}", dir.display())))
 }
 
-/// The training images of a run: its dataset's train split at the backbone's input
-/// size, minus the hold-out, cut to `train_limit`.
-pub fn train_set(dir: &Path, info: &RunInfo) -> Result<Dataset> {
-    let input = Checkpoint::load(dir.join("backbone"))?.config.input_shape();
-    let mut train = data::load(&info.dataset, Split::Train, Some(input))?;
-    train.split_holdout(info.holdout)?;
-    if let Some(n) = info.train_limit {
-        train.truncate(n);
+/// A run's images: the training set and the hold-out kept out of it.
+#[derive(Clone, Debug)]
+pub struct RunData {
+    /// What trains: the train split minus the hold-out, cut to `train_limit`.
+    pub train: Dataset,
+    /// The last `holdout` images of the train split (`None` when 0).
+    pub holdout: Option<Dataset>,
+}
+
+impl RunData {
+    /// Splits a train split the way every run does.
+    pub fn split(mut train: Dataset, holdout: usize, train_limit: Option<usize>) -> Result<Self> {
+        let held = (holdout > 0)
+            .then(|| train.split_holdout(holdout))
+            .transpose()?;
+        if let Some(n) = train_limit {
+            train.truncate(n);
+        }
+        Ok(Self {
+            train,
+            holdout: held,
+        })
     }
-    Ok(train)
+
+    /// A run folder's images: its dataset at the backbone's input size.
+    pub fn load(dir: &Path, info: &RunInfo) -> Result<Self> {
+        let input = Checkpoint::load(dir.join("backbone"))?.config.input_shape();
+        Self::split(
+            data::load(&info.dataset, Split::Train, Some(input))?,
+            info.holdout,
+            info.train_limit,
+        )
+    }
 }

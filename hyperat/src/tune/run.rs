@@ -7,9 +7,8 @@
 //! done, `summary.json`. Everything random is a pure function of `(seed, step)`, so a
 //! run resumed from a checkpoint reaches the same weights as one never interrupted.
 
-use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -17,6 +16,8 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::diagnostics::run_diagnostics;
+use super::monitor::holdout_records;
 use super::{TuneConfig, Tuned};
 use crate::attack::{Adapted, Classifier};
 use crate::checkpoint::Checkpoint;
@@ -24,14 +25,13 @@ use crate::config::VitConfig;
 use crate::data::Dataset;
 use crate::defense::{Defense, by_name};
 use crate::error::{Error, Result};
-use crate::host::{TensorMap, read_safetensors, read_safetensors_metadata, write_safetensors_with};
-use crate::io::{read, write_atomic};
+use crate::io::{read, truncate_metrics, write_atomic};
 use crate::loss::cross_entropy;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::progress::Progress;
-use crate::rng::Rng;
-use crate::state::{count_trainable, load_named, trainable_tensors};
-use crate::train::WarmupCosine;
+use crate::rng::{Rng, mix, step_batch};
+use crate::state::{count_trainable, load_named};
+use crate::train::{TrainSnapshot, WarmupCosine};
 
 /// `run.json`: the config plus what the run is tuning.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -93,90 +93,27 @@ pub fn load_run<B: AutodiffBackend>(
     let mut step = 0;
     let path = dir.join("checkpoint.safetensors");
     if path.exists() {
-        let bytes = read(&path)?;
-        let (model_t, _) = split_prefix(read_safetensors(&bytes)?);
-        model = load_named(model, &model_t, device)?;
-        step = checkpoint_step(&bytes)?;
+        let snap = TrainSnapshot::read(&path)?;
+        model = load_named(model, &snap.model, device)?;
+        step = snap.step;
     }
     Ok((info, ck.config, model, step))
 }
 
 /// The step of a run folder's latest checkpoint (0 when there is none yet).
 pub fn checkpoint_step_of(dir: &Path) -> Result<usize> {
-    let path = dir.join("checkpoint.safetensors");
-    if !path.exists() {
-        return Ok(0);
-    }
-    checkpoint_step(&read(&path)?)
-}
-
-fn checkpoint_step(bytes: &[u8]) -> Result<usize> {
-    read_safetensors_metadata(bytes)?
-        .get("step")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Error::Checkpoint("checkpoint has no step in its metadata".into()))
-}
-
-/// Splits `model.*` / `opt.*` tensors.
-fn split_prefix(all: TensorMap) -> (TensorMap, TensorMap) {
-    let (mut model, mut opt) = (TensorMap::new(), TensorMap::new());
-    for (k, v) in all {
-        if let Some(rest) = k.strip_prefix("model.") {
-            model.insert(rest.to_string(), v);
-        } else if let Some(rest) = k.strip_prefix("opt.") {
-            opt.insert(rest.to_string(), v);
-        }
-    }
-    (model, opt)
-}
-
-fn save_checkpoint<B: AutodiffBackend>(
-    dir: &Path,
-    model: &Tuned<B>,
-    opt: &AdamW<B>,
-    step: usize,
-    seconds: f64,
-) -> Result<()> {
-    let mut all = TensorMap::new();
-    for (k, v) in trainable_tensors(model) {
-        all.insert(format!("model.{k}"), v);
-    }
-    for (k, v) in opt.state() {
-        all.insert(format!("opt.{k}"), v);
-    }
-    let meta = HashMap::from([
-        ("step".to_string(), step.to_string()),
-        ("optimizer_t".to_string(), opt.t.to_string()),
-        ("seconds".to_string(), format!("{seconds}")),
-    ]);
-    write_atomic(
-        dir.join("checkpoint.safetensors"),
-        &write_safetensors_with(&all, Some(meta))?,
-    )
-}
-
-/// Mixes a seed with step/purpose numbers (SplitMix-style), for per-step generators.
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
-    let mut z =
-        seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z ^ (z >> 31)
-}
-
-/// The training-set indices of step `step`: epoch-wise permutations from the seed.
-fn batch_indices(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize> {
-    let per_epoch = (n / batch).max(1);
-    let (epoch, b) = (step / per_epoch, step % per_epoch);
-    let mut idx: Vec<usize> = (0..n).collect();
-    Rng::new(mix(seed, epoch as u64, 0xDA7A)).shuffle(&mut idx);
-    idx[b * batch..((b + 1) * batch).min(n)].to_vec()
+    TrainSnapshot::step_of(&dir.join("checkpoint.safetensors"))
 }
 
 /// Runs (or resumes) the run in `dir` on `train` until its last step, or until
 /// `stop_at` steps (to simulate an interruption). Returns the summary when finished.
+/// With a `holdout` set (and `eval_every` in the config), every model of the run is
+/// evaluated on it as it trains; HyperAT runs also record their delta diagnostics at
+/// every checkpoint.
 pub fn run<B: AutodiffBackend>(
     dir: &Path,
     train: &Dataset,
+    holdout: Option<&Dataset>,
     device: &B::Device,
     progress: &mut dyn Progress,
     stop_at: Option<usize>,
@@ -200,20 +137,12 @@ pub fn run<B: AutodiffBackend>(
         max_grad_norm: (cfg.grad_clip > 0.0).then_some(cfg.grad_clip),
         ..Default::default()
     });
+    opt.groups = cfg.groups.clone();
     let mut seconds = 0.0;
     if start > 0 {
-        let bytes = read(dir.join("checkpoint.safetensors"))?;
-        let (_, opt_t) = split_prefix(read_safetensors(&bytes)?);
-        let meta = read_safetensors_metadata(&bytes)?;
-        let t = meta
-            .get("optimizer_t")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(start);
-        seconds = meta
-            .get("seconds")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0.0);
-        opt.load_state(t, &opt_t, device)?;
+        let snap = TrainSnapshot::read(&dir.join("checkpoint.safetensors"))?;
+        opt.load_state(snap.optimizer_t, &snap.moments, device)?;
+        seconds = snap.seconds;
     }
     let metrics_path = dir.join("metrics.jsonl");
     truncate_metrics(&metrics_path, start)?;
@@ -229,7 +158,19 @@ pub fn run<B: AutodiffBackend>(
         total: cfg.steps,
     };
     let end = stop_at.unwrap_or(cfg.steps).min(cfg.steps);
+    let eval_images = holdout.filter(|_| cfg.eval_every > 0).map(|h| {
+        let mut sub = h.clone();
+        sub.truncate(cfg.eval_images);
+        sub
+    });
+    let mut record = |r: serde_json::Value, progress: &mut dyn Progress| -> Result<()> {
+        writeln!(metrics, "{r}").map_err(|e| Error::io(&metrics_path, e))?;
+        progress.metrics(&r);
+        Ok(())
+    };
     let clock = Instant::now();
+    // Hold-out evaluations are not training: their time is left out of `seconds`.
+    let mut monitor_secs = 0.0;
     let mut last_save = start;
     progress.update(start, cfg.steps, "steps");
     for step in start..end {
@@ -237,13 +178,9 @@ pub fn run<B: AutodiffBackend>(
             break;
         }
         let mut rng = Rng::new(mix(cfg.seed, step as u64, 0x57E9));
-        let idx = batch_indices(train.len(), cfg.batch_size, cfg.seed, step);
+        let idx = step_batch(train.len(), cfg.batch_size, cfg.seed, step);
         let (x, y) = train.batch::<B::InnerBackend>(&idx, device);
-        let method = if defenses.len() > 1 && step >= cfg.method_warmup {
-            rng.below(defenses.len())
-        } else {
-            0
-        };
+        let method = cfg.method_at(step, &mut rng);
         let adapters = model.adapters(method);
         let defense = defenses.get(method);
         let (loss, clean_logits, adv_logits) = match defense {
@@ -306,11 +243,20 @@ pub fn run<B: AutodiffBackend>(
                         / idx.len() as f64
                 })
             };
-            let record = json!({"step": step + 1, "method": cfg.methods.get(method).map(String::as_str).unwrap_or("none"),
+            let r = json!({"step": step + 1, "method": cfg.methods.get(method).map(String::as_str).unwrap_or("none"),
                 "loss": loss_value, "clean_acc": acc(clean_logits), "adv_acc": acc(adv_logits), "lr": lr,
-                "grad_norm": info_step.grad_norm, "grad_tensors": info_step.updated, "seconds": seconds + clock.elapsed().as_secs_f64()});
-            writeln!(metrics, "{record}").map_err(|e| Error::io(&metrics_path, e))?;
-            progress.metrics(&record);
+                "grad_norm": info_step.grad_norm, "grad_tensors": info_step.updated, "seconds": seconds + clock.elapsed().as_secs_f64() - monitor_secs});
+            record(r, progress)?;
+        }
+        let done = step + 1;
+        if let Some(images) = &eval_images
+            && (done % cfg.eval_every == 0 || done == cfg.steps)
+        {
+            let started = Instant::now();
+            for r in holdout_records(&model, cfg, images, done, device)? {
+                record(r, progress)?;
+            }
+            monitor_secs += started.elapsed().as_secs_f64();
         }
         progress.update(
             step + 1,
@@ -320,14 +266,17 @@ pub fn run<B: AutodiffBackend>(
                 .map(String::as_str)
                 .unwrap_or("clean"),
         );
-        if (step + 1) % cfg.checkpoint_every == 0 || step + 1 == end {
-            save_checkpoint(
-                dir,
+        if done % cfg.checkpoint_every == 0 || done == end {
+            if let Some(d) = run_diagnostics(&model, &cfg.methods) {
+                record(d.record(done), progress)?;
+            }
+            TrainSnapshot::capture(
                 &model,
                 &opt,
                 step + 1,
-                seconds + clock.elapsed().as_secs_f64(),
-            )?;
+                seconds + clock.elapsed().as_secs_f64() - monitor_secs,
+            )
+            .write(&dir.join("checkpoint.safetensors"))?;
             last_save = step + 1;
         }
     }
@@ -337,7 +286,7 @@ pub fn run<B: AutodiffBackend>(
     let summary = TuneSummary {
         steps: cfg.steps,
         trainable_params: count_trainable(&model),
-        seconds: seconds + clock.elapsed().as_secs_f64(),
+        seconds: seconds + clock.elapsed().as_secs_f64() - monitor_secs,
         peak_mem_mib: peak_mem_mib(),
     };
     write_atomic(
@@ -347,24 +296,6 @@ pub fn run<B: AutodiffBackend>(
             .as_bytes(),
     )?;
     Ok(Some(summary))
-}
-
-/// Drops metric records past `step` (left by a run killed after its last checkpoint).
-fn truncate_metrics(path: &PathBuf, step: usize) -> Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_some_and(|s| s as usize <= step)
-        })
-        .map(|l| format!("{l}\n"))
-        .collect();
-    write_atomic(path, kept.as_bytes())
 }
 
 /// Peak resident set size of this process (Linux), in MiB.

@@ -131,15 +131,22 @@ pub fn run(a: Args, device: DeviceKind) -> Result<()> {
     let pct = |v: f64| format!("{:.2}%", 100.0 * v);
     match r.robust_acc {
         Some(rob) => eprintln!(
-            "n={} clean {} robust {} ({} in {:.1}s, max |delta| {:.5})",
+            "n={} clean {} (mean confidence {:.3}) robust {} ({} in {:.1}s, max |delta| {:.5})",
             r.n,
             pct(r.clean_acc),
+            r.mean_confidence,
             pct(rob),
             r.attack["name"].as_str().unwrap_or("?"),
             r.seconds,
             r.max_linf.unwrap_or(0.0)
         ),
-        None => eprintln!("n={} clean {} ({:.1}s)", r.n, pct(r.clean_acc), r.seconds),
+        None => eprintln!(
+            "n={} clean {} (mean confidence {:.3}) ({:.1}s)",
+            r.n,
+            pct(r.clean_acc),
+            r.mean_confidence,
+            r.seconds
+        ),
     }
     for c in r.components.iter().flatten() {
         eprintln!("  robust accuracy after {}: {}", c.name, pct(c.robust_acc));

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::prelude::*;
-use hyperat::tune::{TuneRequest, TuneSummary, read_run_info, run, train_set};
+use hyperat::tune::{RunData, TuneRequest, TuneSummary, read_run_info, run};
 
 use super::fraction;
 use super::progress::Bar;
@@ -34,15 +34,24 @@ pub struct Args {
     /// Optimiser steps.
     #[arg(long, default_value_t = 1000)]
     steps: usize,
+    /// Passes over the training images instead of --steps (e.g. 3 or 0.5).
+    #[arg(long)]
+    epochs: Option<f64>,
     /// Images per step.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    /// Warm-up steps (default 5% of the steps).
+    /// Warm-up steps (default --warmup-fraction of the steps).
     #[arg(long)]
     warmup: Option<usize>,
+    /// Warm-up as a fraction of the steps.
+    #[arg(long, default_value_t = 0.05)]
+    warmup_fraction: f64,
+    /// Global gradient-norm clip (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
     /// HyperAT: train the first method alone for this many steps, then sample
     /// (ours; helps when TRADES/MART's large early KL terms flatten the shared head).
     #[arg(long, default_value_t = 0)]
@@ -50,6 +59,23 @@ pub struct Args {
     /// AdamW weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
+    /// Learning-rate multipliers per parameter group, e.g. `method-embed=10,heads=0.5`
+    /// (groups: method-embed, embed, generator, heads, classifier).
+    #[arg(long, default_value = "")]
+    lr_scales: String,
+    /// Weight decay per parameter group, e.g. `heads=0.01`.
+    #[arg(long, default_value = "")]
+    group_decays: String,
+    /// HyperAT's method sampling: random (the paper) or balanced (each method once
+    /// per round).
+    #[arg(long, default_value = "random")]
+    sampling: String,
+    /// HyperAT: standard deviation of the method embeddings at the start.
+    #[arg(long, default_value_t = 1.0)]
+    method_embed_std: f32,
+    /// HyperAT: the factor heads also read the method embedding (ours).
+    #[arg(long)]
+    method_to_heads: bool,
     /// Inner attack radius (`0.1`, `8/255`).
     #[arg(long, default_value = "8/255", value_parser = fraction)]
     eps: f32,
@@ -83,6 +109,13 @@ pub struct Args {
     /// Checkpoint interval in steps.
     #[arg(long, default_value_t = 100)]
     checkpoint_every: usize,
+    /// Evaluate every model of the run on the hold-out (clean and PGD-10) every N
+    /// steps (default: about every half epoch; 0 = never).
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Hold-out images those evaluations use.
+    #[arg(long, default_value_t = 512)]
+    eval_images: usize,
 }
 
 struct Task(Args);
@@ -94,11 +127,19 @@ impl Args {
             methods: self.methods.clone(),
             dataset: self.dataset.clone(),
             steps: self.steps,
+            epochs: self.epochs,
             batch_size: self.batch_size,
             lr: self.lr,
             warmup: self.warmup,
+            warmup_fraction: self.warmup_fraction,
+            grad_clip: self.grad_clip,
             method_warmup: self.method_warmup,
             weight_decay: self.weight_decay,
+            lr_scales: self.lr_scales.clone(),
+            group_decays: self.group_decays.clone(),
+            sampling: self.sampling.clone(),
+            method_embed_std: self.method_embed_std,
+            method_to_heads: self.method_to_heads,
             eps: self.eps,
             alpha: self.alpha,
             attack_steps: self.attack_steps,
@@ -110,6 +151,8 @@ impl Args {
             train_limit: self.train_limit,
             seed: self.seed,
             checkpoint_every: self.checkpoint_every,
+            eval_every: self.eval_every,
+            eval_images: self.eval_images,
         }
     }
 }
@@ -126,18 +169,25 @@ impl BackendTask for Task {
             };
             a.request().create_run(&a.out, backbone)?
         };
-        let train = train_set(&a.out, &info)?;
+        let data = RunData::load(&a.out, &info)?;
         eprintln!(
             "tune: {} ({}) on {} images, {} steps at batch {}, run folder {}",
             info.config.kind.name(),
             info.config.methods.join(","),
-            train.len(),
+            data.train.len(),
             info.config.steps,
             info.config.batch_size,
             a.out.display()
         );
         let mut bar = Bar::new("tune");
-        Ok(run::<B>(&a.out, &train, &device, &mut bar, None)?)
+        Ok(run::<B>(
+            &a.out,
+            &data.train,
+            data.holdout.as_ref(),
+            &device,
+            &mut bar,
+            None,
+        )?)
     }
 }
 

@@ -18,9 +18,8 @@ use hyperat::io::write_atomic;
 use hyperat::prelude::*;
 use hyperat::progress::Progress;
 use hyperat::report::{ReportConfig, evaluate_row, markdown};
-use hyperat::train::{PretrainConfig, pretrain};
-use hyperat::tune::{TuneRequest, checkpoint_step_of, read_run_info, run, train_set};
-use hyperat::{Vit, VitConfig};
+use hyperat::train::PretrainRequest;
+use hyperat::tune::{RunData, TuneRequest, checkpoint_step_of, read_run_info, run};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
@@ -34,7 +33,7 @@ use super::state::AppState;
 pub enum JobKind {
     /// HyperAT or a baseline on a model's backbone (`config`: a `TuneRequest`).
     Tune,
-    /// A backbone from a preset (`config`: a [`PretrainJob`]).
+    /// A backbone from a preset (`config`: a [`PretrainRequest`] without `from`).
     Pretrain,
     /// Clean and adversarial accuracy of a model's variant (`config`: an [`EvalJob`]).
     Eval,
@@ -57,46 +56,6 @@ pub struct JobSpec {
     /// Kind-specific settings; every field has a default.
     #[serde(default)]
     pub config: Value,
-}
-
-/// Settings of a pretrain job.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PretrainJob {
-    /// Architecture preset (default `vit-tiny-fmnist`).
-    pub preset: String,
-    /// Dataset (default `fashion-mnist`).
-    pub dataset: String,
-    /// Use only the first N training images.
-    pub train_limit: Option<usize>,
-    /// Passes over the data (default 1).
-    pub epochs: usize,
-    /// Stop after this many steps.
-    pub max_steps: Option<usize>,
-    /// Peak learning rate (default 1e-3).
-    pub lr: f64,
-    /// Images per step (default 128).
-    pub batch_size: usize,
-    /// Test images evaluated after each epoch (default 1000).
-    pub eval_limit: usize,
-    /// Seed (default 0).
-    pub seed: u64,
-}
-
-impl Default for PretrainJob {
-    fn default() -> Self {
-        Self {
-            preset: "vit-tiny-fmnist".into(),
-            dataset: "fashion-mnist".into(),
-            train_limit: None,
-            epochs: 1,
-            max_steps: None,
-            lr: 1e-3,
-            batch_size: 128,
-            eval_limit: 1000,
-            seed: 0,
-        }
-    }
 }
 
 /// Settings of an eval job.
@@ -715,58 +674,20 @@ fn run_job<B: AutodiffBackend>(
                     .map_err(|e| e.detail)?;
                 req.create_run(dir, &entry.backbone_dir()).map_err(err)?
             };
-            let train = train_set(dir, &info).map_err(err)?;
-            let Some(summary) = run::<B>(dir, &train, device, rep, None).map_err(err)? else {
+            let data = RunData::load(dir, &info).map_err(err)?;
+            let ran = run::<B>(dir, &data.train, data.holdout.as_ref(), device, rep, None);
+            let Some(summary) = ran.map_err(err)? else {
                 return Ok(None);
             };
             let model = load_entry::<B>(id, dir, device).map_err(err)?;
             Ok(Some((json!(summary), model)))
         }
         JobKind::Pretrain => {
-            let p: PretrainJob = parse_config(&spec.config)?;
-            let mut cfg = VitConfig::preset(&p.preset).map_err(err)?;
-            let mut train = data::load(&p.dataset, Split::Train, None).map_err(err)?;
-            let test = data::load(&p.dataset, Split::Test, Some(train.shape)).ok();
-            if let Some(n) = p.train_limit {
-                train.truncate(n);
-            }
-            let [c, h, w] = train.shape;
-            if cfg.in_chans != c {
-                return Err(format!(
-                    "preset {} takes {} channels, {} has {c}",
-                    p.preset, cfg.in_chans, p.dataset
-                ));
-            }
-            cfg.img_size = [h, w];
-            cfg.num_classes = train.classes.len();
-            cfg.label_names = Some(train.classes.clone());
-            cfg.validate().map_err(err)?;
-            B::seed(device, p.seed);
-            let vit = Vit::<B>::init(&cfg, device);
-            let pc = PretrainConfig {
-                epochs: p.epochs,
-                max_steps: p.max_steps,
-                lr: p.lr,
-                batch_size: p.batch_size,
-                eval_limit: p.eval_limit,
-                seed: p.seed,
-                ..Default::default()
+            let req: PretrainRequest = pretrain_request(&spec.config)?;
+            let summary = match req.run::<B>(&dir.join("model"), device, rep) {
+                Err(hyperat::Error::Cancelled) => return Ok(None),
+                other => other.map_err(err)?,
             };
-            let mut records = vec![];
-            let (vit, summary) =
-                pretrain::<B>(vit, &train, test.as_ref(), &pc, device, rep, &mut |v| {
-                    records.push(v)
-                })
-                .map_err(err)?;
-            if rep.cancelled() {
-                return Ok(None);
-            }
-            for r in &records {
-                rep.metrics(r);
-            }
-            let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
-            write_atomic(dir.join("metrics.jsonl"), lines.as_bytes()).map_err(err)?;
-            hyperat::checkpoint::save_vit(dir.join("model"), &cfg, &vit).map_err(err)?;
             let model = load_entry::<B>(id, dir, device).map_err(err)?;
             Ok(Some((json!(summary), model)))
         }
@@ -883,6 +804,16 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, Stri
     serde_json::from_value(v).map_err(|e| format!("config: {e}"))
 }
 
+/// A pretrain job's request: every `hyperat pretrain` setting but `from` (a job names
+/// no server paths).
+fn pretrain_request(v: &Value) -> Result<PretrainRequest, String> {
+    let req: PretrainRequest = parse_config(v)?;
+    if req.from.is_some() {
+        return Err("config: `from` is not accepted in a job (start from a preset)".into());
+    }
+    Ok(req)
+}
+
 /// Checks a spec before it is queued (unknown fields, bad values, unknown models).
 pub fn check<B: AutodiffBackend>(
     s: &AppState<B>,
@@ -895,7 +826,7 @@ pub fn check<B: AutodiffBackend>(
             let req: TuneRequest = parse_config(&spec.config).map_err(inv)?;
             let entry = s.model_or_default(spec.model.as_deref())?;
             let ck = hyperat::checkpoint::Checkpoint::load(entry.backbone_dir())?;
-            req.config(&ck)?;
+            req.validate(&ck)?;
             if req.steps > 1_000_000 || req.batch_size > 4096 {
                 return Err(inv(
                     "steps at most 1000000, batch_size at most 4096".to_string()
@@ -903,11 +834,7 @@ pub fn check<B: AutodiffBackend>(
             }
         }
         JobKind::Pretrain => {
-            let p: PretrainJob = parse_config(&spec.config).map_err(inv)?;
-            VitConfig::preset(&p.preset)?;
-            if p.batch_size == 0 || p.epochs == 0 {
-                return Err(inv("batch_size and epochs must be positive".to_string()));
-            }
+            pretrain_request(&spec.config).map_err(inv)?.validate()?;
         }
         JobKind::Eval => {
             let e: EvalJob = parse_config(&spec.config).map_err(inv)?;

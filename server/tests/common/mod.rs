@@ -84,6 +84,7 @@ pub fn make_models(root: &Path) {
     run::<A>(
         &run_dir,
         &synthetic(32, 1),
+        None,
         &Default::default(),
         &mut Silent,
         None,
