@@ -254,6 +254,34 @@ fn tune_merge_export_eval_end_to_end() {
     tune("lora-at", "pgd-at", "lora");
     let run = p("run");
     assert!(run.join("summary.json").is_file());
+    // The delta-similarity table of the HyperAT run; a baseline has nothing to compare.
+    let out = hyperat()
+        .args(["report", "--deltas"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| block | target | cos pgd-at/trades |"),
+        "{table}"
+    );
+    assert_eq!(
+        table.matches("| qkv |").count(),
+        4,
+        "one row per block: {table}"
+    );
+    let out = hyperat()
+        .args(["report", "--deltas"])
+        .arg(p("lora"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to compare"));
     run_ok(
         hyperat()
             .args(["merge", "--strategy", "uniform", "--run"])

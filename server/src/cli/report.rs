@@ -1,4 +1,5 @@
-//! `hyperat report`: the comparison table of a list of models, as markdown and JSON.
+//! `hyperat report`: the comparison table of a list of models, as markdown and JSON;
+//! with `--deltas RUN_DIR`, how alike a HyperAT run's per-method LoRAs are.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,8 @@ use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::data::{self, Split};
 use hyperat::prelude::*;
 use hyperat::report::{ReportConfig, ReportRow, evaluate_row, markdown};
+use hyperat::tune::diagnostics::{DeltaDiagnostics, run_diagnostics};
+use hyperat::tune::load_run;
 use hyperat::variant::load_spec;
 
 use super::fraction;
@@ -15,8 +18,13 @@ use super::progress::Bar;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Models: `NAME=SPEC` or `SPEC`, where SPEC is a timm folder or RUN_DIR#variant.
-    #[arg(long, value_delimiter = ',', required = true)]
+    #[arg(long, value_delimiter = ',', required_unless_present = "deltas")]
     models: Vec<String>,
+    /// Instead of evaluating models: the delta-similarity table of this HyperAT run
+    /// (pairwise cosine of the methods' weight deltas per block and target, their norms
+    /// relative to the frozen weights, the embeddings' cosines). No data needed.
+    #[arg(long, conflicts_with = "models")]
+    deltas: Option<PathBuf>,
     /// fashion-mnist, cifar10, cifar100 or folder:PATH.
     #[arg(long, default_value = "fashion-mnist")]
     dataset: String,
@@ -101,8 +109,42 @@ impl BackendTask for Task {
     }
 }
 
+struct Deltas(PathBuf);
+
+impl BackendTask for Deltas {
+    type Output = Result<DeltaDiagnostics>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        let (info, _, model, step) = load_run::<B>(&self.0, &device)?;
+        let Some(d) = run_diagnostics(&model, &info.config.methods) else {
+            bail!(
+                "{} is a {} run: one LoRA, nothing to compare (HyperAT runs only)",
+                self.0.display(),
+                info.config.kind.name()
+            )
+        };
+        eprintln!(
+            "{}: step {step}, methods {}",
+            self.0.display(),
+            info.config.methods.join(", ")
+        );
+        Ok(d)
+    }
+}
+
 pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
     let (json, md) = (a.json.clone(), a.md.clone());
+    if let Some(run) = a.deltas {
+        let d = dispatch(device, Deltas(run))??;
+        let table = d.markdown();
+        println!("{table}");
+        if let Some(p) = json {
+            hyperat::io::write_atomic(&p, serde_json::to_string_pretty(&d)?.as_bytes())?;
+        }
+        if let Some(p) = md {
+            hyperat::io::write_atomic(&p, table.as_bytes())?;
+        }
+        return Ok(());
+    }
     let (rows, cfg) = dispatch(device, Task(a))??;
     let table = markdown(&rows, &cfg);
     println!("{table}");
