@@ -12,6 +12,10 @@
 #   full-AT (every weight, lr 1e-3, wd 0.05): 77.3% clean, 0.74 confidence, 62.0% PGD-20.
 # The yardstick names no gradient clipping; ours keeps its default global clip at 1.0
 # (Adam is nearly invariant to it).
+# With PYREF (a Python with torch, timm and torchattacks: `python3 -m venv ~/pyref &&
+# ~/pyref/bin/pip install torch==2.15.0 timm==1.0.31 torchattacks`; default ~/pyref/bin/python
+# when it exists) the same recipe also runs in PyTorch here (tools/parity_torch.py, with
+# our gradient clip), so both sides come from one machine.
 # Resumable: finished runs and evaluations are kept in OUT (default ~/hyperat-runs/parity);
 # each tuning run takes about 50 min on one core of this 2-core CPU (2.3 s per step,
 # 1287 steps), the two run side by side. THREADS (default 1) caps each process's threads.
@@ -48,16 +52,33 @@ a=$!
 both full-at --kind full-at --lr 1e-3 --weight-decay 0.05 &
 b=$!
 wait $a && wait $b
+pyref=${PYREF:-$HOME/pyref/bin/python}
+torch_run() { # kind
+  local f=$out/torch-$1.json
+  [ -f "$f" ] && return
+  "$pyref" tools/parity_torch.py "$1" "$backbone" --clip 1 --threads "$threads" > "$out/torch-$1.log" 2>&1
+  tail -n 1 "$out/torch-$1.log" > "$f.tmp" && mv "$f.tmp" "$f"
+}
+if [ -x "$pyref" ]; then
+  torch_run lora & a=$!
+  torch_run full & b=$!
+  wait $a && wait $b
+fi
 python3 - "$out" <<'PY'
-import json, sys
+import json, os, sys
 out = sys.argv[1]
-ref = {"lora-at": (76.3, 0.71, 57.2), "full-at": (77.3, 0.74, 62.0)}
-print("| recipe | clean (ours / PyTorch) | mean confidence | PGD-20 | train time |")
-print("|---|---|---|---|---|")
-for name, (c, conf, pgd) in ref.items():
+ref = {"lora-at": ("lora", 76.3, 0.71, 57.2), "full-at": ("full", 77.3, 0.74, 62.0)}
+print("| recipe | side | clean (10,000) | mean confidence | PGD-20 robust (first 1000) | train time |")
+print("|---|---|---|---|---|---|")
+for name, (kind, c, conf, pgd) in ref.items():
     clean = json.load(open(f"{out}/{name}-clean.json"))
     adv = json.load(open(f"{out}/{name}-pgd20.json"))
     secs = json.load(open(f"{out}/{name}/summary.json"))["seconds"]
-    print(f"| {name} | {100 * clean['clean_acc']:.2f} / {c} | {clean['mean_confidence']:.3f} / {conf} "
-          f"| {100 * adv['robust_acc']:.2f} / {pgd} | {secs / 60:.0f} min |")
+    print(f"| {name} | ours | {100 * clean['clean_acc']:.2f} | {clean['mean_confidence']:.3f} "
+          f"| {100 * adv['robust_acc']:.2f} | {secs / 60:.0f} min |")
+    if os.path.exists(f"{out}/torch-{kind}.json"):
+        t = json.load(open(f"{out}/torch-{kind}.json"))
+        print(f"| {name} | PyTorch here | {100 * t['clean_acc']:.2f} | {t['mean_confidence']:.3f} "
+              f"| {100 * t['pgd20_robust']:.2f} | {t['train_seconds'] / 60:.0f} min |")
+    print(f"| {name} | yardstick (issue) | {c} | {conf} | {pgd} | — |")
 PY

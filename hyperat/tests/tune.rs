@@ -454,7 +454,8 @@ fn a_run_records_holdout_evaluations_and_diagnostics() {
 
 /// The knobs that keep the defenses apart: balanced sampling gives every method once per
 /// round; a parameter group with learning-rate scale 0 stays put while the rest trains;
-/// heads that read the method embedding still start at the backbone.
+/// heads that read the method embedding still start at the backbone; the patch
+/// embedding trains when asked (the blocks stay frozen).
 #[test]
 fn balanced_sampling_parameter_groups_and_method_aware_heads() {
     let _turn = training();
@@ -466,6 +467,7 @@ fn balanced_sampling_parameter_groups_and_method_aware_heads() {
     cfg.groups = hyperat::tune::param_groups("classifier=0,method-embed=10", "").unwrap();
     cfg.hyper.method_to_heads = true;
     cfg.hyper.method_embed_std = 3.0;
+    cfg.train_patch_embed = true;
     start(dir, cfg.clone());
     let before = final_model(dir);
     let hb = before.hyper.as_ref().unwrap();
@@ -512,6 +514,14 @@ fn balanced_sampling_parameter_groups_and_method_aware_heads() {
     );
     assert_ne!(ta["hyper.method_embed"], tb["hyper.method_embed"]);
     assert_ne!(ta["hyper.heads_b.0.weight"], tb["hyper.heads_b.0.weight"]);
+    assert_ne!(
+        ta["vit.patch_embed.proj.weight"],
+        tb["vit.patch_embed.proj.weight"]
+    );
+    assert!(
+        !ta.contains_key("vit.blocks.0.attn.qkv.weight"),
+        "blocks stay frozen"
+    );
     // Unknown groups and bad values are refused with their names.
     let err = hyperat::tune::param_groups("neck=2", "")
         .unwrap_err()

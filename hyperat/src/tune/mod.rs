@@ -115,6 +115,10 @@ pub struct TuneConfig {
     /// [`param_groups`]); none by default.
     #[serde(default)]
     pub groups: Vec<GroupRule>,
+    /// Also train the patch embedding (LoRA kinds and HyperAT; ours, off by default):
+    /// at 28 px the perturbation reaches the adapted blocks only through it.
+    #[serde(default)]
+    pub train_patch_embed: bool,
     /// How HyperAT picks each step's method after the warm-up (default: uniformly at
     /// random, as the paper).
     #[serde(default)]
@@ -156,6 +160,7 @@ impl Default for TuneConfig {
             method_warmup: 0,
             weight_decay: 0.0,
             groups: vec![],
+            train_patch_embed: false,
             sampling: Sampling::Random,
             grad_clip: 1.0,
             seed: 0,
@@ -302,6 +307,12 @@ impl TuneConfig {
             return Err(Error::Invalid(
                 "the method warm-up is HyperAT's (the baselines train one method)".into(),
             ));
+        }
+        if self.train_patch_embed && matches!(self.kind, TuneKind::FullAt | TuneKind::LinearProbe) {
+            return Err(Error::Invalid(format!(
+                "{} decides itself whether the patch embedding trains",
+                self.kind.name()
+            )));
         }
         if self.method_warmup > self.steps {
             return Err(Error::Invalid(format!(

@@ -32,6 +32,11 @@ impl<B: Backend> Tuned<B> {
                 let mut v = vit.no_grad();
                 v.head.weight = v.head.weight.set_require_grad(true);
                 v.head.bias = v.head.bias.map(|b| b.set_require_grad(true));
+                if cfg.train_patch_embed {
+                    let p = &mut v.patch_embed.proj;
+                    p.weight = p.weight.clone().set_require_grad(true);
+                    p.bias = p.bias.clone().map(|b| b.set_require_grad(true));
+                }
                 v
             }
         };

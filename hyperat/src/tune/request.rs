@@ -43,6 +43,9 @@ pub struct TuneRequest {
     /// HyperAT: steps that train the first method alone before sampling starts
     /// (default 0).
     pub method_warmup: usize,
+    /// HyperAT: the method warm-up as a fraction of the steps (overrides
+    /// `method_warmup`; for budgets given in epochs).
+    pub method_warmup_fraction: Option<f64>,
     /// AdamW weight decay (default 0).
     pub weight_decay: f64,
     /// Learning-rate multipliers per parameter group, `method-embed=10,heads=0.5`
@@ -56,6 +59,8 @@ pub struct TuneRequest {
     pub method_embed_std: f32,
     /// HyperAT: the factor heads also read the method embedding (default off; ours).
     pub method_to_heads: bool,
+    /// LoRA kinds and HyperAT: also train the patch embedding (default off; ours).
+    pub train_patch_embed: bool,
     /// Inner attack radius in [0,1] pixels (default 8/255).
     pub eps: f32,
     /// Inner attack step (default eps/4).
@@ -100,12 +105,14 @@ impl Default for TuneRequest {
             warmup_fraction: 0.05,
             grad_clip: 1.0,
             method_warmup: 0,
+            method_warmup_fraction: None,
             weight_decay: 0.0,
             lr_scales: String::new(),
             group_decays: String::new(),
             sampling: "random".into(),
             method_embed_std: 1.0,
             method_to_heads: false,
+            train_patch_embed: false,
             eps: 8.0 / 255.0,
             alpha: None,
             attack_steps: 10,
@@ -187,9 +194,18 @@ impl TuneRequest {
             warmup: self
                 .warmup
                 .unwrap_or((self.warmup_fraction * steps as f64).round() as usize),
-            method_warmup: self.method_warmup,
+            method_warmup: match self.method_warmup_fraction {
+                Some(f) if !(0.0..=1.0).contains(&f) => {
+                    return Err(Error::Invalid(format!(
+                        "method warm-up fraction must be in [0, 1], got {f}"
+                    )));
+                }
+                Some(f) => (f * steps as f64).round() as usize,
+                None => self.method_warmup,
+            },
             weight_decay: self.weight_decay,
             groups: param_groups(&self.lr_scales, &self.group_decays)?,
+            train_patch_embed: self.train_patch_embed,
             sampling: Sampling::parse(&self.sampling)?,
             grad_clip: self.grad_clip,
             seed: self.seed,

@@ -56,6 +56,10 @@ pub struct Args {
     /// (ours; helps when TRADES/MART's large early KL terms flatten the shared head).
     #[arg(long, default_value_t = 0)]
     method_warmup: usize,
+    /// HyperAT: the method warm-up as a fraction of the steps (instead of
+    /// --method-warmup).
+    #[arg(long, conflicts_with = "method_warmup")]
+    method_warmup_fraction: Option<f64>,
     /// AdamW weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
@@ -76,6 +80,10 @@ pub struct Args {
     /// HyperAT: the factor heads also read the method embedding (ours).
     #[arg(long)]
     method_to_heads: bool,
+    /// LoRA kinds and HyperAT: also train the patch embedding (ours; at small image
+    /// sizes the frozen patch embedding is the only way in for the perturbation).
+    #[arg(long)]
+    train_patch_embed: bool,
     /// Inner attack radius (`0.1`, `8/255`).
     #[arg(long, default_value = "8/255", value_parser = fraction)]
     eps: f32,
@@ -134,12 +142,14 @@ impl Args {
             warmup_fraction: self.warmup_fraction,
             grad_clip: self.grad_clip,
             method_warmup: self.method_warmup,
+            method_warmup_fraction: self.method_warmup_fraction,
             weight_decay: self.weight_decay,
             lr_scales: self.lr_scales.clone(),
             group_decays: self.group_decays.clone(),
             sampling: self.sampling.clone(),
             method_embed_std: self.method_embed_std,
             method_to_heads: self.method_to_heads,
+            train_patch_embed: self.train_patch_embed,
             eps: self.eps,
             alpha: self.alpha,
             attack_steps: self.attack_steps,
