@@ -44,8 +44,15 @@ pub struct ReportRow {
     pub n: usize,
     /// Clean accuracy.
     pub clean_acc: f64,
+    /// Mean top-1 softmax probability on the clean images.
+    #[serde(default)]
+    pub mean_confidence: f64,
     /// Robust accuracy under PGD.
     pub pgd_acc: f64,
+    /// Per image, in dataset order: `1` where PGD left it robust (clean and adversarial
+    /// both right), else `0`: what a paired test between two rows needs.
+    #[serde(default)]
+    pub pgd_robust_flags: Option<String>,
     /// Robust accuracy under CW.
     pub cw_acc: f64,
     /// Trainable parameters of the run (none for a plain checkpoint).
@@ -127,7 +134,9 @@ pub fn evaluate_row<B: AutodiffBackend>(
         spec: spec.to_string(),
         n: pgd.n,
         clean_acc: pgd.clean_acc,
+        mean_confidence: pgd.mean_confidence,
         pgd_acc: pgd.robust_acc.unwrap_or(0.0),
+        pgd_robust_flags: Some(robust_flags(&pgd)),
         cw_acc: cw.robust_acc.unwrap_or(0.0),
         trainable_params: summary
             .as_ref()
@@ -144,6 +153,20 @@ pub fn evaluate_row<B: AutodiffBackend>(
         aa_n: aa.as_ref().map(|a| a.n),
         aa_components: aa.and_then(|a| a.components),
     })
+}
+
+/// `1`/`0` per image: robust (clean and adversarial right) or not.
+fn robust_flags(r: &EvalReport) -> String {
+    let adv = r.adv_pred.as_deref().unwrap_or(&[]);
+    (0..adv.len())
+        .map(|i| {
+            if r.clean_pred[i] == r.labels[i] && adv[i] == r.labels[i] {
+                '1'
+            } else {
+                '0'
+            }
+        })
+        .collect()
 }
 
 /// Robust accuracy of a report on its first `n` images.
@@ -222,7 +245,9 @@ mod tests {
             spec: name.into(),
             n: 100,
             clean_acc: 0.8,
+            mean_confidence: 0.7,
             pgd_acc: pgd,
+            pgd_robust_flags: None,
             cw_acc: pgd - 0.05,
             trainable_params: None,
             train_seconds: None,
@@ -276,6 +301,7 @@ mod tests {
             checks: None,
             seconds: 0.0,
         };
+        assert_eq!(robust_flags(&r), "1001");
         assert_eq!(robust_on_first(&r, 2), 0.5);
         assert_eq!(robust_on_first(&r, 4), 0.5);
         assert_eq!(robust_on_first(&r, 1), 1.0);

@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Everything behind docs/results-fashion-mnist.md, as a resumable plan of jobs.
+
+Run through scripts/results-fashion-mnist.sh (it builds the binary and documents the
+settings). Every job names the files it makes; a job whose outputs exist and are newer
+than its inputs is done, so an interrupted invocation resumes where it stopped (a
+killed training run continues from its last checkpoint) and a changed run redoes only
+what depends on it. The plan prints what is left with an estimate of its time before
+it starts, and the time left after every job.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+env = os.environ.get
+BIN = env("BIN", "target/release/hyperat")
+OUT = os.path.expanduser(env("OUT", "~/hyperat-runs/results-fashion-mnist"))
+PRESET = env("PRESET", "vit-tiny-fmnist")
+PRE_EPOCHS = int(env("PRE_EPOCHS", "40"))
+EPOCHS = float(env("EPOCHS", "10"))
+ABL_EPOCHS = float(env("ABL_EPOCHS", "2"))
+SEEDS = [int(s) for s in env("SEEDS", "0,1,2").split(",")]
+N = int(env("N", "10000"))
+AA_N = int(env("AA_N", "1000"))
+ABL_N = int(env("ABL_N", "2000"))
+JOBS = int(env("JOBS", "2"))
+THREADS = int(env("THREADS", "1"))
+LR = {"full-at": env("LR_FULL_AT", "1e-3"), "lora-at": env("LR_LORA_AT", "3e-3"),
+      "full-lora-at": env("LR_FULL_LORA_AT", "1e-3"), "hyperat": env("LR_HYPERAT", "3e-3"),
+      "linear-probe": env("LR_LINEAR_PROBE", "1e-3")}
+WD_FULL_AT = env("WD_FULL_AT", "0.05")
+HYPERAT_FLAGS = env("HYPERAT_FLAGS", "").split()
+METHOD_WARMUP = float(env("METHOD_WARMUP", "0"))
+ONLY = [s for s in env("ONLY", "").split(",") if s]
+PER_EPOCH = 55000 // 128
+
+# Seconds per unit on one core of this 2-core machine, two jobs side by side (tiny ViT,
+# batch 128, PGD-5 training attack; measured 2026-12-05).
+COST = {"pretrain_step": 0.45, "at_step": 2.6, "hyperat_step": 3.0, "probe_step": 0.3,
+        "holdout_eval": 45.0, "attack_image": 0.05, "aa_robust_image": 6.0}
+
+
+class Job:
+    def __init__(self, key, name, cmd, outputs, inputs=(), seconds=0.0):
+        self.key, self.name, self.cmd = key, name, cmd
+        self.outputs, self.inputs, self.seconds = list(outputs), list(inputs), seconds
+        self.log = os.path.join(OUT, "logs", re.sub(r"[^A-Za-z0-9.+-]", "-", name) + ".log")
+
+    def done(self):
+        if not all(os.path.exists(o) for o in self.outputs):
+            return False
+        newest_in = max((os.path.getmtime(i) for i in self.inputs if os.path.exists(i)), default=0)
+        return min(os.path.getmtime(o) for o in self.outputs) >= newest_in
+
+    def ready(self):
+        return all(os.path.exists(i) for i in self.inputs)
+
+
+def human(s):
+    s = int(s)
+    return f"{s // 3600} h {s % 3600 // 60:02d} min" if s >= 3600 else f"{s // 60} min"
+
+
+# ---- training runs --------------------------------------------------------------------
+
+BACKBONE = f"{OUT}/backbone"
+
+
+def pretrain_job():
+    d = BACKBONE
+    if os.path.exists(f"{d}/pretrain.json"):
+        cmd = [BIN, "pretrain", "--resume", "--out", d]
+    else:
+        cmd = [BIN, "pretrain", "--preset", PRESET, "--dataset", "fashion-mnist", "--epochs",
+               str(PRE_EPOCHS), "--lr", "1e-3", "--batch-size", "128", "--out", d]
+    return Job("backbone", "pretrain backbone", cmd, [f"{d}/train.json"], [],
+               PRE_EPOCHS * PER_EPOCH * COST["pretrain_step"])
+
+
+def tune_job(name, kind, methods, epochs, seed=0, extra=()):
+    d = f"{OUT}/{name}"
+    if os.path.exists(f"{d}/run.json"):
+        cmd = [BIN, "tune", "--resume", "--out", d]
+    else:
+        cmd = [BIN, "tune", "--backbone", BACKBONE, "--dataset", "fashion-mnist", "--kind", kind,
+               "--methods", methods, "--epochs", str(epochs), "--batch-size", "128",
+               "--lr", LR[kind], "--warmup-fraction", "0.1", "--eps", "0.1", "--alpha", "0.025",
+               "--attack-steps", "5", "--seed", str(seed), "--checkpoint-every", "100",
+               "--out", d, *extra]
+        if kind == "full-at":
+            cmd += ["--weight-decay", WD_FULL_AT]
+    steps = epochs * PER_EPOCH
+    per_step = {"hyperat": COST["hyperat_step"], "linear-probe": COST["probe_step"]}.get(kind, COST["at_step"])
+    models = len(methods.split(",")) + 1 if kind == "hyperat" else 1
+    evals = 2 * epochs * models * COST["holdout_eval"]
+    return Job(name, f"tune {name}", cmd, [f"{d}/summary.json"], [f"{BACKBONE}/train.json"],
+               steps * per_step + evals)
+
+
+def hyperat_flags(method_warmup):
+    return HYPERAT_FLAGS + (["--method-warmup-fraction", str(method_warmup)] if method_warmup > 0 else [])
+
+
+METHODS = "pgd-at,trades,mart"
+MAIN = [("linear-probe", "linear-probe", "", []), ("full-at", "full-at", "pgd-at", []),
+        ("lora-at", "lora-at", "pgd-at", []), ("full-lora-at", "full-lora-at", "pgd-at", []),
+        ("hyperat", "hyperat", METHODS, hyperat_flags(METHOD_WARMUP))]
+OTHER_WARMUP = 0.1 if METHOD_WARMUP == 0 else 0.0
+ABLATIONS = (
+    [(f"abl-hyperat-s{s}", "hyperat", METHODS, s, hyperat_flags(METHOD_WARMUP)) for s in SEEDS]
+    + [(f"abl-lora-at-s{s}", "lora-at", "pgd-at", s, []) for s in SEEDS]
+    + [(f"abl-hyperat1-s{s}", "hyperat", "pgd-at", s, HYPERAT_FLAGS) for s in SEEDS]
+    + [("abl-hyperat-warmup" if OTHER_WARMUP else "abl-hyperat-nowarmup", "hyperat", METHODS, 0,
+        hyperat_flags(OTHER_WARMUP)),
+       ("abl-hyperat-patch", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--train-patch-embed"]),
+       ("abl-hyperat-r4", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "4", "--lora-alpha", "8"]),
+       ("abl-hyperat-r16", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "16", "--lora-alpha", "32"])])
+
+
+def merge_job(run, strategy, extra=()):
+    d = f"{OUT}/{run}"
+    return Job("merge", f"merge {run} {strategy}", [BIN, "merge", "--run", d, "--strategy", strategy, *extra],
+               [f"{d}/merges/{strategy}.safetensors"], [f"{d}/summary.json"], 300)
+
+
+# ---- evaluation rows --------------------------------------------------------------------
+
+def slug(s):
+    return re.sub(r"[^A-Za-z0-9+]+", "-", s).strip("-")
+
+
+def row_job(group, name, spec, n, aa_n=0):
+    """`hyperat report` of one row: clean, PGD-20, CW-20 on the first n test images
+    (eps 0.1, step 0.01), AutoAttack on the first aa_n."""
+    out = f"{OUT}/rows/{group}/{slug(name)}.json"
+    run, _, variant = spec.partition("#")
+    inputs = [f"{run}/summary.json"] if variant else [f"{run}/train.json"]
+    if variant.startswith("merged:") and variant != "merged:uniform":
+        inputs.append(f"{run}/merges/{variant[7:]}.safetensors")
+    cmd = [BIN, "report", "--dataset", "fashion-mnist", "--limit", str(n), "--eps", "0.1",
+           "--alpha", "0.01", "--steps", "20", "--seed", "0", "--aa-limit", str(aa_n),
+           "--models", f"{name}={spec}", "--json", out]
+    return Job(group, f"evaluate {group}: {name}", cmd, [out], inputs,
+               2 * n * COST["attack_image"] + aa_n * 0.6 * COST["aa_robust_image"])
+
+
+def main_rows():
+    h = f"{OUT}/hyperat"
+    return [("Backbone (no AT)", BACKBONE, 0), ("Linear probe", f"{OUT}/linear-probe#tuned", 0),
+            ("Full-AT (PGD-AT)", f"{OUT}/full-at#tuned", AA_N), ("LoRA-AT (PGD-AT)", f"{OUT}/lora-at#tuned", AA_N),
+            ("FullLoRA-AT (PGD-AT)", f"{OUT}/full-lora-at#tuned", AA_N),
+            ("HyperAT PGD-AT", f"{h}#method:pgd-at", 0), ("HyperAT TRADES", f"{h}#method:trades", 0),
+            ("HyperAT MART", f"{h}#method:mart", 0), ("HyperAT+ (uniform)", f"{h}#merged:uniform", AA_N),
+            ("HyperAT adaptive", f"{h}#merged:adaptive", AA_N), ("HyperAT TIES", f"{h}#merged:ties", 0),
+            ("HyperAT DARE", f"{h}#merged:dare", 0)]
+
+
+def seed_rows():
+    rows = []
+    for s in SEEDS:
+        rows += [(f"HyperAT+ seed {s}", f"{OUT}/abl-hyperat-s{s}#merged:uniform"),
+                 (f"LoRA-AT seed {s}", f"{OUT}/abl-lora-at-s{s}#tuned"),
+                 (f"HyperAT one method seed {s}", f"{OUT}/abl-hyperat1-s{s}#method:pgd-at")]
+    return rows
+
+
+def ablation_rows():
+    w = "abl-hyperat-warmup" if OTHER_WARMUP else "abl-hyperat-nowarmup"
+    return [("HyperAT+ (reference, seed 0)", f"{OUT}/abl-hyperat-s0#merged:uniform"),
+            ("HyperAT+ " + ("with" if OTHER_WARMUP else "without") + " method warm-up", f"{OUT}/{w}#merged:uniform"),
+            ("HyperAT+ trainable patch embedding", f"{OUT}/abl-hyperat-patch#merged:uniform"),
+            ("HyperAT+ rank 4", f"{OUT}/abl-hyperat-r4#merged:uniform"),
+            ("HyperAT+ rank 16", f"{OUT}/abl-hyperat-r16#merged:uniform")]
+
+
+def plan():
+    jobs = [pretrain_job()]
+    jobs += [tune_job(n, k, m, EPOCHS, 0, x) for n, k, m, x in MAIN]
+    jobs += [merge_job("hyperat", s, x) for s, x in
+             [("uniform", []), ("adaptive", ["--merge-steps", "40", "--batch-size", "64"]), ("ties", []), ("dare", [])]]
+    jobs += [row_job("main", n, s, N, a) for n, s, a in main_rows()]
+    jobs += [tune_job(n, k, m, ABL_EPOCHS, s, x) for n, k, m, s, x in ABLATIONS]
+    jobs += [row_job("seeds", n, s, N) for n, s in seed_rows()]
+    jobs += [row_job("ablations", n, s, ABL_N) for n, s in ablation_rows()]
+    if ONLY:  # run names, or backbone / merge / main / seeds / ablations
+        jobs = [j for j in jobs if j.key in ONLY]
+    return jobs
+
+
+def show(jobs):
+    todo = [j for j in jobs if not j.done()]
+    total = sum(j.seconds for j in todo)
+    print(f"plan: {len(jobs) - len(todo)} of {len(jobs)} jobs done; {len(todo)} left, about "
+          f"{human(total)} of one core, {human(total / JOBS)} with {JOBS} side by side:", flush=True)
+    for j in todo:
+        print(f"  {j.name} (~{human(j.seconds)})", flush=True)
+    return todo
+
+
+def run(jobs):
+    todo = show(jobs)
+    os.makedirs(f"{OUT}/logs", exist_ok=True)
+    running, failed, t0 = [], [], time.time()
+    while todo or running:
+        for p, j, f in list(running):
+            if p.poll() is None:
+                continue
+            running.remove((p, j, f))
+            f.close()
+            if p.returncode:
+                failed.append(j)
+                print(f"FAILED: {j.name} (exit {p.returncode}; log {j.log})", flush=True)
+            else:
+                left = sum(x.seconds for x in todo) + sum(x.seconds for _, x, _ in running)
+                print(f"done: {j.name} ({human(time.time() - t0)} since start; about "
+                      f"{human(left / JOBS)} left)", flush=True)
+        for j in [j for j in todo if j.ready()]:
+            if len(running) >= JOBS:
+                break
+            todo.remove(j)
+            if j.done():
+                continue
+            os.makedirs(os.path.dirname(j.outputs[0]), exist_ok=True)
+            print(f"start: {j.name}", flush=True)
+            f = open(j.log, "ab")
+            e = dict(os.environ, RAYON_NUM_THREADS=str(THREADS))
+            running.append((subprocess.Popen(j.cmd, stdout=f, stderr=subprocess.STDOUT, env=e), j, f))
+        if not running and todo:
+            print("cannot go on, inputs missing for: " + ", ".join(j.name for j in todo), flush=True)
+            return False
+        time.sleep(2)
+    return not failed
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--plan"]:  # what is left and its cost, nothing run
+        show(plan())
+        sys.exit(0)
+    sys.exit(0 if run(plan()) else 1)
