@@ -29,6 +29,7 @@
 # subset (run names, or backbone, merge, main, seeds, ablations).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+start=$SECONDS
 scripts/setup.sh
 cargo build --release --locked -p hyperat-server
 # The plan runs its own copy of the binary, so a rebuild meanwhile cannot change a run.
@@ -36,3 +37,16 @@ out=${OUT:-$HOME/hyperat-runs/results-fashion-mnist}
 mkdir -p "$out/bin"
 cp "${CARGO_TARGET_DIR:-target}/release/hyperat" "$out/bin/hyperat.tmp" && mv "$out/bin/hyperat.tmp" "$out/bin/hyperat"
 OUT=$out BIN=$out/bin/hyperat python3 scripts/results_fashion_mnist.py
+# The shipped default model: the backbone, the HyperAT run (its hypernetwork, so every
+# method's LoRA can be generated) and the uniform merge exported as a plain timm ViT.
+ship=public/models/fmnist-vit-tiny
+h=$out/hyperat
+rm -rf "$ship.tmp" && mkdir -p "$ship.tmp/hyperat"
+cp -r "$out/backbone" "$ship.tmp/backbone"
+rm -f "$ship.tmp/backbone/pretrain.json"
+cp -r "$h/run.json" "$h/backbone" "$h/checkpoint.safetensors" "$h/summary.json" "$h/metrics.jsonl" \
+  "$h/merges" "$ship.tmp/hyperat/"
+"$out/bin/hyperat" export --run "$h" --variant merged:uniform --out "$ship.tmp/merged"
+rm -rf "$ship" && mv "$ship.tmp" "$ship"
+python3 scripts/results_doc.py "$out" "$(( SECONDS - start ))" > docs/results-fashion-mnist.md
+echo "results: docs/results-fashion-mnist.md, shipped model in $ship ($(du -sh "$ship" | cut -f1))"

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 HYPERAT_SETUP_BROWSER=1 scripts/setup.sh
 scripts/build-ui.sh
 
+echo "== results document helpers (McNemar's exact test)" >&2
+python3 scripts/results_doc.py --self-test
+
 echo "== cargo test --workspace" >&2
 cargo test --workspace --locked
 
