@@ -222,7 +222,10 @@ fn eval_epoch<B: AutodiffBackend>(
         batch_size: 256,
         ..Default::default()
     };
-    let r = evaluate::<B>(vit, &sub, &ec, device, &mut Silent)?;
+    // A frozen copy: evaluated with trainable parameters, every forward would record an
+    // autodiff graph that no backward ever frees.
+    let frozen = vit.clone().no_grad();
+    let r = evaluate::<B>(&frozen, &sub, &ec, device, &mut Silent)?;
     progress.metrics(
         &json!({"kind": "eval", "epoch": epoch, "step": step, "n": r.n,
                    "split": split, "acc": r.clean_acc, "seconds": seconds}),

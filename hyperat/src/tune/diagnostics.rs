@@ -162,6 +162,9 @@ pub fn run_diagnostics<B: Backend>(
     model: &Tuned<B>,
     methods: &[String],
 ) -> Option<DeltaDiagnostics> {
+    model.hyper.as_ref()?;
+    // Generated from a frozen copy: no autodiff graph is recorded (none would be freed).
+    let model = &model.clone().no_grad();
     let hyper = model.hyper.as_ref()?;
     let mut d = delta_diagnostics(&method_loras(model, methods), &weight_norms(&model.vit));
     let rows = |t: Tensor<B, 2>| -> Vec<Vec<f32>> {

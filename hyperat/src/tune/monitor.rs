@@ -42,7 +42,10 @@ pub fn holdout_records<B: AutodiffBackend>(
         batch_size: 256,
         seed: 0,
     };
-    let vit = model.vit.clone().no_grad();
+    // A frozen copy: generating factors or evaluating with trainable parameters would
+    // record autodiff graphs that no backward ever frees.
+    let model = model.clone().no_grad();
+    let vit = model.vit.clone();
     let mut variants: Vec<(String, Option<crate::vit::Adapters<B>>)> = vec![];
     match (&model.hyper, &model.lora) {
         (Some(_), _) => {
@@ -52,7 +55,7 @@ pub fn holdout_records<B: AutodiffBackend>(
                     model.adapters(m).map(|a| a.detach()),
                 ));
             }
-            let loras = method_loras(model, &cfg.methods);
+            let loras = method_loras(&model, &cfg.methods);
             let k = loras.len();
             let uniform = Tensor::<B, 2>::full([1, k], 1.0 / k as f32, device);
             let merged = weighted_adapters(&loras, &uniform, vit.blocks.len(), device);
