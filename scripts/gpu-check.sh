@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The CUDA figures of the README, in one prepared run for a lent GPU machine (the
+# The CUDA figures of docs/performance.md, in one prepared run for a lent GPU machine (the
 # `device` tool; nothing here is needed by the tests or CI).
 #
 #   scripts/gpu-check.sh prep   # here: builds the CUDA binary and a small data copy into gpu/
@@ -7,7 +7,7 @@
 #
 # `run` does, each step logged with its wall time:
 #   1. `hyperat bench --device cuda` and tools/bench_torch.py on the same GPU (PyTorch +
-#      timm, the same workloads), so the README can give ratios measured in one run;
+#      timm, the same workloads), so docs/performance.md can give ratios measured in one run;
 #   2. a short HyperAT `tune` on CUDA (300 steps, PGD-5, warm-up 150, as the results
 #      script's HyperAT row) and the same on the CPU for 20 steps, for the per-step ratio;
 #   3. PGD-20 of the tuned model's merge on 1000 test images, on CUDA.

@@ -4,7 +4,7 @@
 //! [`BackendTask`], and [`dispatch`] instantiates it for the chosen backend (always
 //! wrapped in `Autodiff`, since attacks need input gradients). `cpu` is burn's `flex`
 //! backend (pure Rust, SIMD, rayon): on our workloads it beat `ndarray` (figures in
-//! the README's performance section, `hyperat bench`).
+//! docs/performance.md, `hyperat bench`).
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,4 +1,4 @@
-//! The workloads `hyperat bench` times: the figures the README's performance section
+//! The workloads `hyperat bench` times: the figures docs/performance.md
 //! compares with PyTorch 2.15 + timm on the same machine.
 //!
 //! Tiny ViT (28 px, patch 4, dim 64, depth 4, heads 4) at batch 128: an eval forward,

@@ -192,7 +192,7 @@ fn pretrain_then_eval_on_fashion_mnist() {
     assert_eq!(reports[0]["clean_pred"], reports[2]["clean_pred"]);
 }
 
-/// The README's HyperAT path on Fashion-MNIST, at toy size: pretrain → tune → merge
+/// docs/cli.md's HyperAT path on Fashion-MNIST, at toy size: pretrain → tune → merge
 /// (uniform, adaptive) → export → eval, plus a baseline and the report table.
 #[test]
 fn tune_merge_export_eval_end_to_end() {
