@@ -24,16 +24,18 @@ lr=${LR:-3e-3}
 seed=${SEED:-0}
 threads=${THREADS:-1}
 cargo build --release --locked -p hyperat-server
-bin="${CARGO_TARGET_DIR:-target}/release/hyperat"
-mkdir -p "$out"
+mkdir -p "$out/bin"
+# Its own copy of the binary: a rebuild meanwhile cannot change a run.
+cp "${CARGO_TARGET_DIR:-target}/release/hyperat" "$out/bin/hyperat.tmp" && mv "$out/bin/hyperat.tmp" "$out/bin/hyperat"
+bin=$out/bin/hyperat
 # name | flags (beside the common ones)
 grid=("random|"
   "random, PGD-AT warm-up 10%|--method-warmup-fraction 0.1"
-  "balanced|--sampling balanced"
-  "balanced, z lr x10|--sampling balanced --lr-scales method-embed=10"
-  "balanced, z std 3|--sampling balanced --method-embed-std 3"
+  "balanced, z to heads, z lr x10, z std 3|--sampling balanced --method-to-heads --lr-scales method-embed=10 --method-embed-std 3"
   "balanced, z to heads|--sampling balanced --method-to-heads"
-  "balanced, z to heads, z lr x10, z std 3|--sampling balanced --method-to-heads --lr-scales method-embed=10 --method-embed-std 3")
+  "balanced|--sampling balanced"
+  "balanced, z std 3|--sampling balanced --method-embed-std 3"
+  "balanced, z lr x10|--sampling balanced --lr-scales method-embed=10")
 slug() { echo "$1" | tr -c 'A-Za-z0-9\n' '-' | tr -s '-'; }
 tune() { # name flags
   local dir

@@ -132,7 +132,7 @@ pub struct TuneConfig {
     /// Record metrics every N steps.
     pub log_every: usize,
     /// Evaluate every model of the run on the hold-out every N steps and at the end
-    /// (clean and PGD-10; 0 = never).
+    /// when the run is longer than N (clean and PGD-10; 0 = never).
     #[serde(default)]
     pub eval_every: usize,
     /// Hold-out images those evaluations use (the first N of the hold-out).

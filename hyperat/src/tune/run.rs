@@ -249,8 +249,10 @@ pub fn run<B: AutodiffBackend>(
             record(r, progress)?;
         }
         let done = step + 1;
+        // Every `eval_every` steps, and at the end of runs long enough to have had one
+        // (a short classroom run does not pay for a curve of one point).
         if let Some(images) = &eval_images
-            && (done % cfg.eval_every == 0 || done == cfg.steps)
+            && (done % cfg.eval_every == 0 || (done == cfg.steps && cfg.steps > cfg.eval_every))
         {
             let started = Instant::now();
             for r in holdout_records(&model, cfg, images, done, device)? {
