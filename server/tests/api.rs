@@ -11,7 +11,7 @@ use hyperat::attack::Classifier;
 use hyperat::checkpoint::Checkpoint;
 use hyperat::playground::images;
 use hyperat_server::serve::openapi::ROUTES;
-use serde_json::json;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 #[tokio::test]
@@ -493,6 +493,7 @@ async fn bad_job_specs_are_refused() {
     let (st, _) = send(
         &s.router,
         Request::post("/api/jobs")
+            .header("content-type", "application/json")
             .body(Body::from("{not json"))
             .unwrap(),
     )
@@ -553,4 +554,86 @@ async fn serves_the_built_ui_with_an_index_fallback() {
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(v["error"], "not_found");
     state.jobs.stop();
+}
+
+/// Every framework rejection answers the `{error, detail}` JSON contract: an oversized
+/// body, a malformed query, multipart boundary or JSON body, a wrong content type, a
+/// wrong method (with its `Allow` header), an unknown route.
+#[tokio::test]
+async fn framework_rejections_answer_in_the_json_contract() {
+    let s = server(None, true);
+    let r = &s.router;
+    let check = |st: StatusCode, v: &Value, want: StatusCode, kind: &str| {
+        assert_eq!(st, want, "{v}");
+        assert_eq!(v["error"], kind, "{v}");
+        assert!(v["detail"].as_str().is_some_and(|d| !d.is_empty()), "{v}");
+    };
+    let big = vec![b'x'; s.state.config.limits.max_body + 1];
+    let req = Request::post("/api/predict")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .header("content-length", big.len())
+        .body(Body::from(big))
+        .unwrap();
+    let (st, v) = json(r, req).await;
+    check(st, &v, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let (st, v) = json(r, get("/api/samples?n=lots")).await;
+    check(st, &v, StatusCode::BAD_REQUEST, "bad_request");
+    let req = Request::post("/api/predict")
+        .header("content-type", "multipart/form-data")
+        .body(Body::from("--x\r\n"))
+        .unwrap();
+    let (st, v) = json(r, req).await;
+    assert!(st.is_client_error(), "{st} {v}");
+    assert!(v["error"].is_string() && v["detail"].is_string(), "{v}");
+    let req = Request::post("/api/jobs")
+        .header("content-type", "text/plain")
+        .body(Body::from("{}"))
+        .unwrap();
+    let (st, v) = json(r, req).await;
+    check(
+        st,
+        &v,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let req = Request::post("/api/jobs")
+        .header("content-type", "application/json")
+        .body(Body::from("{not json"))
+        .unwrap();
+    let (st, v) = json(r, req).await;
+    check(st, &v, StatusCode::UNPROCESSABLE_ENTITY, "invalid");
+    let resp = r.clone().oneshot(get("/api/predict")).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        resp.headers().contains_key("allow"),
+        "the Allow header survives"
+    );
+    let (st, v) = json(r, get("/api/predict")).await;
+    check(st, &v, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let (st, v) = json(r, get("/api/no/such/route")).await;
+    check(st, &v, StatusCode::NOT_FOUND, "not_found");
+}
+
+async fn boom() -> &'static str {
+    let index = std::hint::black_box(3usize);
+    ["a handler that indexes out of bounds"][index]
+}
+
+/// A handler that panics answers a JSON 500, and the router keeps serving.
+#[tokio::test]
+async fn a_panicking_handler_is_a_json_500_and_the_server_goes_on() {
+    use axum::routing::get as route_get;
+    let router = hyperat_server::serve::with_error_contract(
+        axum::Router::new()
+            .route("/boom", route_get(boom))
+            .route("/ok", route_get(|| async { "fine" })),
+    );
+    let (st, v) = json(&router, get("/boom")).await;
+    assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(v["error"], "internal", "{v}");
+    let (st, body) = send(&router, get("/ok")).await;
+    assert_eq!((st, body.as_slice()), (StatusCode::OK, b"fine".as_slice()));
 }

@@ -113,3 +113,67 @@ fn too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
+
+/// The largest framework error body turned into JSON (rejections say a line or two).
+const MAX_ERROR_BODY: usize = 4096;
+
+/// Middleware: every error the framework answers by itself (a body over the limit, a
+/// malformed query, path, JSON or multipart body, a wrong method) comes back in the
+/// API's `{error, detail}` JSON contract instead of plain text or an empty body.
+pub async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, MAX_ERROR_BODY).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let detail = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, error_kind(status), detail).into_response();
+    for (name, value) in parts.headers.iter() {
+        // Keep what the client needs to act on (`Allow` on a 405, `Retry-After`).
+        if name == axum::http::header::ALLOW || name == axum::http::header::RETRY_AFTER {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// The `error` field for a status the framework chose.
+fn error_kind(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+/// What a handler that panicked answers: a 500 in the JSON contract; the server keeps
+/// serving (the panic is caught per request).
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown");
+    eprintln!("serve: a handler panicked: {what}");
+    ApiError::internal("the server hit a bug answering this request; it goes on serving")
+        .into_response()
+}

@@ -92,6 +92,28 @@ fn authorize_with<B: AutodiffBackend>(
     }
 }
 
+/// Job bodies must say they are JSON: a cross-site page can post `text/plain` (or a form)
+/// without the browser asking first, but not `application/json`.
+fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    let ct = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "a job is a JSON body: send it as Content-Type: application/json (got {:?})",
+                ct
+            ),
+        ))
+    }
+}
+
 /// `POST /api/jobs`: `{"kind": "tune"|"pretrain"|"eval"|"report", "model", "variant", "config"}`.
 pub async fn submit<B: AutodiffBackend>(
     State(s): St<B>,
@@ -100,6 +122,7 @@ pub async fn submit<B: AutodiffBackend>(
     body: axum::body::Bytes,
 ) -> ApiResult<Response> {
     authorize(&s, &headers, &peer)?;
+    require_json(&headers)?;
     let spec: JobSpec =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("job spec: {e}")))?;
     {

@@ -19,6 +19,7 @@ use axum::response::Html;
 use axum::routing::{any, get, post};
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::prelude::*;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
@@ -55,6 +56,7 @@ pub fn app<B: AutodiffBackend>(state: Arc<AppState<B>>) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
         .with_state(state);
+    let api = with_error_contract(api);
     if dist.join("index.html").is_file() {
         // build-ui.sh writes `.gz` copies beside the wasm and js: 13 MB of wasm is ~4 MB
         // over a classroom network.
@@ -71,6 +73,14 @@ pub fn app<B: AutodiffBackend>(state: Arc<AppState<B>>) -> Router {
             )
         })
     }
+}
+
+/// The API's error contract on a router: every framework rejection answered as JSON
+/// `{error, detail}`, and a handler panic as a JSON 500 that leaves the server serving.
+pub fn with_error_contract(router: Router) -> Router {
+    router
+        .layer(axum::middleware::map_response(error::json_errors))
+        .layer(CatchPanicLayer::custom(error::panic_response))
 }
 
 /// Flags of `hyperat serve`.
