@@ -14,6 +14,11 @@ use crate::error::{Error, Result};
 /// Converts a decoded image to `[C, H, W]` bytes: grey or RGB, resized (shorter side to
 /// the target, Catmull–Rom) and centre-cropped.
 pub fn to_input(img: &DynamicImage, [c, h, w]: [usize; 3]) -> Result<Vec<u8>> {
+    channels_first(&fit(img, w, h)?, c)
+}
+
+/// Scales `img` to cover `w × h` and crops the centre (the shorter side fits).
+pub(crate) fn fit(img: &DynamicImage, w: usize, h: usize) -> Result<DynamicImage> {
     let (iw, ih) = (img.width() as f64, img.height() as f64);
     if iw == 0.0 || ih == 0.0 {
         return Err(Error::Invalid("empty image".into()));
@@ -25,11 +30,16 @@ pub fn to_input(img: &DynamicImage, [c, h, w]: [usize; 3]) -> Result<Vec<u8>> {
     );
     let resized = img.resize_exact(rw, rh, FilterType::CatmullRom);
     let (x0, y0) = ((rw - w as u32) / 2, (rh - h as u32) / 2);
-    let crop = resized.crop_imm(x0, y0, w as u32, h as u32);
+    Ok(resized.crop_imm(x0, y0, w as u32, h as u32))
+}
+
+/// `c` channels (grey or RGB) of `img`, channel-major.
+pub(crate) fn channels_first(img: &DynamicImage, c: usize) -> Result<Vec<u8>> {
+    let (h, w) = (img.height() as usize, img.width() as usize);
     match c {
-        1 => Ok(crop.to_luma8().into_raw()),
+        1 => Ok(img.to_luma8().into_raw()),
         3 => {
-            let rgb = crop.to_rgb8();
+            let rgb = img.to_rgb8();
             let mut out = vec![0u8; 3 * h * w];
             for (i, p) in rgb.pixels().enumerate() {
                 for ch in 0..3 {

@@ -4,9 +4,10 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, Limits, Rgba, RgbaImage};
+use image::metadata::Orientation;
+use image::{DynamicImage, ImageDecoder, ImageReader, Limits};
 
-use super::folder::to_input;
+use super::folder::{channels_first, fit};
 use crate::error::Error;
 
 /// Why an upload could not become a model input.
@@ -26,17 +27,43 @@ impl From<UploadError> for Error {
     }
 }
 
-/// Largest decoded side in pixels.
+/// Largest decoded side in pixels (default of [`UploadLimits::max_side`]).
 pub const MAX_SIDE: u32 = 8192;
-/// Largest decoder allocation in bytes.
-pub const MAX_ALLOC: u64 = 256 << 20;
+/// Largest decoded size in bytes (default of [`UploadLimits::max_decoded`]).
+pub const MAX_DECODED: u64 = 64 << 20;
+
+/// What one upload may cost once decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Largest side in pixels.
+    pub max_side: u32,
+    /// Largest decoded pixel buffer in bytes, as the decoder declares it from the header:
+    /// a larger image is refused before anything is allocated (a 500 KB PNG can declare
+    /// 512 MiB).
+    pub max_decoded: u64,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            max_side: MAX_SIDE,
+            max_decoded: MAX_DECODED,
+        }
+    }
+}
 
 /// Decodes `bytes` to `[C, H, W]` pixels (0..=255) for a model taking `input`;
 /// `invert` turns dark-on-light photos into Fashion-MNIST's light-on-black.
+///
+/// Memory: one decoded buffer (at most `limits.max_decoded`) and buffers of the output's
+/// size. Transparency is laid on white in place, and the EXIF orientation is applied
+/// to the small fitted image (fitting a rotated image equals rotating the image fitted
+/// with width and height swapped), so no full-size copy is made.
 pub fn decode_upload(
     bytes: &[u8],
     input: [usize; 3],
     invert: bool,
+    limits: &UploadLimits,
 ) -> Result<Vec<u8>, UploadError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -46,43 +73,96 @@ pub fn decode_upload(
             "not PNG, JPEG, WebP, GIF or BMP data".into(),
         ));
     }
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_SIDE);
-    limits.max_image_height = Some(MAX_SIDE);
-    limits.max_alloc = Some(MAX_ALLOC);
+    let mut decoder_limits = Limits::default();
+    decoder_limits.max_image_width = Some(limits.max_side);
+    decoder_limits.max_image_height = Some(limits.max_side);
+    decoder_limits.max_alloc = Some(limits.max_decoded);
     let mut decoder = reader
         .into_decoder()
         .map_err(|e| UploadError::Corrupt(e.to_string()))?;
     decoder
-        .set_limits(limits)
+        .set_limits(decoder_limits)
         .map_err(|e| UploadError::Corrupt(e.to_string()))?;
+    let declared = decoder.total_bytes();
+    if declared > limits.max_decoded {
+        let (w, h) = decoder.dimensions();
+        return Err(UploadError::Corrupt(format!(
+            "a {w}×{h} {:?} image decodes to {} MiB, above the limit of {} MiB",
+            decoder.color_type(),
+            declared.div_ceil(1 << 20),
+            limits.max_decoded >> 20
+        )));
+    }
     let orientation = decoder.orientation().ok();
     let mut img = DynamicImage::from_decoder(decoder).map_err(|e| match e {
         image::ImageError::Unsupported(u) => UploadError::Unsupported(u.to_string()),
         other => UploadError::Corrupt(other.to_string()),
     })?;
+    flatten_on_white(&mut img);
+    let [c, h, w] = input;
+    let turned = orientation.is_some_and(swaps_axes);
+    let (fw, fh) = if turned { (h, w) } else { (w, h) };
+    let mut small = fit(&img, fw, fh).map_err(|e| UploadError::Corrupt(e.to_string()))?;
+    drop(img);
     if let Some(o) = orientation {
-        img.apply_orientation(o);
+        small.apply_orientation(o);
     }
-    if img.color().has_alpha() {
-        img = on_white(&img.to_rgba8());
-    }
-    let mut px = to_input(&img, input).map_err(|e| UploadError::Corrupt(e.to_string()))?;
+    let mut px = channels_first(&small, c).map_err(|e| UploadError::Corrupt(e.to_string()))?;
     if invert {
         px.iter_mut().for_each(|p| *p = 255 - *p);
     }
     Ok(px)
 }
 
-/// Composites a transparent image over white.
-fn on_white(rgba: &RgbaImage) -> DynamicImage {
-    let mut out = rgba.clone();
-    for p in out.pixels_mut() {
-        let a = p.0[3] as u32;
-        let mix = |c: u8| ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
-        *p = Rgba([mix(p.0[0]), mix(p.0[1]), mix(p.0[2]), 255]);
+/// Whether applying `o` exchanges width and height.
+fn swaps_axes(o: Orientation) -> bool {
+    matches!(
+        o,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    )
+}
+
+/// Composites a transparent image over white, in place (alpha becomes opaque).
+fn flatten_on_white(img: &mut DynamicImage) {
+    fn mix8(c: &mut u8, a: u8) {
+        let a = a as u32;
+        *c = ((*c as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
     }
-    DynamicImage::ImageRgb8(DynamicImage::ImageRgba8(out).to_rgb8())
+    fn mix16(c: &mut u16, a: u16) {
+        let a = a as u64;
+        *c = ((*c as u64 * a + 65535 * (65535 - a) + 32767) / 65535) as u16;
+    }
+    match img {
+        DynamicImage::ImageLumaA8(b) => b.pixels_mut().for_each(|p| {
+            let [l, a] = &mut p.0;
+            mix8(l, *a);
+            *a = u8::MAX;
+        }),
+        DynamicImage::ImageRgba8(b) => b.pixels_mut().for_each(|p| {
+            let a = p.0[3];
+            p.0[..3].iter_mut().for_each(|c| mix8(c, a));
+            p.0[3] = u8::MAX;
+        }),
+        DynamicImage::ImageLumaA16(b) => b.pixels_mut().for_each(|p| {
+            let [l, a] = &mut p.0;
+            mix16(l, *a);
+            *a = u16::MAX;
+        }),
+        DynamicImage::ImageRgba16(b) => b.pixels_mut().for_each(|p| {
+            let a = p.0[3];
+            p.0[..3].iter_mut().for_each(|c| mix16(c, a));
+            p.0[3] = u16::MAX;
+        }),
+        DynamicImage::ImageRgba32F(b) => b.pixels_mut().for_each(|p| {
+            let a = p.0[3].clamp(0.0, 1.0);
+            p.0[..3].iter_mut().for_each(|c| *c = *c * a + (1.0 - a));
+            p.0[3] = 1.0;
+        }),
+        _ => {}
+    }
 }
 
 /// PNG bytes of `[C, H, W]` pixels in [0,1] (grey for one channel, RGB for three).
@@ -129,15 +209,22 @@ mod tests {
     fn decodes_resizes_and_inverts() {
         let img =
             DynamicImage::ImageLuma8(image::GrayImage::from_pixel(56, 56, image::Luma([200])));
-        let px = decode_upload(&png(img.clone()), [1, 28, 28], false).unwrap();
+        let px = decode_upload(
+            &png(img.clone()),
+            [1, 28, 28],
+            false,
+            &UploadLimits::default(),
+        )
+        .unwrap();
         assert_eq!(px.len(), 784);
         assert!(px.iter().all(|&p| p == 200));
-        let inv = decode_upload(&png(img), [1, 28, 28], true).unwrap();
+        let inv = decode_upload(&png(img), [1, 28, 28], true, &UploadLimits::default()).unwrap();
         assert!(inv.iter().all(|&p| p == 55));
         let rgb = decode_upload(
             &png(DynamicImage::ImageRgb8(image::RgbImage::new(10, 20))),
             [3, 8, 8],
             false,
+            &UploadLimits::default(),
         )
         .unwrap();
         assert_eq!(rgb.len(), 3 * 64);
@@ -145,34 +232,99 @@ mod tests {
 
     #[test]
     fn transparency_becomes_white() {
-        let img = DynamicImage::ImageRgba8(RgbaImage::from_pixel(4, 4, Rgba([0, 0, 0, 0])));
-        let px = decode_upload(&png(img), [1, 4, 4], false).unwrap();
+        let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(
+            4,
+            4,
+            image::Rgba([0, 0, 0, 0]),
+        ));
+        let px = decode_upload(&png(img), [1, 4, 4], false, &UploadLimits::default()).unwrap();
         assert!(px.iter().all(|&p| p == 255));
     }
 
     #[test]
     fn refuses_non_images_truncated_data_and_bombs() {
         assert!(matches!(
-            decode_upload(b"hello, this is text", [1, 28, 28], false),
+            decode_upload(
+                b"hello, this is text",
+                [1, 28, 28],
+                false,
+                &UploadLimits::default()
+            ),
             Err(UploadError::Unsupported(_))
         ));
         let full = png(DynamicImage::ImageLuma8(image::GrayImage::new(64, 64)));
         assert!(matches!(
-            decode_upload(&full[..full.len() / 2], [1, 28, 28], false),
+            decode_upload(
+                &full[..full.len() / 2],
+                [1, 28, 28],
+                false,
+                &UploadLimits::default()
+            ),
             Err(UploadError::Corrupt(_))
         ));
         // A valid header claiming 100000 x 100000 pixels.
         let mut bomb = full.clone();
         bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
         bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
-        assert!(decode_upload(&bomb, [1, 28, 28], false).is_err());
+        assert!(decode_upload(&bomb, [1, 28, 28], false, &UploadLimits::default()).is_err());
+    }
+
+    #[test]
+    fn refuses_above_the_decoded_size_limit() {
+        // 600 × 600 RGB decodes to 1.03 MiB: refused under a 1 MiB budget, read under 2.
+        let img = DynamicImage::ImageRgb8(image::RgbImage::new(600, 600));
+        let tight = |mib: u64| UploadLimits {
+            max_decoded: mib << 20,
+            ..UploadLimits::default()
+        };
+        let err = decode_upload(&png(img.clone()), [1, 28, 28], false, &tight(1)).unwrap_err();
+        assert!(
+            err.to_string().contains("2 MiB, above the limit of 1 MiB"),
+            "{err}"
+        );
+        assert!(decode_upload(&png(img), [1, 28, 28], false, &tight(2)).is_ok());
+    }
+
+    #[test]
+    fn exif_orientation_is_applied_as_if_to_the_full_image() {
+        // 60 × 30, a horizontal ramp with a bright square near the left edge.
+        let img = image::GrayImage::from_fn(60, 30, |x, y| {
+            let square = (4..14).contains(&x) && (10..20).contains(&y);
+            image::Luma([if square { 255 } else { (x * 3) as u8 }])
+        });
+        // EXIF orientation 6: shown rotated 90° clockwise.
+        let exif = [
+            b'I', b'I', 42, 0, 8, 0, 0, 0, 1, 0, 0x12, 0x01, 3, 0, 1, 0, 0, 0, 6, 0, 0, 0, 0, 0, 0,
+            0,
+        ];
+        let mut bytes = Cursor::new(Vec::new());
+        let mut enc = image::codecs::png::PngEncoder::new(&mut bytes);
+        image::ImageEncoder::set_exif_metadata(&mut enc, exif.to_vec()).unwrap();
+        image::ImageEncoder::write_image(enc, img.as_raw(), 60, 30, image::ExtendedColorType::L8)
+            .unwrap();
+        let got = decode_upload(
+            bytes.get_ref(),
+            [1, 20, 10],
+            false,
+            &UploadLimits::default(),
+        )
+        .unwrap();
+        let turned = DynamicImage::ImageLuma8(image::imageops::rotate90(&img));
+        let want = super::super::folder::to_input(&turned, [1, 20, 10]).unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(worst <= 1, "largest difference {worst}");
     }
 
     #[test]
     fn png_round_trip() {
         let px: Vec<f32> = (0..12).map(|i| i as f32 / 11.0).collect();
         let bytes = encode_png(&px, [3, 2, 2]).unwrap();
-        let back = decode_upload(&bytes, [3, 2, 2], false).unwrap();
+        let back = decode_upload(&bytes, [3, 2, 2], false, &UploadLimits::default()).unwrap();
         for (a, b) in px.iter().zip(back) {
             assert!((a * 255.0 - b as f32).abs() <= 1.0);
         }

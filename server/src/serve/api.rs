@@ -30,7 +30,7 @@ pub type St<B> = State<Arc<AppState<B>>>;
 #[derive(Debug, Default)]
 pub struct Form {
     fields: HashMap<String, String>,
-    image: Option<Vec<u8>>,
+    image: Option<axum::body::Bytes>,
 }
 
 impl Form {
@@ -40,7 +40,7 @@ impl Form {
         while let Some(field) = mp.next_field().await? {
             let name = field.name().unwrap_or_default().to_string();
             if name == "image" {
-                form.image = Some(field.bytes().await?.to_vec());
+                form.image = Some(field.bytes().await?);
             } else {
                 let text = field.text().await?;
                 form.fields.insert(name, text);
@@ -86,8 +86,10 @@ struct Input {
     source: Value,
 }
 
-fn input<B: AutodiffBackend>(
-    s: &AppState<B>,
+/// The request's image: an upload decoded on the blocking pool under the decode slots
+/// (decoding is CPU work and up to `max_decoded` bytes of memory), or a test sample.
+async fn input<B: AutodiffBackend>(
+    s: &Arc<AppState<B>>,
     entry: &ModelEntry<B>,
     form: &Form,
 ) -> ApiResult<Input> {
@@ -106,7 +108,11 @@ fn input<B: AutodiffBackend>(
         }
     };
     if let Some(bytes) = &form.image {
-        let px = decode_upload(bytes, shape, form.flag("invert"))?;
+        let (upload, invert, limits) = (bytes.clone(), form.flag("invert"), s.config.limits.upload);
+        let px = heavy(s, &s.decode, move || {
+            Ok(decode_upload(&upload, shape, invert, &limits)?)
+        })
+        .await?;
         return Ok(Input {
             pixels: px.iter().map(|&p| p as f32 / 255.0).collect(),
             label,
@@ -207,7 +213,7 @@ pub async fn heavy<B: AutodiffBackend, T: Send + 'static>(
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
-                "the server is busy with other attacks; try again shortly",
+                "the server is busy with other requests like this one; try again shortly",
             )
         })?
         .map_err(|_| ApiError::internal("the server is shutting down"))?;
@@ -324,7 +330,7 @@ pub async fn predict<B: AutodiffBackend>(State(s): St<B>, mp: Multipart) -> ApiR
     let form = Form::read(mp).await?;
     let entry = s.model_or_default(form.get("model"))?;
     let (variant, _) = variant_of(&entry, &form)?;
-    let inp = input(&s, &entry, &form)?;
+    let inp = input(&s, &entry, &form).await?;
     let (st, e2, v2) = (s.clone(), entry.clone(), variant.clone());
     let shape = entry.config.input_shape();
     let (pred, ms) = heavy(&s, &s.light, move || {
@@ -371,7 +377,7 @@ pub async fn attack<B: AutodiffBackend>(State(s): St<B>, mp: Multipart) -> ApiRe
     let (variant, _) = variant_of(&entry, &form)?;
     let (name, params) = attack_params(&s, &form)?;
     let seed: u64 = form.parse("seed", 0)?;
-    let inp = input(&s, &entry, &form)?;
+    let inp = input(&s, &entry, &form).await?;
     let shape = entry.config.input_shape();
     let clean_png = png_url(&inp.pixels, shape)?;
     let (st, e2, v2, p2) = (s.clone(), entry.clone(), variant.clone(), params.clone());
@@ -403,7 +409,7 @@ pub async fn compare<B: AutodiffBackend>(State(s): St<B>, mp: Multipart) -> ApiR
     let entry = s.model_or_default(form.get("model"))?;
     let (name, params) = attack_params(&s, &form)?;
     let seed: u64 = form.parse("seed", 0)?;
-    let inp = input(&s, &entry, &form)?;
+    let inp = input(&s, &entry, &form).await?;
     let shape = entry.config.input_shape();
     let clean_png = png_url(&inp.pixels, shape)?;
     let (st, e2, p2) = (s.clone(), entry.clone(), params.clone());

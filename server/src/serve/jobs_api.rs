@@ -96,7 +96,7 @@ fn authorize_with<B: AutodiffBackend>(
 /// without the browser asking first, but not `application/json`.
 fn require_json(headers: &HeaderMap) -> ApiResult<()> {
     let ct = headers
-        .get(axum::http::header::CONTENT_TYPE)
+        .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim();

@@ -107,6 +107,10 @@ pub struct Args {
     /// Seconds an attack or comparison may run.
     #[arg(long, default_value_t = 120)]
     attack_timeout: u64,
+    /// Largest decoded size of an uploaded image in MiB (refused from its header, before
+    /// decoding).
+    #[arg(long, default_value_t = 64)]
+    max_decoded_mib: u64,
 }
 
 struct Task(Args);
@@ -120,6 +124,7 @@ impl BackendTask for Task {
             limits.heavy_concurrency = n.max(1);
         }
         limits.work_timeout = Duration::from_secs(a.attack_timeout.max(1));
+        limits.upload.max_decoded = a.max_decoded_mib.max(1) << 20;
         let config = ServeConfig {
             models_dir: a.models.clone(),
             data_dir: a.data_dir.clone(),

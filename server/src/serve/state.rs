@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use hyperat::data::{self, Dataset, Split};
+use hyperat::data::{self, Dataset, Split, UploadLimits};
 use hyperat::prelude::*;
 use tokio::sync::Semaphore;
 
@@ -28,6 +28,11 @@ pub struct Limits {
     pub work_timeout: Duration,
     /// Largest `steps` an interactive attack accepts (default 1000).
     pub max_steps: usize,
+    /// What one uploaded image may cost decoded (default 8192 px a side, 64 MiB).
+    pub upload: UploadLimits,
+    /// Uploads decoding at once (default: the CPU count): with `upload.max_decoded`,
+    /// bounds the memory decoding can take.
+    pub decode_concurrency: usize,
 }
 
 impl Default for Limits {
@@ -42,6 +47,8 @@ impl Default for Limits {
             queue_timeout: Duration::from_secs(30),
             work_timeout: Duration::from_secs(120),
             max_steps: 1000,
+            upload: UploadLimits::default(),
+            decode_concurrency: cpus,
         }
     }
 }
@@ -75,6 +82,8 @@ pub struct AppState<B: AutodiffBackend> {
     pub heavy: Arc<Semaphore>,
     /// Slots for predictions.
     pub light: Arc<Semaphore>,
+    /// Slots for decoding uploads.
+    pub decode: Arc<Semaphore>,
     /// The job queue and its worker.
     pub jobs: Jobs<B>,
 }
@@ -108,6 +117,7 @@ impl<B: AutodiffBackend> AppState<B> {
         let state = Arc::new(Self {
             heavy: Arc::new(Semaphore::new(limits.heavy_concurrency.max(1))),
             light: Arc::new(Semaphore::new(limits.predict_concurrency.max(1))),
+            decode: Arc::new(Semaphore::new(limits.decode_concurrency.max(1))),
             config,
             device,
             models: RwLock::new(models),
