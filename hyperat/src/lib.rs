@@ -1,5 +1,5 @@
-//! HyperAT core: a timm-exact ViT on burn, datasets, adversarial attacks, and (later)
-//! hyper adversarial tuning.
+//! HyperAT core: a timm-exact ViT on burn, datasets, adversarial attacks, hyper
+//! adversarial tuning with its baselines and merges, and their evaluation.
 //!
 //! Model code is generic over `B: Backend` and builds for `wasm32-unknown-unknown` with
 //! default features off; file-system and dataset code sits behind the `native` feature.
@@ -7,6 +7,7 @@
 pub mod attack;
 #[cfg(feature = "native")]
 pub mod bench;
+pub mod cancel;
 pub mod checkpoint;
 pub mod config;
 pub mod defense;

@@ -151,6 +151,9 @@ pub(crate) fn single_run<B: AutodiffBackend>(
     let step_tensor =
         |s: &[f32]| Tensor::<Inner<B>, 1>::from_floats(s, &x.device()).reshape([b, 1, 1, 1]);
     for i in 0..n_iter {
+        if model.stopped() {
+            break;
+        }
         let grad2 = x_adv.clone() - x_adv_old;
         x_adv_old = x_adv.clone();
         let a = if i > 0 { 0.75 } else { 1.0 };

@@ -152,6 +152,9 @@ impl FabT {
             }
         }
         for _ in 0..self.n_iter {
+            if model.stopped() {
+                break;
+            }
             let (df, dg) = Self::diff_and_grad::<B>(model, &x1, dims, y, target, &device);
             for s in 0..n {
                 let (xs, gs) = (

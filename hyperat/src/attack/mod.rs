@@ -39,6 +39,11 @@ use crate::vit::{Adapters, Vit};
 pub trait Classifier<B: Backend> {
     /// Logits; normalisation happens inside.
     fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2>;
+    /// Whether whoever runs the attack gave up on it ([`crate::cancel::Cancellable`]):
+    /// attacks check it at every step and stop early; their result is then thrown away.
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 /// Forward-only logits of an autodiff classifier, on the inner backend.
@@ -162,6 +167,28 @@ impl Default for AttackParams {
 }
 
 impl AttackParams {
+    /// Model calls (forward and backward) attack `name` may make per image, at most:
+    /// steps (or queries) × restarts, × 9 target classes for the targeted attacks; the
+    /// sum of the components for AutoAttack. What an interactive request is budgeted by.
+    pub fn work(&self, name: &str) -> usize {
+        let r = self.restarts.max(1);
+        match name {
+            "fgsm" => 1,
+            "apgd-t" | "fab-t" => 9 * self.steps * r,
+            "square" => self.queries * r,
+            "autoattack" => self
+                .aa_attacks
+                .iter()
+                .map(|a| match a.as_str() {
+                    "apgd-t" | "fab-t" => 9 * 100,
+                    "square" => 5000,
+                    _ => 100,
+                })
+                .sum(),
+            _ => self.steps * r,
+        }
+    }
+
     /// The step size in use.
     pub fn alpha(&self) -> f32 {
         self.alpha.unwrap_or(self.eps / 4.0)
@@ -322,6 +349,9 @@ pub(crate) fn pgd_steps<B: AutodiffBackend>(
 ) -> Tensor<B::InnerBackend, 4> {
     let mut adv = start;
     for _ in 0..steps {
+        if model.stopped() {
+            break;
+        }
         let g = input_grad(model, adv.clone(), loss);
         adv = project(adv + g.sign().mul_scalar(alpha), x.clone(), eps);
     }
@@ -343,6 +373,9 @@ pub(crate) fn with_restarts<B: AutodiffBackend>(
     }
     let mut robust = inner_predict(model, best.clone()).equal(y.clone());
     for _ in 1..restarts {
+        if model.stopped() {
+            break;
+        }
         let adv = run(rng);
         let fooled = inner_predict(model, adv.clone()).not_equal(y.clone());
         let take = robust.clone().bool_and(fooled);

@@ -22,6 +22,10 @@ use crate::rng::Rng;
 pub trait BlackBox<B: Backend> {
     /// Logits for [0,1] pixels.
     fn logits(&self, x: Tensor<B, 4>) -> Tensor<B, 2>;
+    /// See [`Classifier::stopped`].
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 /// The inner-backend forward of an autodiff classifier, as a black box.
@@ -30,6 +34,9 @@ struct Forward<'a, B: AutodiffBackend>(&'a dyn Classifier<B>);
 impl<B: AutodiffBackend> BlackBox<B::InnerBackend> for Forward<'_, B> {
     fn logits(&self, x: Tensor<B::InnerBackend, 4>) -> Tensor<B::InnerBackend, 2> {
         inner_logits(self.0, x)
+    }
+    fn stopped(&self) -> bool {
+        self.0.stopped()
     }
 }
 
@@ -106,6 +113,9 @@ impl Square {
         let mut queries = 1;
         let n_features = (c * h * w) as f32;
         for i in 0..self.n_queries {
+            if model.stopped() {
+                break;
+            }
             let live: Vec<usize> = (0..n).filter(|&s| margin[s] > 0.0).collect();
             if live.is_empty() {
                 break;

@@ -9,10 +9,11 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use hyperat::attack::{ATTACKS, AttackParams, by_name};
+use hyperat::attack::{ATTACKS, AttackParams, Classifier, by_name};
+use hyperat::cancel::{CancelToken, Cancellable};
 use hyperat::data::{decode_upload, encode_png};
 use hyperat::playground::{self, AttackOutcome, Prediction, amplify, images};
 use hyperat::prelude::*;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, ApiResult};
+use super::jobs_api::bearer_matches;
 use super::models::ModelEntry;
 use super::state::AppState;
 
@@ -109,7 +111,7 @@ async fn input<B: AutodiffBackend>(
     };
     if let Some(bytes) = &form.image {
         let (upload, invert, limits) = (bytes.clone(), form.flag("invert"), s.config.limits.upload);
-        let px = heavy(s, &s.decode, move || {
+        let px = heavy(s, &s.decode, move |_| {
             Ok(decode_upload(&upload, shape, invert, &limits)?)
         })
         .await?;
@@ -148,6 +150,41 @@ async fn input<B: AutodiffBackend>(
         label: label.or(Some(ds.labels[id] as usize)),
         source: json!({"dataset": name, "sample": id}),
     })
+}
+
+/// Refuses an attack of `work` model calls per variant on `variants` variants above the
+/// caller's budget (larger with the admin token).
+fn check_work<B: AutodiffBackend>(
+    s: &AppState<B>,
+    headers: &HeaderMap,
+    name: &str,
+    p: &AttackParams,
+    variants: usize,
+) -> ApiResult<()> {
+    let l = &s.config.limits;
+    let admin = s
+        .config
+        .admin_token
+        .as_deref()
+        .is_some_and(|t| bearer_matches(headers, None, t));
+    let budget = if admin {
+        l.admin_work
+    } else {
+        l.anonymous_work
+    };
+    let work = p.work(name).saturating_mul(variants.max(1));
+    if work > budget {
+        let who = if admin {
+            ""
+        } else {
+            " without the admin token"
+        };
+        return Err(ApiError::invalid(format!(
+            "this {name} costs up to {work} model calls ({} per variant × {variants} variants); requests{who} may cost {budget}: use fewer steps, restarts or queries",
+            p.work(name),
+        )));
+    }
+    Ok(())
 }
 
 /// Attack settings from a form, checked against the server's limits.
@@ -200,11 +237,14 @@ fn attack_params<B: AutodiffBackend>(
     Ok((name, p))
 }
 
-/// Runs heavy work on the blocking pool under the concurrency limit and the timeout.
+/// Runs work on the blocking pool under the concurrency limit `sem` and the timeout.
+/// `f` gets a token that is cancelled when the request times out (504) or its client
+/// goes away (the handler's future is dropped): work that wraps its models in
+/// [`Cancellable`] then ends within one model call and frees the slot.
 pub async fn heavy<B: AutodiffBackend, T: Send + 'static>(
     s: &AppState<B>,
     sem: &Arc<tokio::sync::Semaphore>,
-    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+    f: impl FnOnce(&CancelToken) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     let l = &s.config.limits;
     let permit = tokio::time::timeout(l.queue_timeout, sem.clone().acquire_owned())
@@ -217,9 +257,11 @@ pub async fn heavy<B: AutodiffBackend, T: Send + 'static>(
             )
         })?
         .map_err(|_| ApiError::internal("the server is shutting down"))?;
+    let token = CancelToken::new();
+    let _cancel_on_drop = CancelOnDrop(token.clone());
     let task = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        f()
+        f(&token)
     });
     match tokio::time::timeout(l.work_timeout, task).await {
         Err(_) => Err(ApiError::new(
@@ -232,6 +274,16 @@ pub async fn heavy<B: AutodiffBackend, T: Send + 'static>(
         )),
         Ok(Err(e)) => Err(ApiError::internal(format!("the computation failed: {e}"))),
         Ok(Ok(r)) => r,
+    }
+}
+
+/// Cancels its token when dropped: on a timeout, on a dropped request, and (harmlessly)
+/// after the work finished.
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 
@@ -333,7 +385,7 @@ pub async fn predict<B: AutodiffBackend>(State(s): St<B>, mp: Multipart) -> ApiR
     let inp = input(&s, &entry, &form).await?;
     let (st, e2, v2) = (s.clone(), entry.clone(), variant.clone());
     let shape = entry.config.input_shape();
-    let (pred, ms) = heavy(&s, &s.light, move || {
+    let (pred, ms) = heavy(&s, &s.light, move |_| {
         let t0 = Instant::now();
         let model = e2.variant(Some(&v2)).expect("checked");
         let x = images::<B::InnerBackend>(&inp.pixels, shape, &st.device)?;
@@ -371,23 +423,29 @@ fn outcome_json(
 
 /// `POST /api/attack`: an image or sample, `model`, `variant`, `attack`, `eps`, `alpha`,
 /// `steps`, `restarts`, `seed`, optional `label`.
-pub async fn attack<B: AutodiffBackend>(State(s): St<B>, mp: Multipart) -> ApiResult<Json<Value>> {
+pub async fn attack<B: AutodiffBackend>(
+    State(s): St<B>,
+    headers: HeaderMap,
+    mp: Multipart,
+) -> ApiResult<Json<Value>> {
     let form = Form::read(mp).await?;
     let entry = s.model_or_default(form.get("model"))?;
     let (variant, _) = variant_of(&entry, &form)?;
     let (name, params) = attack_params(&s, &form)?;
+    check_work(&s, &headers, &name, &params, 1)?;
     let seed: u64 = form.parse("seed", 0)?;
     let inp = input(&s, &entry, &form).await?;
     let shape = entry.config.input_shape();
     let clean_png = png_url(&inp.pixels, shape)?;
     let (st, e2, v2, p2) = (s.clone(), entry.clone(), variant.clone(), params.clone());
-    let (outcome, settings, ms) = heavy(&s, &s.heavy, move || {
+    let (outcome, settings, ms) = heavy(&s, &s.heavy, move |token| {
         let t0 = Instant::now();
-        let model = e2.variant(Some(&v2)).expect("checked");
+        let classes = e2.config.num_classes;
+        let model = Cancellable::new(e2.variant(Some(&v2)).expect("checked"), classes, token);
         let attack = by_name::<B>(&name, &p2)?;
         let x = images::<B::InnerBackend>(&inp.pixels, shape, &st.device)?;
         let label = inp.label.map(|l| vec![l]);
-        let o = playground::attack_images::<B>(model, attack.as_ref(), x, label.as_deref(), seed)?
+        let o = playground::attack_images::<B>(&model, attack.as_ref(), x, label.as_deref(), seed)?
             .remove(0);
         Ok((o, attack.settings(), t0.elapsed().as_secs_f64() * 1e3))
     })
@@ -404,23 +462,31 @@ pub async fn attack<B: AutodiffBackend>(State(s): St<B>, mp: Multipart) -> ApiRe
 
 /// `POST /api/compare`: for every variant, an attack made against it, and the transfer
 /// matrix (attack made on the row variant, evaluated on the column variant).
-pub async fn compare<B: AutodiffBackend>(State(s): St<B>, mp: Multipart) -> ApiResult<Json<Value>> {
+pub async fn compare<B: AutodiffBackend>(
+    State(s): St<B>,
+    headers: HeaderMap,
+    mp: Multipart,
+) -> ApiResult<Json<Value>> {
     let form = Form::read(mp).await?;
     let entry = s.model_or_default(form.get("model"))?;
     let (name, params) = attack_params(&s, &form)?;
+    check_work(&s, &headers, &name, &params, entry.variants.len())?;
     let seed: u64 = form.parse("seed", 0)?;
     let inp = input(&s, &entry, &form).await?;
     let shape = entry.config.input_shape();
     let clean_png = png_url(&inp.pixels, shape)?;
     let (st, e2, p2) = (s.clone(), entry.clone(), params.clone());
-    let (t, settings, ms) = heavy(&s, &s.heavy, move || {
+    let (t, settings, ms) = heavy(&s, &s.heavy, move |token| {
         let t0 = Instant::now();
         let attack = by_name::<B>(&name, &p2)?;
-        let models: Vec<&dyn hyperat::attack::Classifier<B>> = e2
+        let classes = e2.config.num_classes;
+        let wrapped: Vec<Cancellable<B>> = e2
             .variants
             .iter()
-            .map(|(_, v)| v as &dyn hyperat::attack::Classifier<B>)
+            .map(|(_, v)| Cancellable::new(v as &dyn Classifier<B>, classes, token))
             .collect();
+        let models: Vec<&dyn Classifier<B>> =
+            wrapped.iter().map(|m| m as &dyn Classifier<B>).collect();
         let x = images::<B::InnerBackend>(&inp.pixels, shape, &st.device)?;
         let t = playground::transfer::<B>(&models, attack.as_ref(), x, inp.label, seed)?;
         Ok((t, attack.settings(), t0.elapsed().as_secs_f64() * 1e3))
@@ -526,7 +592,7 @@ pub async fn export<B: AutodiffBackend>(
     }
     let (variant, _) = variant_of(&entry, &form)?;
     let (e2, v2) = (entry.clone(), variant.clone());
-    let tar = heavy(&s, &s.light, move || {
+    let tar = heavy(&s, &s.light, move |_| {
         let model = e2.variant(Some(&v2)).expect("checked");
         let ck = hyperat::variant::export(model)?;
         let weights = ck.safetensors_bytes()?;

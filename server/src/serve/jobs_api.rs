@@ -48,6 +48,24 @@ fn authorize<B: AutodiffBackend>(
     authorize_with(s, headers, peer, None)
 }
 
+/// Whether the request carries `token` as `Authorization: Bearer` (or as `query_token`),
+/// compared in constant time.
+pub fn bearer_matches(headers: &HeaderMap, query_token: Option<&str>, token: &str) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(query_token)
+        .unwrap_or("");
+    // Compare every byte so the time taken does not reveal a matching prefix.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
 /// [`authorize`], also accepting the token as `?access_token=` (a browser's
 /// `EventSource` cannot send an `Authorization` header).
 fn authorize_with<B: AutodiffBackend>(
@@ -58,19 +76,7 @@ fn authorize_with<B: AutodiffBackend>(
 ) -> ApiResult<()> {
     match &s.config.admin_token {
         Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .or(query_token)
-                .unwrap_or("");
-            // Compare every byte so the time taken does not reveal a matching prefix.
-            let same = given.len() == token.len()
-                && given
-                    .bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0;
+            let same = bearer_matches(headers, query_token, token);
             if same {
                 Ok(())
             } else {

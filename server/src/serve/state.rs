@@ -28,6 +28,14 @@ pub struct Limits {
     pub work_timeout: Duration,
     /// Largest `steps` an interactive attack accepts (default 1000).
     pub max_steps: usize,
+    /// Model calls one attack or comparison may cost ([`AttackParams::work`] × the
+    /// variants attacked) for an anonymous caller (default 20,000: about a minute of one
+    /// core on the tiny ViT).
+    ///
+    /// [`AttackParams::work`]: hyperat::attack::AttackParams::work
+    pub anonymous_work: usize,
+    /// The same with the admin token (default 1,000,000).
+    pub admin_work: usize,
     /// What one uploaded image may cost decoded (default 8192 px a side, 64 MiB).
     pub upload: UploadLimits,
     /// Uploads decoding at once (default: the CPU count): with `upload.max_decoded`,
@@ -47,6 +55,8 @@ impl Default for Limits {
             queue_timeout: Duration::from_secs(30),
             work_timeout: Duration::from_secs(120),
             max_steps: 1000,
+            anonymous_work: 20_000,
+            admin_work: 1_000_000,
             upload: UploadLimits::default(),
             decode_concurrency: cpus,
         }

@@ -113,10 +113,18 @@ pub fn config(models: &Path, data: &Path, token: Option<&str>) -> ServeConfig {
 
 /// A server on fresh folders; `loopback`: requests come from 127.0.0.1.
 pub fn server(token: Option<&str>, loopback: bool) -> Server {
+    server_with(token, loopback, Limits::default())
+}
+
+/// [`server`] with other limits.
+pub fn server_with(token: Option<&str>, loopback: bool, limits: Limits) -> Server {
     let (models, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     make_models(models.path());
     let state = AppState::<A>::new(
-        config(models.path(), data.path(), token),
+        ServeConfig {
+            limits,
+            ..config(models.path(), data.path(), token)
+        },
         Default::default(),
     )
     .unwrap();
