@@ -226,7 +226,7 @@ pub async fn events<B: AutodiffBackend>(
             }
         }
     });
-    let events = head.chain(tail).map(|v| {
+    let events = head.chain(tail).take_until(s.streams_closed()).map(|v| {
         let kind = v["type"].as_str().unwrap_or("message").to_string();
         Ok(Event::default().event(kind).data(v.to_string()))
     });

@@ -4,6 +4,7 @@ pub mod api;
 pub mod error;
 pub mod jobs;
 pub mod jobs_api;
+pub mod listen;
 pub mod models;
 pub mod openapi;
 pub mod state;
@@ -107,6 +108,16 @@ pub struct Args {
     /// Seconds an attack or comparison may run.
     #[arg(long, default_value_t = 120)]
     attack_timeout: u64,
+    /// Seconds a client may take to send a request's head; also how long an idle
+    /// kept-alive connection stays open.
+    #[arg(long, default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a client may take to send a whole request body.
+    #[arg(long, default_value_t = 30)]
+    body_timeout: u64,
+    /// Connections open at once (more wait in the listen backlog).
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
     /// Largest decoded size of an uploaded image in MiB (refused from its header, before
     /// decoding).
     #[arg(long, default_value_t = 64)]
@@ -152,18 +163,22 @@ impl BackendTask for Task {
             .enable_all()
             .build()?;
         let router = app::<B>(state.clone());
+        let streams = state.clone();
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind(a.addr).await?;
             eprintln!("serve: open http://{}/", listener.local_addr()?);
-            axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async {
+            let conn = listen::ConnLimits {
+                header_timeout: Duration::from_secs(a.header_timeout.max(1)),
+                body_timeout: Duration::from_secs(a.body_timeout.max(1)),
+                max_connections: a.max_connections.max(1),
+                ..Default::default()
+            };
+            let stop = async {
                 let _ = tokio::signal::ctrl_c().await;
                 eprintln!("serve: stopping (a running job resumes at the next start)");
-            })
-            .await?;
+                streams.close_streams();
+            };
+            listen::serve(listener, router, conn, stop).await?;
             anyhow::Ok(())
         })?;
         state.jobs.stop();

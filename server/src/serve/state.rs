@@ -1,6 +1,7 @@
 //! Shared server state: models, cached datasets, limits, the job runner.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -96,6 +97,8 @@ pub struct AppState<B: AutodiffBackend> {
     pub decode: Arc<Semaphore>,
     /// The job queue and its worker.
     pub jobs: Jobs<B>,
+    /// Set when the server stops: event streams end so that shutdown does not wait on them.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl<B: AutodiffBackend> std::fmt::Debug for AppState<B> {
@@ -110,6 +113,19 @@ impl<B: AutodiffBackend> std::fmt::Debug for AppState<B> {
 pub const DATASETS: &[&str] = &["fashion-mnist", "cifar10", "cifar100"];
 
 impl<B: AutodiffBackend> AppState<B> {
+    /// Ends every event stream (the server is stopping).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`AppState::close_streams`] was called.
+    pub fn streams_closed(&self) -> impl Future<Output = ()> + Send + use<B> {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
+
     /// Loads every model and starts the job runner (which resumes unfinished jobs).
     pub fn new(config: ServeConfig, device: B::Device) -> hyperat::Result<Arc<Self>> {
         std::fs::create_dir_all(config.data_dir.join("runs"))
@@ -133,6 +149,7 @@ impl<B: AutodiffBackend> AppState<B> {
             models: RwLock::new(models),
             datasets: Mutex::new(HashMap::new()),
             jobs,
+            closing: tokio::sync::watch::channel(false).0,
         });
         Jobs::start(&state);
         Ok(state)
