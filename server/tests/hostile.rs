@@ -150,3 +150,131 @@ async fn work_is_budgeted_per_caller() {
     assert_eq!(st, StatusCode::OK, "{v}");
     s.state.jobs.stop();
 }
+
+/// Job records are checked when the server starts: a record whose id is not its folder
+/// (`../../escape`) or that does not parse is reported as corrupt instead of vanishing
+/// or sending the worker elsewhere; a job the process died running twice fails instead
+/// of resuming again, while one a shutdown interrupted resumes.
+#[test]
+fn job_records_are_checked_at_start() {
+    use hyperat_server::serve::jobs::{JobKind, JobSpec, JobStatus, Jobs};
+    let data = tempfile::tempdir().unwrap();
+    let runs = data.path().join("runs");
+    let template = {
+        let jobs = Jobs::<A>::open(data.path()).unwrap();
+        let spec = JobSpec {
+            kind: JobKind::Eval,
+            model: None,
+            variant: None,
+            config: serde_json::Value::Null,
+        };
+        let r = jobs.submit(spec).unwrap();
+        let path = runs.join(&r.id).join("job.json");
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        std::fs::remove_dir_all(runs.join(&r.id)).unwrap();
+        v
+    };
+    let write = |folder: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v = template.clone();
+        v["id"] = folder.into();
+        edit(&mut v);
+        std::fs::create_dir_all(runs.join(folder)).unwrap();
+        std::fs::write(runs.join(folder).join("job.json"), v.to_string()).unwrap();
+    };
+    write("job-1-0", &|v| v["id"] = "../../escape".into());
+    write("job-2-0", &|_| {});
+    let full = std::fs::read(runs.join("job-2-0/job.json")).unwrap();
+    std::fs::write(runs.join("job-2-0/job.json"), &full[..full.len() / 2]).unwrap();
+    write("job-3-0", &|v| {
+        (v["status"], v["attempts"], v["crashes"]) = ("running".into(), 2.into(), 1.into());
+    });
+    write("job-4-0", &|v| {
+        (v["status"], v["attempts"], v["interrupted"]) = ("running".into(), 1.into(), true.into());
+    });
+    let jobs = Jobs::<A>::open(data.path()).unwrap();
+    let mut corrupt: Vec<String> = jobs.corrupt().into_iter().map(|(f, _)| f).collect();
+    corrupt.sort();
+    assert_eq!(corrupt, ["job-1-0", "job-2-0"]);
+    let crashed = jobs.get("job-3-0").unwrap();
+    assert_eq!(crashed.status, JobStatus::Failed);
+    assert!(crashed.error.unwrap().contains("died 2 times"));
+    let on_disk: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(runs.join("job-3-0/job.json")).unwrap()).unwrap();
+    assert_eq!(on_disk["status"], "failed", "the verdict is saved");
+    let interrupted = jobs.get("job-4-0").unwrap();
+    assert_eq!(interrupted.status, JobStatus::Running, "resumes");
+    assert_eq!(interrupted.crashes, 0);
+    assert!(!runs.join("../../escape").exists());
+}
+
+/// Jobs name datasets, never paths: `folder:/nonexistent` is refused before queueing
+/// (it used to be queued, then fail with "No such file or directory").
+#[tokio::test]
+async fn jobs_take_dataset_names_not_paths() {
+    let s = server(None, true);
+    for kind in ["eval", "tune"] {
+        let spec = serde_json::json!({"kind": kind, "model": "tiny", "config": {"dataset": "folder:/nonexistent"}});
+        let (st, v) = json(&s.router, post_json("/api/jobs", &spec, None)).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{kind}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains("no paths"), "{v}");
+    }
+    let (_, v) = json(&s.router, get("/api/jobs")).await;
+    assert_eq!(v["jobs"].as_array().unwrap().len(), 0);
+    s.state.jobs.stop();
+}
+
+/// The DNS-rebinding and cross-site shapes are refused: a foreign `Host` on any API
+/// request (421), a foreign `Origin` on a state-changing one (403); the server's own
+/// origin and IP or `localhost` hosts are served.
+#[tokio::test]
+async fn foreign_hosts_and_origins_are_refused() {
+    let s = server(None, true);
+    let with =
+        |mut req: axum::http::Request<axum::body::Body>, host: &str, origin: Option<&str>| {
+            req.headers_mut().insert("host", host.parse().unwrap());
+            if let Some(o) = origin {
+                req.headers_mut().insert("origin", o.parse().unwrap());
+            }
+            req
+        };
+    let spec = serde_json::json!({"kind": "eval", "model": "tiny", "config": {"limit": 8}});
+    let (st, v) = json(&s.router, with(get("/api/jobs"), "evil.example", None)).await;
+    assert_eq!(st, StatusCode::MISDIRECTED_REQUEST, "{v}");
+    assert_eq!(v["error"], "unknown_host");
+    let (st, v) = json(
+        &s.router,
+        with(
+            post_json("/api/jobs", &spec, None),
+            "127.0.0.1:3000",
+            Some("http://evil.example"),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"], "foreign_origin");
+    let (st, v) = json(
+        &s.router,
+        with(
+            get("/api/jobs"),
+            "localhost:3000",
+            Some("http://evil.example"),
+        ),
+    )
+    .await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "a GET with a foreign Origin reads nothing the page can see (no CORS): {v}"
+    );
+    let (st, v) = json(
+        &s.router,
+        with(
+            post_json("/api/jobs", &spec, None),
+            "127.0.0.1:3000",
+            Some("http://127.0.0.1:3000"),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "the app's own origin: {v}");
+    s.state.jobs.stop();
+}

@@ -41,6 +41,7 @@ fn serve(data: &Path) -> u16 {
         dist_dir: dist,
         admin_token: None,
         limits: Limits::default(),
+        site: Default::default(),
     };
     let state: Arc<AppState<CpuAutodiff>> =
         AppState::new(config, Default::default()).expect("server state");

@@ -209,6 +209,13 @@ pub struct JobRecord {
     /// How often it was started (more than once after a restart).
     #[serde(default)]
     pub attempts: usize,
+    /// Set when a server shutdown interrupted the run (it resumes at the next start); a
+    /// `running` record without it means the process died while running the job.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// How often the process died while running this job.
+    #[serde(default)]
+    pub crashes: usize,
     /// Progress.
     pub progress: JobProgress,
     /// Why it failed.
@@ -228,6 +235,8 @@ struct Inner {
     queue: VecDeque<String>,
     cancel: HashSet<String>,
     live: BTreeMap<String, Live>,
+    /// `runs/*/job.json` files that could not be read back: (folder, why).
+    corrupt: Vec<(String, String)>,
 }
 
 /// The job queue, its records and the worker.
@@ -248,6 +257,57 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// A job's record read back from `runs/{folder}/job.json`: its id must be a job id and
+/// name its own folder (a record cannot send the worker elsewhere).
+fn read_record(folder: &str, bytes: &[u8]) -> Result<JobRecord, String> {
+    let r: JobRecord = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if !valid_id(&r.id) {
+        return Err(format!("`{}` is not a job id", r.id));
+    }
+    if r.id != folder {
+        return Err(format!(
+            "the record's id `{}` is not its folder's name",
+            r.id
+        ));
+    }
+    Ok(r)
+}
+
+/// Job ids are `job-` followed by digits and dashes (what [`Jobs::submit`] makes).
+pub fn valid_id(id: &str) -> bool {
+    id.strip_prefix("job-").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 40
+            && rest.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+    })
+}
+
+/// Times the process may die running one job before the job is marked failed instead of
+/// resumed (a job that runs the machine out of memory would do it at every start).
+const MAX_CRASHES: usize = 2;
+
+/// A record as found at start-up: a job left `running` without a shutdown's mark died
+/// with the process; after [`MAX_CRASHES`] such deaths it fails instead of resuming.
+/// Returns whether the record changed.
+fn after_restart(r: &mut JobRecord) -> bool {
+    if r.status != JobStatus::Running {
+        return false;
+    }
+    if !r.interrupted {
+        r.crashes += 1;
+    }
+    r.interrupted = false;
+    if r.crashes >= MAX_CRASHES {
+        r.status = JobStatus::Failed;
+        r.finished = Some(now());
+        r.error = Some(format!(
+            "the server died {} times while running this job (out of memory?); not resumed again",
+            r.crashes
+        ));
+    }
+    true
+}
+
 /// Most records a job's event history keeps for late subscribers.
 const HISTORY: usize = 20_000;
 
@@ -259,15 +319,29 @@ impl<B: AutodiffBackend> Jobs<B> {
         let mut inner = Inner::default();
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.filter_map(|e| e.ok()) {
+                let folder = e.file_name().to_string_lossy().to_string();
                 let path = e.path().join("job.json");
                 let Ok(bytes) = std::fs::read(&path) else {
                     continue;
                 };
-                match serde_json::from_slice::<JobRecord>(&bytes) {
+                match read_record(&folder, &bytes) {
                     Ok(r) => {
                         inner.records.insert(r.id.clone(), r);
                     }
-                    Err(err) => eprintln!("serve: ignoring {}: {err}", path.display()),
+                    Err(why) => {
+                        eprintln!("serve: ignoring {}: {why}", path.display());
+                        inner.corrupt.push((folder, why));
+                    }
+                }
+            }
+            for r in inner.records.values_mut() {
+                if after_restart(r)
+                    && let Err(e) = write_atomic(
+                        dir.join(&r.id).join("job.json"),
+                        serde_json::to_string_pretty(r).expect("json").as_bytes(),
+                    )
+                {
+                    eprintln!("serve: cannot update job {}: {e}", r.id);
                 }
             }
         }
@@ -377,6 +451,8 @@ impl<B: AutodiffBackend> Jobs<B> {
             started: None,
             finished: None,
             attempts: 0,
+            interrupted: false,
+            crashes: 0,
             progress: JobProgress::default(),
             error: None,
             result: None,
@@ -404,6 +480,11 @@ impl<B: AutodiffBackend> Jobs<B> {
             self.dir.join(&r.id).join("job.json"),
             serde_json::to_string_pretty(r).expect("json").as_bytes(),
         )
+    }
+
+    /// Job folders whose record could not be read back: (folder, why).
+    pub fn corrupt(&self) -> Vec<(String, String)> {
+        self.inner.lock().expect("jobs lock").corrupt.clone()
     }
 
     /// Every record, newest first.
@@ -631,6 +712,7 @@ fn worker<B: AutodiffBackend>(state: Weak<AppState<B>>) {
             _ if cancelled => r.status = JobStatus::Cancelled,
             Ok(None) | Err(_) if stopping => {
                 // Interrupted by a shutdown: stays `running`, resumes at the next start.
+                r.interrupted = true;
                 let r = r.clone();
                 let _ = jobs.save(&r);
                 return;
@@ -814,6 +896,19 @@ fn pretrain_request(v: &Value) -> Result<PretrainRequest, String> {
     Ok(req)
 }
 
+/// Jobs read only the datasets the server knows by name: a path (`folder:…`) from a
+/// client would let it probe and read the server's files.
+fn known_dataset(name: &str) -> Result<(), super::error::ApiError> {
+    if name == "fmnist" || super::state::DATASETS.contains(&name) {
+        Ok(())
+    } else {
+        Err(super::error::ApiError::invalid(format!(
+            "dataset `{name}`: jobs take one of {} (no paths)",
+            super::state::DATASETS.join(", ")
+        )))
+    }
+}
+
 /// Checks a spec before it is queued (unknown fields, bad values, unknown models).
 pub fn check<B: AutodiffBackend>(
     s: &AppState<B>,
@@ -824,6 +919,7 @@ pub fn check<B: AutodiffBackend>(
     match spec.kind {
         JobKind::Tune => {
             let req: TuneRequest = parse_config(&spec.config).map_err(inv)?;
+            known_dataset(&req.dataset)?;
             let entry = s.model_or_default(spec.model.as_deref())?;
             let ck = hyperat::checkpoint::Checkpoint::load(entry.backbone_dir())?;
             req.validate(&ck)?;
@@ -834,10 +930,15 @@ pub fn check<B: AutodiffBackend>(
             }
         }
         JobKind::Pretrain => {
-            pretrain_request(&spec.config).map_err(inv)?.validate()?;
+            let req = pretrain_request(&spec.config).map_err(inv)?;
+            known_dataset(&req.dataset)?;
+            req.validate()?;
         }
         JobKind::Eval => {
             let e: EvalJob = parse_config(&spec.config).map_err(inv)?;
+            if let Some(d) = &e.dataset {
+                known_dataset(d)?;
+            }
             let entry = s.model_or_default(spec.model.as_deref())?;
             if let Some(v) = &spec.variant
                 && entry.variant(Some(v)).is_none()
@@ -862,6 +963,7 @@ pub fn check<B: AutodiffBackend>(
         }
         JobKind::Report => {
             let r: ReportJob = parse_config(&spec.config).map_err(inv)?;
+            known_dataset(&r.dataset)?;
             for row in &r.rows {
                 let entry = s.model(&row.model)?;
                 if let Some(v) = &row.variant

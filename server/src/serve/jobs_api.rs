@@ -149,7 +149,13 @@ pub async fn list<B: AutodiffBackend>(
     peer: Peer,
 ) -> ApiResult<Json<Value>> {
     authorize(&s, &headers, &peer)?;
-    Ok(Json(json!({ "jobs": s.jobs.list() })))
+    let corrupt: Vec<Value> = s
+        .jobs
+        .corrupt()
+        .into_iter()
+        .map(|(folder, error)| json!({"folder": folder, "error": error}))
+        .collect();
+    Ok(Json(json!({ "jobs": s.jobs.list(), "corrupt": corrupt })))
 }
 
 /// `GET /api/jobs/{id}`.

@@ -7,6 +7,7 @@ pub mod jobs_api;
 pub mod listen;
 pub mod models;
 pub mod openapi;
+pub mod site;
 pub mod state;
 
 use std::net::SocketAddr;
@@ -56,6 +57,10 @@ pub fn app<B: AutodiffBackend>(state: Arc<AppState<B>>) -> Router {
         .route("/api/{*rest}", any(api::no_route))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(state.config.site.clone()),
+            site::same_site,
+        ))
         .with_state(state);
     let api = with_error_contract(api);
     if dist.join("index.html").is_file() {
@@ -115,6 +120,13 @@ pub struct Args {
     /// Seconds a client may take to send a whole request body.
     #[arg(long, default_value_t = 30)]
     body_timeout: u64,
+    /// A host name the API answers to besides IP addresses and `localhost` (repeatable;
+    /// requests naming any other `Host` are refused against DNS rebinding).
+    #[arg(long = "allowed-host")]
+    allowed_hosts: Vec<String>,
+    /// An origin whose pages may post to the API besides the server's own (repeatable).
+    #[arg(long = "allowed-origin")]
+    allowed_origins: Vec<String>,
     /// Connections open at once (more wait in the listen backlog).
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
@@ -142,6 +154,10 @@ impl BackendTask for Task {
             dist_dir: a.dist.clone(),
             admin_token: a.admin_token.clone().filter(|t| !t.is_empty()),
             limits,
+            site: site::SiteRules {
+                allowed_hosts: a.allowed_hosts.clone(),
+                allowed_origins: a.allowed_origins.clone(),
+            },
         };
         let state = AppState::<B>::new(config, device)?;
         let ids: Vec<String> = state

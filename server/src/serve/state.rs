@@ -77,6 +77,8 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Limits.
     pub limits: Limits,
+    /// Which other hosts and origins the API answers.
+    pub site: super::site::SiteRules,
 }
 
 /// Everything handlers share.

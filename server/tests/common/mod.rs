@@ -108,6 +108,7 @@ pub fn config(models: &Path, data: &Path, token: Option<&str>) -> ServeConfig {
         dist_dir: data.join("no-dist"),
         admin_token: token.map(String::from),
         limits: Limits::default(),
+        site: Default::default(),
     }
 }
 
