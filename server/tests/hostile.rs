@@ -278,3 +278,62 @@ async fn foreign_hosts_and_origins_are_refused() {
     assert_eq!(st, StatusCode::CREATED, "the app's own origin: {v}");
     s.state.jobs.stop();
 }
+
+/// Fuzzing the form parser, bounded: 400 mutations of a valid multipart predict request
+/// (flipped bytes, cut tails, duplicated spans, odd field values) never make a 5xx and
+/// always answer in the JSON contract.
+#[tokio::test]
+async fn mutated_forms_only_get_client_errors() {
+    let s = server(None, true);
+    let image = png(28, 28, 90);
+    let fields = [
+        ("model", "tiny"),
+        ("attack", "fgsm"),
+        ("eps", "8/255"),
+        ("label", "3"),
+    ];
+    let valid = multipart(&fields, Some(&image));
+    let mut rng = hyperat::rng::Rng::new(11);
+    let odd = [
+        "",
+        "-1",
+        "1e309",
+        "NaN",
+        "8/0",
+        "0/0",
+        "99999999999999999999",
+        "\u{0}",
+        "../x",
+    ];
+    for case in 0..400 {
+        let mut body = valid.clone();
+        for _ in 0..1 + rng.below(4) {
+            let n = body.len();
+            match rng.below(4) {
+                0 => body[rng.below(n)] ^= 1 << rng.below(8),
+                1 => body.truncate(rng.below(n)),
+                2 => {
+                    let (a, b) = (rng.below(n), rng.below(n));
+                    let piece = body[a.min(b)..a.max(b)].to_vec();
+                    let at = rng.below(n);
+                    body.splice(at..at, piece);
+                }
+                _ => {
+                    let k = fields[rng.below(fields.len())].0;
+                    let v = odd[rng.below(odd.len())];
+                    body = multipart(&[(k, v)], Some(&image));
+                }
+            }
+        }
+        let uri = ["/api/predict", "/api/attack"][case % 2];
+        let (st, v) = json(&s.router, post_form(uri, body)).await;
+        assert!(!st.is_server_error(), "case {case}: {st} {v}");
+        if !st.is_success() {
+            assert!(
+                v["error"].is_string() && v["detail"].is_string(),
+                "case {case}: {v}"
+            );
+        }
+    }
+    s.state.jobs.stop();
+}
