@@ -113,6 +113,25 @@ async fn a_tuning_job_streams_progress_and_becomes_a_model() {
         "every record, evaluations included"
     );
     assert_eq!(ev.last().unwrap().1["status"], "done");
+    // Deleting the finished job removes its record, folder and model.
+    let folder = s.state.config.data_dir.join("runs").join(&id);
+    assert!(folder.is_dir());
+    let req = Request::delete(format!("/api/jobs/{id}"))
+        .body(Body::empty())
+        .unwrap();
+    let (st, v) = json(r, req).await;
+    assert_eq!((st, &v["deleted"]), (StatusCode::OK, &json!(true)), "{v}");
+    assert!(!folder.exists());
+    let (st, _) = json(r, get(&format!("/api/jobs/{id}"))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (_, v) = json(r, get("/api/models")).await;
+    assert!(
+        v["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["id"] != id.as_str())
+    );
     s.state.jobs.stop();
 }
 

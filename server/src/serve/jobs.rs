@@ -308,6 +308,39 @@ fn after_restart(r: &mut JobRecord) -> bool {
     true
 }
 
+/// Finished jobs kept (records, folders, models); the oldest beyond go.
+const KEEP_FINISHED: usize = 200;
+/// Age after which a finished job goes (30 days).
+const KEEP_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
+
+/// Finished jobs past the retention: beyond the newest [`KEEP_FINISHED`], or finished
+/// more than [`KEEP_SECONDS`] ago.
+fn expired(records: &BTreeMap<String, JobRecord>, now: f64) -> Vec<String> {
+    let mut finished: Vec<&JobRecord> = records.values().filter(|r| r.status.terminal()).collect();
+    finished.sort_by(|a, b| {
+        let end = |r: &JobRecord| r.finished.unwrap_or(r.created);
+        end(b).total_cmp(&end(a)).then(b.id.cmp(&a.id))
+    });
+    finished
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            *i >= KEEP_FINISHED || now - r.finished.unwrap_or(r.created) > KEEP_SECONDS
+        })
+        .map(|(_, r)| r.id.clone())
+        .collect()
+}
+
+/// Deletes a job's folder (its id was checked: it names a folder under `runs/`).
+fn remove_folder(runs: &Path, id: &str) {
+    if valid_id(id)
+        && let Err(e) = std::fs::remove_dir_all(runs.join(id))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("serve: cannot remove job folder {id}: {e}");
+    }
+}
+
 /// Most records a job's event history keeps for late subscribers.
 const HISTORY: usize = 20_000;
 
@@ -357,10 +390,22 @@ impl<B: AutodiffBackend> Jobs<B> {
                 .then(a.id.cmp(&b.id))
         });
         inner.queue = pending.iter().map(|r| r.id.clone()).collect();
+        for id in expired(&inner.records, now()) {
+            inner.records.remove(&id);
+            remove_folder(&dir, &id);
+        }
+        // Finished jobs' events are read from disk when someone asks (see `subscribe`).
         let live: Vec<(String, Vec<Value>)> = inner
             .records
             .values()
-            .map(|r| (r.id.clone(), saved_metrics(&dir.join(&r.id), r)))
+            .map(|r| {
+                let history = if r.status.terminal() {
+                    vec![]
+                } else {
+                    saved_metrics(&dir.join(&r.id), r)
+                };
+                (r.id.clone(), history)
+            })
             .collect();
         for (id, history) in live {
             inner.live.insert(
@@ -541,7 +586,48 @@ impl<B: AutodiffBackend> Jobs<B> {
         let inner = self.inner.lock().expect("jobs lock");
         let r = inner.records.get(id)?.clone();
         let live = inner.live.get(id)?;
-        Some((r, live.history.clone(), live.tx.subscribe()))
+        let history = if r.status.terminal() && live.history.is_empty() {
+            saved_metrics(&self.dir.join(id), &r)
+        } else {
+            live.history.clone()
+        };
+        Some((r, history, live.tx.subscribe()))
+    }
+
+    /// Deletes a finished job: its record, events and folder (the caller removes its
+    /// model). `None` if there is no such job or it has not finished.
+    pub fn delete_finished(&self, id: &str) -> Option<JobRecord> {
+        let mut inner = self.inner.lock().expect("jobs lock");
+        if !inner.records.get(id)?.status.terminal() {
+            return None;
+        }
+        let r = inner.records.remove(id)?;
+        inner.live.remove(id);
+        drop(inner);
+        remove_folder(&self.dir, id);
+        Some(r)
+    }
+
+    /// Applies the retention after a job finished: drops the finished job's in-memory
+    /// events where they are on disk, and deletes expired jobs; returns their ids (their
+    /// models are the caller's to remove).
+    fn retain(&self, finished: &str) -> Vec<String> {
+        let mut inner = self.inner.lock().expect("jobs lock");
+        if self.dir.join(finished).join("metrics.jsonl").is_file()
+            && let Some(l) = inner.live.get_mut(finished)
+        {
+            l.history = Vec::new();
+        }
+        let gone = expired(&inner.records, now());
+        for id in &gone {
+            inner.records.remove(id);
+            inner.live.remove(id);
+        }
+        drop(inner);
+        for id in &gone {
+            remove_folder(&self.dir, id);
+        }
+        gone
     }
 }
 
@@ -732,6 +818,10 @@ fn worker<B: AutodiffBackend>(state: Weak<AppState<B>>) {
             json!({"type": "status", "status": r.status, "error": r.error, "result": r.result}),
             false,
         );
+        drop(inner);
+        for gone in jobs.retain(&id) {
+            s.remove_model(&gone);
+        }
     }
 }
 
@@ -988,4 +1078,67 @@ pub fn check<B: AutodiffBackend>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, status: JobStatus, finished: Option<f64>) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            spec: JobSpec {
+                kind: JobKind::Eval,
+                model: None,
+                variant: None,
+                config: Value::Null,
+            },
+            status,
+            created: 0.0,
+            started: None,
+            finished,
+            attempts: 1,
+            interrupted: false,
+            crashes: 0,
+            progress: JobProgress::default(),
+            error: None,
+            result: None,
+        }
+    }
+
+    #[test]
+    fn retention_drops_the_oldest_and_the_stale_finished_jobs_only() {
+        let now = 100.0 * 24.0 * 3600.0;
+        let mut records = BTreeMap::new();
+        for i in 0..KEEP_FINISHED + 3 {
+            let id = format!("job-{i}-0");
+            records.insert(
+                id.clone(),
+                record(&id, JobStatus::Done, Some(now - i as f64)),
+            );
+        }
+        let stale = "job-9999-0";
+        records.insert(
+            stale.into(),
+            record(stale, JobStatus::Failed, Some(now - KEEP_SECONDS - 1.0)),
+        );
+        let running = "job-5-1";
+        records.insert(running.into(), record(running, JobStatus::Running, None));
+        let mut gone = expired(&records, now);
+        gone.sort();
+        let mut want: Vec<String> = (KEEP_FINISHED..KEEP_FINISHED + 3)
+            .map(|i| format!("job-{i}-0"))
+            .collect();
+        want.push(stale.into());
+        want.sort();
+        assert_eq!(gone, want);
+    }
+
+    #[test]
+    fn job_ids() {
+        assert!(valid_id("job-1796012851045-6"));
+        for bad in ["../../escape", "job-", "job-1/../x", "other-1", "job-1a"] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
 }

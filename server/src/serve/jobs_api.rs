@@ -173,7 +173,8 @@ pub async fn get<B: AutodiffBackend>(
     Ok(Json(json!(r)))
 }
 
-/// `DELETE /api/jobs/{id}`: cancels a queued or running job.
+/// `DELETE /api/jobs/{id}`: cancels a queued or running job; deletes a finished one (its
+/// record, events, folder and model).
 pub async fn cancel<B: AutodiffBackend>(
     State(s): St<B>,
     headers: HeaderMap,
@@ -181,6 +182,10 @@ pub async fn cancel<B: AutodiffBackend>(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     authorize(&s, &headers, &peer)?;
+    if let Some(r) = s.jobs.delete_finished(&id) {
+        s.remove_model(&id);
+        return Ok(Json(json!({"deleted": true, "job": r})));
+    }
     let r = s
         .jobs
         .cancel(&id)

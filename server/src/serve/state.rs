@@ -182,6 +182,11 @@ impl<B: AutodiffBackend> AppState<B> {
         }
     }
 
+    /// Removes a model (a deleted job's); unknown ids are ignored.
+    pub fn remove_model(&self, id: &str) {
+        self.models.write().expect("models lock").remove(id);
+    }
+
     /// Adds (or replaces) a model.
     pub fn add_model(&self, entry: ModelEntry<B>) {
         self.models
