@@ -7,49 +7,12 @@
 //! cargo run --release -p hyperat-server --example load -- 127.0.0.1:3000 200 20
 //! ```
 
+#[path = "support/http.rs"]
+mod http;
+
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-const BOUNDARY: &str = "hyperat-load-boundary";
-
-fn form(fields: &[(&str, String)]) -> Vec<u8> {
-    let mut b = Vec::new();
-    for (k, v) in fields {
-        b.extend(
-            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
-                .as_bytes(),
-        );
-    }
-    b.extend(format!("--{BOUNDARY}--\r\n").as_bytes());
-    b
-}
-
-/// One POST over a fresh connection; returns (status, seconds).
-async fn post(addr: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, f64)> {
-    let t0 = Instant::now();
-    let mut s = TcpStream::connect(addr).await?;
-    s.set_nodelay(true)?;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).await?;
-    s.write_all(body).await?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).await?;
-    let status = std::str::from_utf8(&resp[..resp.len().min(12)])
-        .ok()
-        .and_then(|l| l.get(9..12))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, t0.elapsed().as_secs_f64()))
-}
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
+use http::{form, pct, post};
 
 async fn wave(addr: &str, path: &str, bodies: Vec<Vec<u8>>) -> (f64, Vec<f64>, usize) {
     let t0 = Instant::now();
@@ -94,20 +57,26 @@ async fn main() {
     let n_predict: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(200);
     let n_attack: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
     let predict = |i: usize| {
-        form(&[
-            ("sample", i.to_string()),
-            ("dataset", "fashion-mnist".into()),
-        ])
+        form(
+            &[
+                ("sample", i.to_string()),
+                ("dataset", "fashion-mnist".into()),
+            ],
+            None,
+        )
     };
     let attack = |i: usize| {
-        form(&[
-            ("sample", i.to_string()),
-            ("dataset", "fashion-mnist".into()),
-            ("attack", "pgd".into()),
-            ("eps", "0.1".into()),
-            ("alpha", "0.01".into()),
-            ("steps", "20".into()),
-        ])
+        form(
+            &[
+                ("sample", i.to_string()),
+                ("dataset", "fashion-mnist".into()),
+                ("attack", "pgd".into()),
+                ("eps", "0.1".into()),
+                ("alpha", "0.01".into()),
+                ("steps", "20".into()),
+            ],
+            None,
+        )
     };
     // Warm-up (loads the test split, touches every code path).
     for _ in 0..3 {
