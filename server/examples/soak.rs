@@ -278,7 +278,7 @@ async fn main() {
     let wall = t0.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss1, fds1) = usage(pid);
-    let samples = samples.lock().unwrap();
+    let samples = std::mem::take(&mut *samples.lock().unwrap());
     let mut by_kind: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut statuses: BTreeMap<(&str, u16), usize> = BTreeMap::new();
     for s in samples.iter() {
