@@ -72,19 +72,38 @@ print("| setting | delta cosine, mean (min–max) | method embedding cosine | "
       "PGD-AT clean / PGD-10 | TRADES clean / PGD-10 | MART clean / PGD-10 | "
       "uniform merge clean / PGD-10 | train time |")
 print("|---|---|---|---|---|---|---|---|")
+rows, missing = [], []
 for g in grid:
     name = g.split("|")[0]
     d = f"{out}/{re.sub('-+', '-', re.sub(r'[^A-Za-z0-9]', '-', name))}"
-    recs = [json.loads(l) for l in open(f"{d}/metrics.jsonl")]
+    try:
+        recs = [json.loads(l) for l in open(f"{d}/metrics.jsonl")]
+        secs = json.load(open(f"{d}/summary.json"))["seconds"]
+    except OSError:
+        missing.append(name)
+        continue
     diag = [r for r in recs if r.get("kind") == "diagnostics"][-1]
     hold = [r for r in recs if r.get("kind") == "holdout"]
     last = max(r["step"] for r in hold)
     by = {r["model"]: r for r in hold if r["step"] == last}
+    rows.append((name, diag, by, secs))
     cell = lambda m: f"{100 * by[m]['clean_acc']:.1f} / {100 * by[m]['robust_acc']:.1f}"
     dc = diag["delta_cosine"]
-    secs = json.load(open(f"{d}/summary.json"))["seconds"]
     print(f"| {name} | {dc['mean']:.3f} ({dc['min']:.2f}–{dc['max']:.2f}) | "
           f"{diag['embed_cosine_mean']:.3f} | {cell('method:pgd-at')} | {cell('method:trades')} | "
           f"{cell('method:mart')} | {cell('merged:uniform')} | {secs / 60:.0f} min |")
+if missing:
+    print(f"\nNot run yet (the script resumes them): {', '.join(missing)}.")
+# The issue's target: mean delta cosine < 0.7 with each method's own hold-out PGD-10
+# within 3 points of that method's best over the settings.
+methods = ["method:pgd-at", "method:trades", "method:mart"]
+best = {m: max(r[2][m]["robust_acc"] for r in rows) for m in methods} if rows else {}
+ok = [r[0] for r in rows if r[1]["delta_cosine"]["mean"] < 0.7
+      and all(r[2][m]["robust_acc"] >= best[m] - 0.03 for m in methods)]
+print("\n**Target** (issue 15): mean delta cosine below 0.7 with each method's hold-out PGD-10 "
+      "within 3 points of that method's best in this table. "
+      + (f"Met by: {', '.join(ok)}." if ok else "No finished setting meets it yet.")
+      + " On 512 hold-out images a robust accuracy near 40% has a standard error of about "
+      "2 points, so differences of a few points between settings are within noise.")
 PY
 echo "sweep: docs/sweep-distinct-fashion-mnist.md"

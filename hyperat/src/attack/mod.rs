@@ -133,6 +133,30 @@ pub trait Attack<B: AutodiffBackend>: Send + Sync {
     }
 }
 
+/// Reads a budget written as a number or a fraction (`0.03`, `8/255`), the way papers
+/// write eps; refuses division by zero and non-finite values.
+pub fn parse_fraction(s: &str) -> Result<f32> {
+    let num = |t: &str| {
+        t.trim()
+            .parse::<f64>()
+            .map_err(|e| Error::Invalid(format!("`{s}`: {e}")))
+    };
+    let v = match s.split_once('/') {
+        Some((a, b)) => {
+            let (a, b) = (num(a)?, num(b)?);
+            if b == 0.0 {
+                return Err(Error::Invalid(format!("division by zero in `{s}`")));
+            }
+            a / b
+        }
+        None => num(s)?,
+    };
+    if !v.is_finite() {
+        return Err(Error::Invalid(format!("`{s}` is not a finite number")));
+    }
+    Ok(v as f32)
+}
+
 /// Settings shared by the registry's attacks (flags of `hyperat eval`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AttackParams {

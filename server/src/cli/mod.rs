@@ -11,7 +11,7 @@ mod progress;
 mod report;
 mod tune;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
 use hyperat::backend::DeviceKind;
 
@@ -65,32 +65,15 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Parses `0.1`, `8/255` or `2/255`-style values.
-pub fn parse_fraction(s: &str) -> Result<f32> {
-    let v = match s.split_once('/') {
-        Some((a, b)) => {
-            let (a, b): (f64, f64) = (a.trim().parse()?, b.trim().parse()?);
-            if b == 0.0 {
-                bail!("division by zero in `{s}`");
-            }
-            a / b
-        }
-        None => s.trim().parse::<f64>()?,
-    };
-    if !v.is_finite() {
-        bail!("`{s}` is not a finite number");
-    }
-    Ok(v as f32)
-}
-
-/// clap value parser for [`parse_fraction`].
+/// clap value parser for [`hyperat::attack::parse_fraction`].
 fn fraction(s: &str) -> std::result::Result<f32, String> {
-    parse_fraction(s).map_err(|e| format!("expected a number like 0.03 or 8/255: {e}"))
+    hyperat::attack::parse_fraction(s)
+        .map_err(|e| format!("expected a number like 0.03 or 8/255: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use hyperat::attack::parse_fraction;
 
     #[test]
     fn fractions() {

@@ -20,8 +20,8 @@ use hyperat::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::auth::bearer_matches;
 use super::error::{ApiError, ApiResult};
-use super::jobs_api::bearer_matches;
 use super::models::ModelEntry;
 use super::state::AppState;
 
@@ -74,7 +74,8 @@ impl Form {
     fn fraction(&self, k: &str) -> ApiResult<Option<f32>> {
         self.get(k)
             .map(|v| {
-                crate::cli::parse_fraction(v).map_err(|e| ApiError::invalid(format!("`{k}`: {e}")))
+                hyperat::attack::parse_fraction(v)
+                    .map_err(|e| ApiError::invalid(format!("`{k}`: {e}")))
             })
             .transpose()
     }

@@ -3,14 +3,10 @@
 //! answer loopback clients only (a classroom server: students attack, the teacher trains).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::FromRequestParts;
-use axum::extract::connect_info::{ConnectInfo, MockConnectInfo};
 use axum::extract::{Path, Query, State};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -20,83 +16,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::api::St;
+use super::auth::{Peer, authorize, authorize_with};
 use super::error::{ApiError, ApiResult};
 use super::jobs::{JobSpec, check};
-use super::state::AppState;
-
-/// Who is asking: the peer address (absent when the router runs without a socket;
-/// tests set one with `MockConnectInfo`).
-pub struct Peer(Option<SocketAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for Peer {
-    type Rejection = Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        let ext = &parts.extensions;
-        Ok(Peer(
-            ext.get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0)
-                .or_else(|| ext.get::<MockConnectInfo<SocketAddr>>().map(|m| m.0)),
-        ))
-    }
-}
-
-fn authorize<B: AutodiffBackend>(
-    s: &AppState<B>,
-    headers: &HeaderMap,
-    peer: &Peer,
-) -> ApiResult<()> {
-    authorize_with(s, headers, peer, None)
-}
-
-/// Whether the request carries `token` as `Authorization: Bearer` (or as `query_token`),
-/// compared in constant time.
-pub fn bearer_matches(headers: &HeaderMap, query_token: Option<&str>, token: &str) -> bool {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or(query_token)
-        .unwrap_or("");
-    // Compare every byte so the time taken does not reveal a matching prefix.
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-/// [`authorize`], also accepting the token as `?access_token=` (a browser's
-/// `EventSource` cannot send an `Authorization` header).
-fn authorize_with<B: AutodiffBackend>(
-    s: &AppState<B>,
-    headers: &HeaderMap,
-    peer: &Peer,
-    query_token: Option<&str>,
-) -> ApiResult<()> {
-    match &s.config.admin_token {
-        Some(token) => {
-            let same = bearer_matches(headers, query_token, token);
-            if same {
-                Ok(())
-            } else {
-                Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "job endpoints need `Authorization: Bearer <admin token>`",
-                ))
-            }
-        }
-        None => match peer {
-            Peer(Some(addr)) if addr.ip().is_loopback() => Ok(()),
-            _ => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "job endpoints are open to this machine only; start the server with --admin-token to allow others",
-            )),
-        },
-    }
-}
 
 /// Job bodies must say they are JSON: a cross-site page can post `text/plain` (or a form)
 /// without the browser asking first, but not `application/json`.

@@ -1,6 +1,7 @@
 //! `hyperat serve`: the HTTP API and the built UI.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod jobs;
 pub mod jobs_api;
