@@ -179,7 +179,8 @@ fn pixels(img: &crate::Picked, shape: [usize; 3]) -> Result<Vec<f32>, String> {
         crate::Picked::Sample { png, .. } => (crate::data_url_bytes(png)?, false),
         crate::Picked::Upload { bytes, invert, .. } => (bytes.clone(), *invert),
     };
-    let px = hyperat::data::decode_upload(&bytes, shape, invert).map_err(|e| e.to_string())?;
+    let px = hyperat::data::decode_upload(&bytes, shape, invert, &Default::default())
+        .map_err(|e| e.to_string())?;
     Ok(px.iter().map(|&p| p as f32 / 255.0).collect())
 }
 
