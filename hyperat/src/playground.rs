@@ -169,6 +169,73 @@ pub fn attack_images<B: AutodiffBackend>(
         .collect())
 }
 
+/// A test image to open a lesson on, with how the undefended and the robust model fare.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Showcase {
+    /// Position in the images ranked.
+    pub index: usize,
+    /// The true class (both models get it right on the clean image).
+    pub label: usize,
+    /// Whether the attack fools the undefended model.
+    pub base_fooled: bool,
+    /// Whether the robust model keeps the right class under its own attack.
+    pub robust_held: bool,
+    /// Clean top-1 probabilities of the two models.
+    pub base_confidence: f32,
+    /// See `base_confidence`.
+    pub robust_confidence: f32,
+}
+
+/// Ranks images `x` with true `labels` for a lesson: only those that both `base` and
+/// `robust` classify right, first those where `attack` fools the base model and the
+/// robust one holds (the point of the lesson); within each group one image per class
+/// first (a lesson shows several kinds of clothing), by the robust model's confidence.
+/// Each model is attacked on its own (white-box), one batch per model.
+pub fn showcase<B: AutodiffBackend>(
+    base: &dyn Classifier<B>,
+    robust: &dyn Classifier<B>,
+    attack: &dyn Attack<B>,
+    x: Tensor<B::InnerBackend, 4>,
+    labels: &[usize],
+    seed: u64,
+) -> Result<Vec<Showcase>> {
+    let on_base = attack_images(base, attack, x.clone(), Some(labels), seed)?;
+    let on_robust = attack_images(robust, attack, x, Some(labels), seed)?;
+    let top = |p: &Prediction| p.probs.get(p.class).copied().unwrap_or(0.0);
+    let mut picks: Vec<Showcase> = on_base
+        .iter()
+        .zip(&on_robust)
+        .enumerate()
+        .filter(|(_, (b, r))| b.clean.class == b.label && r.clean.class == r.label)
+        .map(|(index, (b, r))| Showcase {
+            index,
+            label: b.label,
+            base_fooled: b.fooled(),
+            robust_held: !r.fooled(),
+            base_confidence: top(&b.clean),
+            robust_confidence: top(&r.clean),
+        })
+        .collect();
+    let point = |s: &Showcase| s.base_fooled && s.robust_held;
+    picks.sort_by(|a, b| {
+        b.robust_confidence
+            .total_cmp(&a.robust_confidence)
+            .then(a.index.cmp(&b.index))
+    });
+    // Rank within its class (0 = the class's most confident image), then stable-sort.
+    let mut seen = std::collections::HashMap::new();
+    let mut keyed: Vec<(bool, usize, Showcase)> = picks
+        .into_iter()
+        .map(|s| {
+            let r = seen.entry((point(&s), s.label)).or_insert(0usize);
+            *r += 1;
+            (point(&s), *r, s)
+        })
+        .collect();
+    keyed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    Ok(keyed.into_iter().map(|k| k.2).collect())
+}
+
 /// Attacks made on each model, evaluated on every model.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Transfer {
@@ -256,6 +323,81 @@ mod tests {
         assert!(images::<crate::backend::Cpu>(&[1.5; 4], [1, 2, 2], &d).is_err());
         let t = images::<crate::backend::Cpu>(&[0.5; 8], [1, 2, 2], &d).unwrap();
         assert_eq!(t.dims(), [2, 1, 2, 2]);
+    }
+
+    /// `m1` on dark images; on bright ones (mean above 0.5) its logits negated, so its
+    /// answer changes: a second model that agrees with `m1` on a known half.
+    struct DarkOnly<'a>(&'a Vit<A>);
+
+    impl Classifier<A> for DarkOnly<'_> {
+        fn logits(&self, x: Tensor<A, 4>) -> Tensor<A, 2> {
+            let [b, ..] = x.dims();
+            let bright = x
+                .clone()
+                .reshape([b, 784])
+                .mean_dim(1)
+                .greater_elem(0.5)
+                .float();
+            self.0.logits(x) * (bright * -2.0 + 1.0)
+        }
+    }
+
+    #[test]
+    fn showcase_keeps_images_both_models_get_right_point_first() {
+        let m1 = tiny();
+        let m2 = DarkOnly(&m1);
+        let d = Default::default();
+        let mut rng = Rng::new(2);
+        let n = 24;
+        // Half dark (pixels in [0, 0.4]), half bright ([0.6, 1]).
+        let px: Vec<f32> = (0..n * 784)
+            .map(|k| 0.4 * rng.uniform() + if k / 784 >= n / 2 { 0.6 } else { 0.0 })
+            .collect();
+        let x = images::<crate::backend::Cpu>(&px, [1, 28, 28], &d).unwrap();
+        let labels: Vec<usize> = predict::<A>(&m1, x.clone())
+            .iter()
+            .map(|p| p.class)
+            .collect();
+        let robust_right: Vec<bool> = predict::<A>(&m2, x.clone())
+            .iter()
+            .zip(&labels)
+            .map(|(p, &l)| p.class == l)
+            .collect();
+        let params = AttackParams {
+            eps: 0.1,
+            steps: 3,
+            ..Default::default()
+        };
+        let pgd = by_name::<A>("pgd", &params).unwrap();
+        let picks = showcase::<A>(&m1, &m2, pgd.as_ref(), x, &labels, 0).unwrap();
+        let kept: Vec<usize> = picks.iter().map(|s| s.index).collect();
+        let want: Vec<usize> = (0..n).filter(|&i| robust_right[i]).collect();
+        assert!(
+            !want.is_empty() && want.len() < n,
+            "the case filters something"
+        );
+        let mut sorted = kept.clone();
+        sorted.sort();
+        assert_eq!(sorted, want, "exactly the images both get right");
+        let point = |s: &Showcase| s.base_fooled && s.robust_held;
+        assert!(
+            picks.windows(2).all(|w| point(&w[0]) >= point(&w[1])),
+            "lesson images first"
+        );
+        // Within a group, no class repeats before every class of the group appeared.
+        for group in [true, false] {
+            let labels: Vec<usize> = picks
+                .iter()
+                .filter(|s| point(s) == group)
+                .map(|s| s.label)
+                .collect();
+            let distinct = labels
+                .iter()
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            let head: std::collections::HashSet<_> = labels.iter().take(distinct).collect();
+            assert_eq!(head.len(), distinct, "{labels:?}");
+        }
     }
 
     #[test]

@@ -637,3 +637,40 @@ async fn a_panicking_handler_is_a_json_500_and_the_server_goes_on() {
     let (st, body) = send(&router, get("/ok")).await;
     assert_eq!((st, body.as_slice()), (StatusCode::OK, b"fine".as_slice()));
 }
+
+/// The showcase ranks test images from data: every image returned is one both models
+/// get right, and the counts add up.
+#[tokio::test]
+async fn showcase_picks_images_both_models_get_right() {
+    let s = server(None, true);
+    let (st, v) = json(&s.router, get("/api/models/tiny/showcase?n=5&eps=0.1")).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["base"], "base");
+    assert_eq!(v["ranked"], 64);
+    let images = v["images"].as_array().unwrap();
+    let both = v["both_right"].as_u64().unwrap() as usize;
+    assert_eq!(images.len(), both.min(5));
+    assert!(v["base_fooled_robust_held"].as_u64().unwrap() as usize <= both);
+    for im in images {
+        assert!(
+            im["png"]
+                .as_str()
+                .unwrap()
+                .starts_with("data:image/png;base64,")
+        );
+        assert!(
+            im["label"].is_u64() && im["base_confidence"].is_number(),
+            "{im}"
+        );
+    }
+    // Asked again (from the cache), the same ranking cut to n.
+    let (_, again) = json(&s.router, get("/api/models/tiny/showcase?n=2&eps=0.1")).await;
+    let first: Vec<&Value> = images.iter().take(2).collect();
+    let second: Vec<&Value> = again["images"].as_array().unwrap().iter().collect();
+    assert_eq!(first, second);
+    let (st, _) = json(&s.router, get("/api/models/tiny/showcase?variant=nope")).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = json(&s.router, get("/api/models/tiny/showcase?n=0")).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    s.state.jobs.stop();
+}

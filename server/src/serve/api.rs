@@ -288,7 +288,7 @@ impl Drop for CancelOnDrop {
     }
 }
 
-fn png_url(pixels: &[f32], shape: [usize; 3]) -> ApiResult<String> {
+pub fn png_url(pixels: &[f32], shape: [usize; 3]) -> ApiResult<String> {
     let bytes = encode_png(pixels, shape)?;
     Ok(format!(
         "data:image/png;base64,{}",

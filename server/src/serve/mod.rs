@@ -8,6 +8,7 @@ pub mod jobs_api;
 pub mod listen;
 pub mod models;
 pub mod openapi;
+pub mod showcase;
 pub mod site;
 pub mod state;
 
@@ -37,6 +38,7 @@ pub fn app<B: AutodiffBackend>(state: Arc<AppState<B>>) -> Router {
         .route("/api/models", get(api::models::<B>))
         .route("/api/models/{id}", get(api::model::<B>))
         .route("/api/models/{id}/export", get(api::export::<B>))
+        .route("/api/models/{id}/showcase", get(showcase::showcase::<B>))
         .route("/api/predict", post(api::predict::<B>))
         .route("/api/attack", post(api::attack::<B>))
         .route("/api/compare", post(api::compare::<B>))

@@ -30,6 +30,12 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
         "",
     ),
     (
+        "get",
+        "/api/models/{id}/showcase",
+        "Test images to open a lesson on (`?n=&variant=&eps=`): both the base and the robust variant right, first those where PGD-10 fools the base and the robust one holds",
+        "",
+    ),
+    (
         "post",
         "/api/predict",
         "Class probabilities and top-5 of an image (multipart: image | sample+dataset, model, variant, invert)",

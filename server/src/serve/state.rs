@@ -101,6 +101,9 @@ pub struct AppState<B: AutodiffBackend> {
     pub jobs: Jobs<B>,
     /// Set when the server stops: event streams end so that shutdown does not wait on them.
     closing: tokio::sync::watch::Sender<bool>,
+    /// Showcases computed so far, by model, variant and eps (a classroom loading the page
+    /// at once asks for the same one thirty times).
+    pub showcases: Mutex<HashMap<String, Arc<serde_json::Value>>>,
 }
 
 impl<B: AutodiffBackend> std::fmt::Debug for AppState<B> {
@@ -152,6 +155,7 @@ impl<B: AutodiffBackend> AppState<B> {
             datasets: Mutex::new(HashMap::new()),
             jobs,
             closing: tokio::sync::watch::channel(false).0,
+            showcases: Mutex::new(HashMap::new()),
         });
         Jobs::start(&state);
         Ok(state)

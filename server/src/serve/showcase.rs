@@ -1,0 +1,166 @@
+//! `GET /api/models/{id}/showcase`: the test images a lesson should open on, chosen from
+//! data when asked (never hard-coded): images the undefended base and the robust variant
+//! both get right, first those where an attack fools the base and the robust one holds.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use hyperat::attack::{AttackParams, Classifier, by_name};
+use hyperat::cancel::Cancellable;
+use hyperat::data::Dataset;
+use hyperat::playground::{self, images};
+use hyperat::prelude::*;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::api::{St, heavy, png_url};
+use super::error::{ApiError, ApiResult};
+use super::models::ModelEntry;
+use super::state::AppState;
+
+/// Test images ranked (the first ones of the test split).
+const CANDIDATES: usize = 64;
+
+/// Query of the showcase.
+#[derive(Debug, Deserialize)]
+pub struct ShowcaseQuery {
+    /// Images returned (default 8, at most 64).
+    n: Option<usize>,
+    /// The robust variant (default: the model's default variant).
+    variant: Option<String>,
+    /// The attack's radius (default 0.1, the lessons' default for Fashion-MNIST).
+    eps: Option<f32>,
+}
+
+/// `GET /api/models/{id}/showcase?n=&variant=&eps=`.
+pub async fn showcase<B: AutodiffBackend>(
+    State(s): St<B>,
+    Path(id): Path<String>,
+    Query(q): Query<ShowcaseQuery>,
+) -> ApiResult<Json<Value>> {
+    let entry = s.model(&id)?;
+    let n = q.n.unwrap_or(8);
+    if n == 0 || n > CANDIDATES {
+        return Err(ApiError::invalid(format!(
+            "n must be in 1..={CANDIDATES}, got {n}"
+        )));
+    }
+    let robust = q
+        .variant
+        .clone()
+        .unwrap_or_else(|| entry.default_variant.clone());
+    if entry.variant(Some(&robust)).is_none() {
+        return Err(ApiError::not_found(format!(
+            "model `{id}` has no variant `{robust}`"
+        )));
+    }
+    let base = entry.variants[0].0.clone();
+    let params = AttackParams {
+        eps: q.eps.unwrap_or(0.1),
+        steps: 10,
+        ..Default::default()
+    };
+    params.validate()?;
+    let dataset = entry
+        .dataset
+        .clone()
+        .unwrap_or_else(|| "fashion-mnist".into());
+    let ds = {
+        let (s, name) = (s.clone(), dataset.clone());
+        tokio::task::spawn_blocking(move || s.test_set(&name))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??
+    };
+    if ds.shape != entry.config.input_shape() {
+        return Err(ApiError::invalid(format!(
+            "model `{id}` takes {:?} images, `{dataset}` has {:?}",
+            entry.config.input_shape(),
+            ds.shape
+        )));
+    }
+    let key = format!("{id}|{robust}|{}", params.eps);
+    let cached = s
+        .showcases
+        .lock()
+        .expect("showcases lock")
+        .get(&key)
+        .cloned();
+    let full = match cached {
+        Some(v) => v,
+        None => {
+            let v = Arc::new(rank(&s, &entry, &ds, &base, &robust, &params).await?);
+            let mut cache = s.showcases.lock().expect("showcases lock");
+            if cache.len() >= 64 {
+                cache.clear();
+            }
+            cache.insert(key, v.clone());
+            v
+        }
+    };
+    let mut out = (*full).clone();
+    if let Some(images) = out["images"].as_array_mut() {
+        images.truncate(n);
+    }
+    Ok(Json(out))
+}
+
+/// Ranks the first [`CANDIDATES`] test images (the whole answer, before `n` is applied).
+async fn rank<B: AutodiffBackend>(
+    s: &Arc<AppState<B>>,
+    entry: &Arc<ModelEntry<B>>,
+    ds: &Arc<Dataset>,
+    base: &str,
+    robust: &str,
+    params: &AttackParams,
+) -> ApiResult<Value> {
+    let count = CANDIDATES.min(ds.len());
+    let (st, e2, ds2, b2, r2, p2) = (
+        s.clone(),
+        entry.clone(),
+        ds.clone(),
+        base.to_string(),
+        robust.to_string(),
+        params.clone(),
+    );
+    let (picks, settings, ms) = heavy(s, &s.heavy, move |token| {
+        let t0 = Instant::now();
+        let classes = e2.config.num_classes;
+        let wrap = |v: &str| {
+            Cancellable::new(
+                e2.variant(Some(v)).expect("checked") as &dyn Classifier<B>,
+                classes,
+                token,
+            )
+        };
+        let attack = by_name::<B>("pgd", &p2)?;
+        let pixels: Vec<f32> = (0..count).flat_map(|i| ds2.image(i)).collect();
+        let labels: Vec<usize> = ds2.labels[..count].iter().map(|&l| l as usize).collect();
+        let x = images::<B::InnerBackend>(&pixels, ds2.shape, &st.device)?;
+        let picks =
+            playground::showcase::<B>(&wrap(&b2), &wrap(&r2), attack.as_ref(), x, &labels, 0)?;
+        Ok((picks, attack.settings(), t0.elapsed().as_secs_f64() * 1e3))
+    })
+    .await?;
+    let lessons = picks
+        .iter()
+        .filter(|p| p.base_fooled && p.robust_held)
+        .count();
+    let items = picks
+        .iter()
+        .map(|p| {
+            Ok(json!({
+                "sample": p.index, "label": p.label, "label_name": ds.classes.get(p.label),
+                "png": png_url(&ds.image(p.index), ds.shape)?,
+                "base_fooled": p.base_fooled, "robust_held": p.robust_held,
+                "base_confidence": p.base_confidence, "robust_confidence": p.robust_confidence,
+            }))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(json!({
+        "model": entry.id, "dataset": ds.name, "base": base, "robust": robust,
+        "attack": settings, "ranked": count, "both_right": picks.len(),
+        "base_fooled_robust_held": lessons, "images": items, "ms": ms,
+    }))
+}
