@@ -13,6 +13,8 @@
 
 #[path = "support/http.rs"]
 mod http;
+#[path = "../tests/common/png.rs"]
+mod png;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,31 +29,9 @@ struct Sample {
     secs: f64,
 }
 
-/// A 16-bit RGBA PNG header declaring 8192 × 8192 pixels (512 MiB decoded).
+/// A 16-bit RGBA PNG declaring 8192 × 8192 pixels (512 MiB decoded).
 fn bomb() -> Vec<u8> {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut c = !0u32;
-        for &b in bytes {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-            }
-        }
-        !c
-    }
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend(8192u32.to_be_bytes());
-    ihdr.extend(8192u32.to_be_bytes());
-    ihdr.extend([16, 6, 0, 0, 0]);
-    out.extend(13u32.to_be_bytes());
-    out.extend(&ihdr);
-    out.extend(crc32(&ihdr).to_be_bytes());
-    out
+    png::declared_png(8192, 8192, 16, 6)
 }
 
 /// Resident memory (MiB) and open descriptors of process `pid`.
