@@ -158,4 +158,58 @@ mod tests {
             assert!(worst <= 0.1 + 1e-6, "{name}: {worst}");
         }
     }
+
+    /// Progress whose caller hands out a token (the server's job reporter does).
+    struct WithToken(CancelToken);
+
+    impl crate::progress::Progress for WithToken {
+        fn update(&mut self, _: usize, _: usize, _: &str) {}
+        fn cancel_token(&self) -> Option<CancelToken> {
+            Some(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn an_evaluation_stops_within_an_attack_step_when_its_token_is_cancelled() {
+        let mut cfg = VitConfig::vit_tiny_fmnist();
+        (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_size) = (16, 1, 2, 7);
+        let vit = Vit::<CpuAutodiff>::init(&cfg, &Default::default());
+        let token = CancelToken::new();
+        let counting = Counting {
+            model: &vit as &dyn Classifier<CpuAutodiff>,
+            calls: Default::default(),
+            cancel_after: 6,
+            token: &token,
+        };
+        let ds = crate::data::Dataset {
+            name: "synthetic".into(),
+            shape: [1, 28, 28],
+            pixels: (0..4 * 784).map(|i| (i % 251) as u8).collect(),
+            labels: vec![0, 1, 2, 3],
+            classes: (0..10).map(|c| c.to_string()).collect(),
+        };
+        let eval = crate::eval::EvalConfig {
+            attack: "pgd".into(),
+            params: AttackParams {
+                eps: 0.1,
+                steps: 10_000,
+                ..Default::default()
+            },
+            batch_size: 4,
+            ..Default::default()
+        };
+        let mut progress = WithToken(token.clone());
+        let out = crate::eval::evaluate::<CpuAutodiff>(
+            &counting,
+            &ds,
+            &eval,
+            &Default::default(),
+            &mut progress,
+        );
+        assert!(
+            matches!(out, Err(crate::error::Error::Cancelled)),
+            "{out:?}"
+        );
+        assert_eq!(counting.calls.get(), 6, "no model call after the cancel");
+    }
 }

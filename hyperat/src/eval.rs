@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::checks::{SanityReport, model_checks, result_checks};
 use crate::attack::{AttackParams, Classifier, by_name, inner_logits, inner_predict};
+use crate::cancel::Cancellable;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
@@ -119,9 +120,21 @@ pub fn evaluate<B: AutodiffBackend>(
     let mut component_robust: Vec<(String, usize)> = vec![];
     let mut checks: Option<SanityReport> = None;
     let batches = ds.ordered_batches(cfg.batch_size);
+    // With a token, attacks stop within a step of a cancel, not at the batch's end.
+    let token = progress.cancel_token();
+    let guarded = token
+        .as_ref()
+        .map(|t| Cancellable::new(model, ds.classes.len(), t));
+    let model: &dyn Classifier<B> = match &guarded {
+        Some(g) => g,
+        None => model,
+    };
+    let stop = |progress: &dyn Progress| {
+        progress.cancelled() || token.as_ref().is_some_and(|t| t.is_cancelled())
+    };
     progress.update(0, ds.len(), "images");
     for idx in &batches {
-        if progress.cancelled() {
+        if stop(progress) {
             return Err(Error::Cancelled);
         }
         let (x, y) = ds.batch::<B::InnerBackend>(idx, device);
@@ -146,6 +159,10 @@ pub fn evaluate<B: AutodiffBackend>(
             nan_count += adv.clone().is_nan().int().sum().into_scalar().elem::<i64>() as usize;
             max_linf = max_linf.max((adv.clone() - x).abs().max().into_scalar().elem::<f32>());
             adv_pred.extend(to_u32(inner_predict(model, adv)));
+        }
+        if stop(progress) {
+            // The batch's attack was cut short: its predictions mean nothing.
+            return Err(Error::Cancelled);
         }
         progress.update(clean_pred.len(), ds.len(), "images");
     }

@@ -12,6 +12,11 @@ pub trait Progress {
     fn cancelled(&self) -> bool {
         false
     }
+    /// A token the caller cancels when it asks to stop, for work that checks inside a
+    /// unit (an attack's steps within one evaluation batch).
+    fn cancel_token(&self) -> Option<crate::cancel::CancelToken> {
+        None
+    }
 }
 
 /// Discards progress.

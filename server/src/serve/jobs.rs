@@ -12,6 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use hyperat::attack::AttackParams;
+use hyperat::cancel::CancelToken;
 use hyperat::data::{self, Split};
 use hyperat::eval::{EvalConfig, evaluate};
 use hyperat::io::write_atomic;
@@ -234,6 +235,9 @@ struct Inner {
     records: BTreeMap<String, JobRecord>,
     queue: VecDeque<String>,
     cancel: HashSet<String>,
+    /// The running job's token: cancelled with the job or at shutdown, so that work
+    /// checking inside a unit (an evaluation's attack) stops within a step.
+    token: Option<(String, CancelToken)>,
     live: BTreeMap<String, Live>,
     /// `runs/*/job.json` files that could not be read back: (folder, why).
     corrupt: Vec<(String, String)>,
@@ -463,6 +467,9 @@ impl<B: AutodiffBackend> Jobs<B> {
     /// stays `running` on disk and resumes at the next start. Blocks until it stopped.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some((_, t)) = &self.inner.lock().expect("jobs lock").token {
+            t.cancel();
+        }
         self.wake.notify_all();
         if let Some(h) = self.worker.lock().expect("worker lock").take() {
             let _ = h.join();
@@ -572,6 +579,11 @@ impl<B: AutodiffBackend> Jobs<B> {
             }
             JobStatus::Running => {
                 inner.cancel.insert(id.to_string());
+                if let Some((running, t)) = &inner.token
+                    && running == id
+                {
+                    t.cancel();
+                }
                 inner.records.get(id).cloned()
             }
             _ => inner.records.get(id).cloned(),
@@ -706,6 +718,15 @@ impl<B: AutodiffBackend> Progress for Reporter<'_, B> {
         emit(&mut inner, &self.id, event, true);
     }
 
+    fn cancel_token(&self) -> Option<CancelToken> {
+        let inner = self.jobs.inner.lock().expect("jobs lock");
+        inner
+            .token
+            .as_ref()
+            .filter(|(id, _)| *id == self.id)
+            .map(|(_, t)| t.clone())
+    }
+
     fn cancelled(&self) -> bool {
         self.jobs.stop.load(Ordering::SeqCst)
             || self
@@ -744,6 +765,7 @@ fn worker<B: AutodiffBackend>(state: Weak<AppState<B>>) {
         };
         let spec = {
             let mut inner = jobs.inner.lock().expect("jobs lock");
+            inner.token = Some((id.clone(), CancelToken::new()));
             let r = inner.records.get_mut(&id).expect("queued job has a record");
             r.status = JobStatus::Running;
             r.started = Some(now());
