@@ -100,7 +100,7 @@ async fn idle_and_slow_clients_are_dropped() {
     slow_body
         .write_all(
             format!(
-                "POST /api/predict HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; boundary={BOUNDARY}\r\ncontent-length: 1000\r\n\r\n"
+                "POST /api/predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: multipart/form-data; boundary={BOUNDARY}\r\ncontent-length: 1000\r\n\r\n"
             )
             .as_bytes(),
         )
@@ -125,7 +125,7 @@ async fn idle_and_slow_clients_are_dropped() {
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     // A kept-alive connection left idle after a request.
     let mut kept = TcpStream::connect(r.addr).await.unwrap();
-    kept.write_all(b"GET /api/health HTTP/1.1\r\nhost: x\r\n\r\n")
+    kept.write_all(b"GET /api/health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let got = until_closed(&mut kept, patience)
@@ -146,7 +146,7 @@ async fn shutdown_ends_event_streams_within_the_grace_period() {
     assert!(st.is_success(), "{job}");
     let id = job["id"].as_str().unwrap();
     let mut sse = TcpStream::connect(r.addr).await.unwrap();
-    let req = format!("GET /api/jobs/{id}/events HTTP/1.1\r\nhost: x\r\n\r\n");
+    let req = format!("GET /api/jobs/{id}/events HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n");
     sse.write_all(req.as_bytes()).await.unwrap();
     let mut buf = [0u8; 4096];
     let n = sse.read(&mut buf).await.unwrap();

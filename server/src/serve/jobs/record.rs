@@ -1,0 +1,361 @@
+//! Job records: what a client asks (the spec), where a job is (status, progress), its
+//! `job.json`, and the rules for records read back at start (ids, crashes, retention).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// HyperAT or a baseline on a model's backbone (`config`: a `TuneRequest`).
+    Tune,
+    /// A backbone from a preset (`config`: a [`PretrainRequest`] without `from`).
+    Pretrain,
+    /// Clean and adversarial accuracy of a model's variant (`config`: an [`EvalJob`]).
+    Eval,
+    /// Clean / PGD / CW table of several variants (`config`: a [`ReportJob`]).
+    Report,
+}
+
+/// A job as a client submits it: `{"kind": "tune", "model": "...", "config": {...}}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// What to run.
+    pub kind: JobKind,
+    /// The model it works on (tune, eval; default: the first model).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The variant (eval; default: the model's default).
+    #[serde(default)]
+    pub variant: Option<String>,
+    /// Kind-specific settings; every field has a default.
+    #[serde(default)]
+    pub config: Value,
+}
+
+/// Settings of an eval job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalJob {
+    /// Dataset (default: the model's, else `fashion-mnist`).
+    pub dataset: Option<String>,
+    /// First N test images (default 1000).
+    pub limit: usize,
+    /// Attack name (default `pgd`; `none` for clean accuracy only).
+    pub attack: String,
+    /// Radius (default 0.1).
+    pub eps: f32,
+    /// Step (default eps/4).
+    pub alpha: Option<f32>,
+    /// Iterations (default 20).
+    pub steps: usize,
+    /// Restarts (default 1).
+    pub restarts: usize,
+    /// Square's queries (default 5000).
+    pub queries: usize,
+    /// Images per batch (default 128).
+    pub batch_size: usize,
+    /// Seed (default 0).
+    pub seed: u64,
+}
+
+impl Default for EvalJob {
+    fn default() -> Self {
+        Self {
+            dataset: None,
+            limit: 1000,
+            attack: "pgd".into(),
+            eps: 0.1,
+            alpha: None,
+            steps: 20,
+            restarts: 1,
+            queries: 5000,
+            batch_size: 128,
+            seed: 0,
+        }
+    }
+}
+
+/// One row of a report job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRowSpec {
+    /// Display name (default `model#variant`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Model id.
+    pub model: String,
+    /// Variant (default: the model's default).
+    #[serde(default)]
+    pub variant: Option<String>,
+}
+
+/// Settings of a report job.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportJob {
+    /// Rows (default: every variant of the job's model).
+    pub rows: Vec<ReportRowSpec>,
+    /// Dataset (default `fashion-mnist`).
+    pub dataset: String,
+    /// First N test images (default 1000).
+    pub limit: usize,
+    /// Radius (default 0.1), step (default 0.01) and iterations (default 20).
+    pub eps: f32,
+    /// Step size.
+    pub alpha: f32,
+    /// PGD and CW iterations.
+    pub steps: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Standard AutoAttack on the first N images too (default 0: none).
+    pub aa_limit: usize,
+}
+
+impl Default for ReportJob {
+    fn default() -> Self {
+        Self {
+            rows: vec![],
+            dataset: "fashion-mnist".into(),
+            limit: 1000,
+            eps: 0.1,
+            alpha: 0.01,
+            steps: 20,
+            seed: 0,
+            aa_limit: 0,
+        }
+    }
+}
+
+/// Where a job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Waiting for the worker.
+    Queued,
+    /// On the worker (or interrupted by a restart, and resumed first on the next start).
+    Running,
+    /// Finished.
+    Done,
+    /// Stopped with an error.
+    Failed,
+    /// Cancelled by a client.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the job will not change any more.
+    pub fn terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+}
+
+/// Progress of a job.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// Units done.
+    pub done: usize,
+    /// Units in all.
+    pub total: usize,
+    /// What the units are, or the method of the last step.
+    pub message: String,
+    /// Estimated seconds left.
+    pub eta_s: Option<f64>,
+}
+
+/// `job.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Id (also the folder name).
+    pub id: String,
+    /// What was asked.
+    pub spec: JobSpec,
+    /// Where it is.
+    pub status: JobStatus,
+    /// Unix seconds.
+    pub created: f64,
+    /// Unix seconds of the (latest) start.
+    pub started: Option<f64>,
+    /// Unix seconds of the end.
+    pub finished: Option<f64>,
+    /// How often it was started (more than once after a restart).
+    #[serde(default)]
+    pub attempts: usize,
+    /// Set when a server shutdown interrupted the run (it resumes at the next start); a
+    /// `running` record without it means the process died while running the job.
+    #[serde(default)]
+    pub interrupted: bool,
+    /// How often the process died while running this job.
+    #[serde(default)]
+    pub crashes: usize,
+    /// Progress.
+    pub progress: JobProgress,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// What it measured.
+    pub result: Option<Value>,
+}
+
+pub(super) fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A job's record read back from `runs/{folder}/job.json`: its id must be a job id and
+/// name its own folder (a record cannot send the worker elsewhere).
+pub(super) fn read_record(folder: &str, bytes: &[u8]) -> Result<JobRecord, String> {
+    let r: JobRecord = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if !valid_id(&r.id) {
+        return Err(format!("`{}` is not a job id", r.id));
+    }
+    if r.id != folder {
+        return Err(format!(
+            "the record's id `{}` is not its folder's name",
+            r.id
+        ));
+    }
+    Ok(r)
+}
+
+/// Job ids are `job-` followed by digits and dashes (what [`Jobs::submit`] makes).
+pub fn valid_id(id: &str) -> bool {
+    id.strip_prefix("job-").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 40
+            && rest.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+    })
+}
+
+/// Times the process may die running one job before the job is marked failed instead of
+/// resumed (a job that runs the machine out of memory would do it at every start).
+pub(super) const MAX_CRASHES: usize = 2;
+
+/// A record as found at start-up: a job left `running` without a shutdown's mark died
+/// with the process; after [`MAX_CRASHES`] such deaths it fails instead of resuming.
+/// Returns whether the record changed.
+pub(super) fn after_restart(r: &mut JobRecord) -> bool {
+    if r.status != JobStatus::Running {
+        return false;
+    }
+    if !r.interrupted {
+        r.crashes += 1;
+    }
+    r.interrupted = false;
+    if r.crashes >= MAX_CRASHES {
+        r.status = JobStatus::Failed;
+        r.finished = Some(now());
+        r.error = Some(format!(
+            "the server died {} times while running this job (out of memory?); not resumed again",
+            r.crashes
+        ));
+    }
+    true
+}
+
+/// Finished jobs kept (records, folders, models); the oldest beyond go.
+pub(super) const KEEP_FINISHED: usize = 200;
+/// Age after which a finished job goes (30 days).
+pub(super) const KEEP_SECONDS: f64 = 30.0 * 24.0 * 3600.0;
+
+/// Finished jobs past the retention: beyond the newest [`KEEP_FINISHED`], or finished
+/// more than [`KEEP_SECONDS`] ago.
+pub(super) fn expired(records: &BTreeMap<String, JobRecord>, now: f64) -> Vec<String> {
+    let mut finished: Vec<&JobRecord> = records.values().filter(|r| r.status.terminal()).collect();
+    finished.sort_by(|a, b| {
+        let end = |r: &JobRecord| r.finished.unwrap_or(r.created);
+        end(b).total_cmp(&end(a)).then(b.id.cmp(&a.id))
+    });
+    finished
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| {
+            *i >= KEEP_FINISHED || now - r.finished.unwrap_or(r.created) > KEEP_SECONDS
+        })
+        .map(|(_, r)| r.id.clone())
+        .collect()
+}
+
+/// Deletes a job's folder (its id was checked: it names a folder under `runs/`).
+pub(super) fn remove_folder(runs: &Path, id: &str) {
+    if valid_id(id)
+        && let Err(e) = std::fs::remove_dir_all(runs.join(id))
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("serve: cannot remove job folder {id}: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn record(id: &str, status: JobStatus, finished: Option<f64>) -> JobRecord {
+        JobRecord {
+            id: id.into(),
+            spec: JobSpec {
+                kind: JobKind::Eval,
+                model: None,
+                variant: None,
+                config: Value::Null,
+            },
+            status,
+            created: 0.0,
+            started: None,
+            finished,
+            attempts: 1,
+            interrupted: false,
+            crashes: 0,
+            progress: JobProgress::default(),
+            error: None,
+            result: None,
+        }
+    }
+
+    #[test]
+    fn retention_drops_the_oldest_and_the_stale_finished_jobs_only() {
+        let now = 100.0 * 24.0 * 3600.0;
+        let mut records = BTreeMap::new();
+        for i in 0..KEEP_FINISHED + 3 {
+            let id = format!("job-{i}-0");
+            records.insert(
+                id.clone(),
+                record(&id, JobStatus::Done, Some(now - i as f64)),
+            );
+        }
+        let stale = "job-9999-0";
+        records.insert(
+            stale.into(),
+            record(stale, JobStatus::Failed, Some(now - KEEP_SECONDS - 1.0)),
+        );
+        let running = "job-5-1";
+        records.insert(running.into(), record(running, JobStatus::Running, None));
+        let mut gone = expired(&records, now);
+        gone.sort();
+        let mut want: Vec<String> = (KEEP_FINISHED..KEEP_FINISHED + 3)
+            .map(|i| format!("job-{i}-0"))
+            .collect();
+        want.push(stale.into());
+        want.sort();
+        assert_eq!(gone, want);
+    }
+
+    #[test]
+    fn job_ids() {
+        assert!(valid_id("job-1796012851045-6"));
+        for bad in ["../../escape", "job-", "job-1/../x", "other-1", "job-1a"] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+}

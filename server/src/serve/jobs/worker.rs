@@ -1,0 +1,344 @@
+//! The worker: runs the queued jobs one at a time, reporting progress to the job's record
+//! and subscribers.
+
+use std::path::Path;
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use hyperat::attack::AttackParams;
+use hyperat::cancel::CancelToken;
+use hyperat::data::{self, Split};
+use hyperat::eval::{EvalConfig, evaluate};
+use hyperat::io::write_atomic;
+use hyperat::prelude::*;
+use hyperat::progress::Progress;
+use hyperat::report::{ReportConfig, evaluate_row, markdown};
+use hyperat::train::PretrainRequest;
+use hyperat::tune::{RunData, TuneRequest, read_run_info, run};
+use serde_json::{Value, json};
+
+use super::check::pretrain_request;
+use super::*;
+use crate::serve::models::{ModelEntry, load_entry};
+use crate::serve::state::AppState;
+
+/// Progress of the running job, fed to its record and subscribers.
+struct Reporter<'a, B: AutodiffBackend> {
+    jobs: &'a Jobs<B>,
+    id: String,
+    clock: Instant,
+    first: Option<usize>,
+    last_save: Instant,
+}
+
+impl<B: AutodiffBackend> Progress for Reporter<'_, B> {
+    fn update(&mut self, done: usize, total: usize, message: &str) {
+        let first = *self.first.get_or_insert(done);
+        let rate =
+            (done > first).then(|| self.clock.elapsed().as_secs_f64() / (done - first) as f64);
+        let eta = rate.map(|r| r * total.saturating_sub(done) as f64);
+        let mut inner = self.jobs.inner.lock().expect("jobs lock");
+        let Some(r) = inner.records.get_mut(&self.id) else {
+            return;
+        };
+        r.progress = JobProgress {
+            done,
+            total,
+            message: message.to_string(),
+            eta_s: eta,
+        };
+        let snapshot = (self.last_save.elapsed().as_secs_f64() > 2.0).then(|| r.clone());
+        emit(
+            &mut inner,
+            &self.id,
+            json!({"type": "progress", "done": done, "total": total, "message": message, "eta_s": eta}),
+            false,
+        );
+        drop(inner);
+        if let Some(r) = snapshot {
+            let _ = self.jobs.save(&r);
+            self.last_save = Instant::now();
+        }
+    }
+
+    fn metrics(&mut self, record: &Value) {
+        let mut event = record.clone();
+        event["type"] = json!("metrics");
+        let mut inner = self.jobs.inner.lock().expect("jobs lock");
+        emit(&mut inner, &self.id, event, true);
+    }
+
+    fn cancel_token(&self) -> Option<CancelToken> {
+        let inner = self.jobs.inner.lock().expect("jobs lock");
+        inner
+            .token
+            .as_ref()
+            .filter(|(id, _)| *id == self.id)
+            .map(|(_, t)| t.clone())
+    }
+
+    fn cancelled(&self) -> bool {
+        self.jobs.stop.load(Ordering::SeqCst)
+            || self
+                .jobs
+                .inner
+                .lock()
+                .expect("jobs lock")
+                .cancel
+                .contains(&self.id)
+    }
+}
+
+/// What a finished job leaves: its result, and a model to add (tune, pretrain).
+type Finished<B> = (Value, Option<ModelEntry<B>>);
+
+/// The worker: one job at a time until stopped.
+pub(super) fn worker<B: AutodiffBackend>(state: Weak<AppState<B>>) {
+    loop {
+        let Some(s) = state.upgrade() else { return };
+        let jobs = &s.jobs;
+        let id = {
+            let mut inner = jobs.inner.lock().expect("jobs lock");
+            loop {
+                if jobs.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                if let Some(id) = inner.queue.pop_front() {
+                    break id;
+                }
+                let (guard, _) = jobs
+                    .wake
+                    .wait_timeout(inner, std::time::Duration::from_millis(500))
+                    .expect("jobs lock");
+                inner = guard;
+            }
+        };
+        let spec = {
+            let mut inner = jobs.inner.lock().expect("jobs lock");
+            inner.token = Some((id.clone(), CancelToken::new()));
+            let r = inner.records.get_mut(&id).expect("queued job has a record");
+            r.status = JobStatus::Running;
+            r.started = Some(now());
+            r.attempts += 1;
+            let (r, spec) = (r.clone(), r.spec.clone());
+            let _ = jobs.save(&r);
+            emit(
+                &mut inner,
+                &id,
+                json!({"type": "status", "status": "running"}),
+                false,
+            );
+            spec
+        };
+        let mut rep = Reporter {
+            jobs,
+            id: id.clone(),
+            clock: Instant::now(),
+            first: None,
+            last_save: Instant::now(),
+        };
+        let dir = jobs.dir.join(&id);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_job::<B>(&s, &id, &dir, &spec, &mut rep)
+        }))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panic".into());
+            Err(format!("the job crashed: {msg}"))
+        });
+        let stopping = jobs.stop.load(Ordering::SeqCst);
+        // A finished run's model is served before anyone hears the job is done.
+        let outcome = outcome.map(|o| {
+            o.map(|(result, model)| {
+                if let Some(m) = model {
+                    s.add_model(m);
+                }
+                result
+            })
+        });
+        let mut inner = jobs.inner.lock().expect("jobs lock");
+        let cancelled = inner.cancel.remove(&id);
+        let r = inner.records.get_mut(&id).expect("record");
+        match outcome {
+            Ok(Some(result)) => {
+                r.status = JobStatus::Done;
+                r.result = Some(result);
+            }
+            _ if cancelled => r.status = JobStatus::Cancelled,
+            Ok(None) | Err(_) if stopping => {
+                // Interrupted by a shutdown: stays `running`, resumes at the next start.
+                r.interrupted = true;
+                let r = r.clone();
+                let _ = jobs.save(&r);
+                return;
+            }
+            Ok(None) => r.status = JobStatus::Cancelled,
+            Err(e) => {
+                r.status = JobStatus::Failed;
+                r.error = Some(e);
+            }
+        }
+        r.finished = Some(now());
+        let r = r.clone();
+        let _ = jobs.save(&r);
+        emit(
+            &mut inner,
+            &id,
+            json!({"type": "status", "status": r.status, "error": r.error, "result": r.result}),
+            false,
+        );
+        drop(inner);
+        for gone in jobs.retain(&id) {
+            s.remove_model(&gone);
+        }
+    }
+}
+
+/// Runs one job; `Ok(None)` when it stopped early (cancel or shutdown).
+fn run_job<B: AutodiffBackend>(
+    s: &AppState<B>,
+    id: &str,
+    dir: &Path,
+    spec: &JobSpec,
+    rep: &mut Reporter<'_, B>,
+) -> Result<Option<Finished<B>>, String> {
+    let err = |e: hyperat::Error| e.to_string();
+    let device = &s.device;
+    match spec.kind {
+        JobKind::Tune => {
+            let req: TuneRequest = parse_config(&spec.config)?;
+            let info = if dir.join("run.json").is_file() {
+                read_run_info(dir).map_err(err)?
+            } else {
+                let entry = s
+                    .model_or_default(spec.model.as_deref())
+                    .map_err(|e| e.detail)?;
+                req.create_run(dir, &entry.backbone_dir()).map_err(err)?
+            };
+            let data = RunData::load(dir, &info).map_err(err)?;
+            let ran = run::<B>(dir, &data.train, data.holdout.as_ref(), device, rep, None);
+            let Some(summary) = ran.map_err(err)? else {
+                return Ok(None);
+            };
+            let model = load_entry::<B>(id, dir, device).map_err(err)?;
+            Ok(Some((json!(summary), model)))
+        }
+        JobKind::Pretrain => {
+            let req: PretrainRequest = pretrain_request(&spec.config)?;
+            let summary = match req.run::<B>(&dir.join("model"), device, rep) {
+                Err(hyperat::Error::Cancelled) => return Ok(None),
+                other => other.map_err(err)?,
+            };
+            let model = load_entry::<B>(id, dir, device).map_err(err)?;
+            Ok(Some((json!(summary), model)))
+        }
+        JobKind::Eval => {
+            let e: EvalJob = parse_config(&spec.config)?;
+            let entry = s
+                .model_or_default(spec.model.as_deref())
+                .map_err(|e| e.detail)?;
+            let variant = spec
+                .variant
+                .clone()
+                .unwrap_or_else(|| entry.default_variant.clone());
+            let model = entry
+                .variant(Some(&variant))
+                .ok_or_else(|| format!("model `{}` has no variant `{variant}`", entry.id))?;
+            let name = e
+                .dataset
+                .clone()
+                .or_else(|| entry.dataset.clone())
+                .unwrap_or_else(|| "fashion-mnist".into());
+            let mut ds =
+                data::load(&name, Split::Test, Some(entry.config.input_shape())).map_err(err)?;
+            ds.truncate(e.limit);
+            let ec = EvalConfig {
+                attack: e.attack.clone(),
+                params: AttackParams {
+                    eps: e.eps,
+                    alpha: e.alpha,
+                    steps: e.steps,
+                    restarts: e.restarts,
+                    queries: e.queries,
+                    ..Default::default()
+                },
+                batch_size: e.batch_size,
+                seed: e.seed,
+            };
+            let report = match evaluate::<B>(model, &ds, &ec, device, rep) {
+                Err(_) if rep.cancelled() => return Ok(None),
+                r => r.map_err(err)?,
+            };
+            let full =
+                json!({"model": entry.id, "variant": variant, "dataset": name, "report": report});
+            write_atomic(dir.join("eval.json"), full.to_string().as_bytes()).map_err(err)?;
+            Ok(Some((
+                json!({"model": entry.id, "variant": variant, "dataset": name, "n": report.n,
+                    "clean_acc": report.clean_acc, "robust_acc": report.robust_acc,
+                    "components": report.components, "attack": report.attack, "seconds": report.seconds}),
+                None,
+            )))
+        }
+        JobKind::Report => {
+            let r: ReportJob = parse_config(&spec.config)?;
+            let rows: Vec<(String, String)> = if r.rows.is_empty() {
+                let entry = s
+                    .model_or_default(spec.model.as_deref())
+                    .map_err(|e| e.detail)?;
+                entry
+                    .variants
+                    .iter()
+                    .map(|(v, _)| (format!("{}#{v}", entry.id), entry.spec(v)))
+                    .collect()
+            } else {
+                r.rows
+                    .iter()
+                    .map(|row| {
+                        let entry = s.model(&row.model).map_err(|e| e.detail)?;
+                        let v = row
+                            .variant
+                            .clone()
+                            .unwrap_or_else(|| entry.default_variant.clone());
+                        Ok((
+                            row.name
+                                .clone()
+                                .unwrap_or_else(|| format!("{}#{v}", entry.id)),
+                            entry.spec(&v),
+                        ))
+                    })
+                    .collect::<Result<_, String>>()?
+            };
+            let mut ds = data::load(&r.dataset, Split::Test, None).map_err(err)?;
+            ds.truncate(r.limit);
+            let cfg = ReportConfig {
+                eps: r.eps,
+                alpha: r.alpha,
+                steps: r.steps,
+                batch_size: 128,
+                seed: r.seed,
+                aa_limit: r.aa_limit,
+            };
+            let mut out = vec![];
+            for (name, spec) in rows {
+                if rep.cancelled() {
+                    return Ok(None);
+                }
+                match evaluate_row::<B>(&name, &spec, &ds, &cfg, device, rep) {
+                    Err(_) if rep.cancelled() => return Ok(None),
+                    row => out.push(row.map_err(err)?),
+                }
+            }
+            write_atomic(
+                dir.join("report.json"),
+                serde_json::to_string_pretty(&out).expect("json").as_bytes(),
+            )
+            .map_err(err)?;
+            write_atomic(dir.join("report.md"), markdown(&out, &cfg).as_bytes()).map_err(err)?;
+            Ok(Some((json!(out), None)))
+        }
+    }
+}
