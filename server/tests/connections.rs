@@ -167,3 +167,37 @@ async fn shutdown_ends_event_streams_within_the_grace_period() {
     );
     r.server.state.jobs.stop();
 }
+
+/// Many half-open connections (connected, nothing sent) are all closed by the header
+/// timeout, and a real request is answered while they are open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_are_closed_and_do_not_block_others() {
+    let r = start(ConnLimits {
+        max_connections: 300,
+        ..short()
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(TcpStream::connect(r.addr).await.unwrap());
+    }
+    let mut live = TcpStream::connect(r.addr).await.unwrap();
+    live.write_all(b"GET /api/health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = until_closed(&mut live, Duration::from_secs(4))
+        .await
+        .expect("answered");
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+    let t0 = Instant::now();
+    for s in &mut idle {
+        assert!(
+            until_closed(s, Duration::from_secs(4)).await.is_some(),
+            "closed by the header timeout"
+        );
+    }
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    r.stop.send(()).unwrap();
+    r.task.await.unwrap().unwrap();
+    r.server.state.jobs.stop();
+}
