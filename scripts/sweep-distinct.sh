@@ -119,5 +119,11 @@ print("\n**Reading the columns.** The conditioning cosine compares the generator
       "learning at all (the generated factors start several times larger than a plain LoRA's). "
       "One epoch, one seed, the old 83.8% backbone: a screen for the main run's settings, "
       "not a result.")
+failed = [r[0] for r in rows if r[2]["merged:uniform"]["clean_acc"] < 0.3]
+if failed:
+    print("\n**Runs that did not learn** (uniform merge below 30% clean on the hold-out, "
+          "near chance): " + "; ".join(failed) + ". Every run passes through a near-chance "
+          "phase early in adversarial training (the backbone is fooled by every attack); "
+          "these did not leave it within the epoch.")
 PY
 echo "sweep: docs/sweep-distinct-fashion-mnist.md"
