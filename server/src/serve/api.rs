@@ -133,7 +133,7 @@ async fn input<B: AutodiffBackend>(
         .map(String::from)
         .or_else(|| entry.dataset.clone())
         .ok_or_else(|| ApiError::bad_request("`dataset` is needed with `sample`"))?;
-    let ds = s.test_set(&name)?;
+    let ds = s.load_test_set(&name).await?;
     if id >= ds.len() {
         return Err(ApiError::not_found(format!(
             "sample {id} does not exist ({name} has {} test images)",
@@ -540,13 +540,7 @@ pub async fn samples<B: AutodiffBackend>(
     if n == 0 || n > 200 {
         return Err(ApiError::invalid(format!("n must be in 1..=200, got {n}")));
     }
-    let ds = {
-        let s = s.clone();
-        let name = name.clone();
-        tokio::task::spawn_blocking(move || s.test_set(&name))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??
-    };
+    let ds = s.load_test_set(&name).await?;
     if let Some(c) = q.class
         && c >= ds.classes.len()
     {

@@ -67,12 +67,7 @@ pub async fn showcase<B: AutodiffBackend>(
         .dataset
         .clone()
         .unwrap_or_else(|| "fashion-mnist".into());
-    let ds = {
-        let (s, name) = (s.clone(), dataset.clone());
-        tokio::task::spawn_blocking(move || s.test_set(&name))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??
-    };
+    let ds = s.load_test_set(&dataset).await?;
     if ds.shape != entry.config.input_shape() {
         return Err(ApiError::invalid(format!(
             "model `{id}` takes {:?} images, `{dataset}` has {:?}",
@@ -99,11 +94,16 @@ pub async fn showcase<B: AutodiffBackend>(
             v
         }
     };
-    let mut out = (*full).clone();
-    if let Some(images) = out["images"].as_array_mut() {
-        images.truncate(n);
+    // The cached answer holds every ranked image; copy only the first `n`.
+    let mut out = serde_json::Map::new();
+    for (k, v) in full.as_object().expect("an object") {
+        let v = match (k.as_str(), v.as_array()) {
+            ("images", Some(all)) => Value::Array(all.iter().take(n).cloned().collect()),
+            _ => v.clone(),
+        };
+        out.insert(k.clone(), v);
     }
-    Ok(Json(out))
+    Ok(Json(Value::Object(out)))
 }
 
 /// Ranks the first [`CANDIDATES`] test images (the whole answer, before `n` is applied).

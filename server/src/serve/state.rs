@@ -199,6 +199,15 @@ impl<B: AutodiffBackend> AppState<B> {
             .insert(entry.id.clone(), Arc::new(entry));
     }
 
+    /// [`AppState::test_set`] from a handler: the first load reads the dataset from disk,
+    /// so it runs on the blocking pool, not on the executor.
+    pub async fn load_test_set(self: &Arc<Self>, name: &str) -> ApiResult<Arc<Dataset>> {
+        let (s, name) = (self.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || s.test_set(&name))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    }
+
     /// A dataset's test split (loaded once).
     pub fn test_set(&self, name: &str) -> ApiResult<Arc<Dataset>> {
         let name = if name == "fmnist" {
