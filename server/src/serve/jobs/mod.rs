@@ -15,7 +15,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use hyperat::cancel::CancelToken;
-use hyperat::io::write_atomic;
 use hyperat::prelude::*;
 use hyperat::tune::checkpoint_step_of;
 use serde_json::{Value, json};
@@ -85,10 +84,7 @@ impl<B: AutodiffBackend> Jobs<B> {
             }
             for r in inner.records.values_mut() {
                 if after_restart(r)
-                    && let Err(e) = write_atomic(
-                        dir.join(&r.id).join("job.json"),
-                        serde_json::to_string_pretty(r).expect("json").as_bytes(),
-                    )
+                    && let Err(e) = write_record(&dir, r)
                 {
                     eprintln!("serve: cannot update job {}: {e}", r.id);
                 }
@@ -240,10 +236,7 @@ impl<B: AutodiffBackend> Jobs<B> {
     }
 
     fn save(&self, r: &JobRecord) -> hyperat::Result<()> {
-        write_atomic(
-            self.dir.join(&r.id).join("job.json"),
-            serde_json::to_string_pretty(r).expect("json").as_bytes(),
-        )
+        write_record(&self.dir, r)
     }
 
     /// Job folders whose record could not be read back: (folder, why).

@@ -286,6 +286,14 @@ pub(super) fn expired(records: &BTreeMap<String, JobRecord>, now: f64) -> Vec<St
         .collect()
 }
 
+/// Writes `runs/{id}/job.json` atomically.
+pub(super) fn write_record(runs: &Path, r: &JobRecord) -> hyperat::Result<()> {
+    hyperat::io::write_atomic(
+        runs.join(&r.id).join("job.json"),
+        serde_json::to_string_pretty(r).expect("json").as_bytes(),
+    )
+}
+
 /// Deletes a job's folder (its id was checked: it names a folder under `runs/`).
 pub(super) fn remove_folder(runs: &Path, id: &str) {
     if valid_id(id)
