@@ -282,6 +282,9 @@ impl<B: AutodiffBackend> Attack<B> for Apgd {
         let mut robust = correct(model, &x, &y);
         let mut adv = host_f32(x.clone());
         for _ in 0..self.restarts {
+            if model.stopped() {
+                break;
+            }
             on_robust(&x, &y, &mut robust, &mut adv, |xs, ys, _| {
                 single_run(model, &xs, &ys, None, self.loss, self.eps, self.n_iter, rng)
             });

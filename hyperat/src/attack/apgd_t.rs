@@ -43,8 +43,11 @@ impl<B: AutodiffBackend> Attack<B> for ApgdT {
         let mut robust = correct(model, &x, &y);
         let mut adv = host_f32(x.clone());
         let classes = inner_logits(model, x.clone().narrow(0, 0, 1)).dims()[1];
-        for rank in 1..=self.n_target_classes.min(classes - 1) {
+        'targets: for rank in 1..=self.n_target_classes.min(classes - 1) {
             for _ in 0..self.restarts {
+                if model.stopped() {
+                    break 'targets;
+                }
                 on_robust(&x, &y, &mut robust, &mut adv, |xs, ys, _| {
                     // The class ranked `rank + 1` on the clean input (AutoAttack's
                     // `sort(...)[1][:, -target_class]` with target_class = rank + 1).

@@ -217,8 +217,11 @@ impl<B: AutodiffBackend> Attack<B> for FabT {
         let mut adv = host_f32(x.clone());
         let classes = inner_logits(model, x.clone().narrow(0, 0, 1)).dims()[1];
         let eps = self.eps;
-        for rank in 1..=self.n_target_classes.min(classes - 1) {
+        'targets: for rank in 1..=self.n_target_classes.min(classes - 1) {
             for restart in 0..self.restarts {
+                if model.stopped() {
+                    break 'targets;
+                }
                 on_robust(&x, &y, &mut robust, &mut adv, |xs, ys, _| {
                     let n = ys.dims()[0];
                     let dims = xs.dims();

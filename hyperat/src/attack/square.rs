@@ -177,6 +177,9 @@ impl Square {
         let mut robust = correct(x.clone(), y.clone());
         let mut adv = host_f32(x.clone());
         for _ in 0..self.restarts {
+            if model.stopped() {
+                break;
+            }
             super::apgd::on_robust(&x, &y, &mut robust, &mut adv, |xs, ys, _| {
                 let (found, _) = self.single_run(model, &xs, &ys, rng);
                 let still = correct(found.clone(), ys);
