@@ -98,6 +98,27 @@ mod tests {
         }
     }
 
+    /// A model with a margin of 100 for `class`: no attack within eps fools it, so every
+    /// attack runs until it is cancelled (a random tiny ViT alone is sometimes fooled
+    /// within a few calls, and then an attack ends before the cancel is reached).
+    struct Confident<'a> {
+        model: &'a dyn Classifier<CpuAutodiff>,
+        class: usize,
+    }
+
+    impl Classifier<CpuAutodiff> for Confident<'_> {
+        fn logits(&self, x: Tensor<CpuAutodiff, 4>) -> Tensor<CpuAutodiff, 2> {
+            let logits = self.model.logits(x);
+            let [n, k] = logits.dims();
+            let boost: Vec<f32> = (0..k)
+                .map(|c| 100.0 * (c == self.class) as u8 as f32)
+                .collect();
+            let boost =
+                Tensor::<CpuAutodiff, 1>::from_data(TensorData::new(boost, [k]), &logits.device());
+            logits + boost.reshape([1, k]).expand([n, k])
+        }
+    }
+
     #[test]
     fn every_attack_stops_calling_the_model_once_cancelled() {
         let mut cfg = VitConfig::vit_tiny_fmnist();
@@ -105,7 +126,13 @@ mod tests {
         let vit = Vit::<CpuAutodiff>::init(&cfg, &Default::default());
         let device = Default::default();
         let x = Tensor::<Cpu, 4>::full([2, 1, 28, 28], 0.5, &device);
-        // Labels the model gets right, so that every attack has work to do.
+        // Labels the model gets right with a margin no attack overcomes, so that every
+        // attack has work to do until the cancel.
+        let vit = Confident {
+            model: &vit,
+            class: crate::attack::inner_predict::<CpuAutodiff>(&vit, x.clone().narrow(0, 0, 1))
+                .into_scalar() as usize,
+        };
         let y = crate::attack::inner_predict::<CpuAutodiff>(&vit, x.clone());
         // Budgets that would take minutes if nothing stopped them.
         let params = AttackParams {
