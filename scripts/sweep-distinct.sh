@@ -12,7 +12,8 @@
 # Runs go to OUT (default ~/hyperat-runs/sweep-distinct); finished runs are reused, a
 # killed one resumes. JOBS processes run side by side (default 2, THREADS each, default 1).
 # Cost on this 2-core CPU: about 25 min per setting and epoch on one core.
-# Environment overrides: OUT, BACKBONE, EPOCHS, LR, SEED, JOBS, THREADS, DOC_ONLY.
+# Environment overrides: OUT, BACKBONE, EPOCHS, LR, SEED, JOBS, THREADS, DOC_ONLY, BIN (a
+# built binary to use instead of building one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -50,11 +51,15 @@ tune() { # name flags
 }
 # DOC_ONLY=1 rewrites the document from the runs there are, running nothing.
 if [ -z "${DOC_ONLY:-}" ]; then
-  cargo build --release --locked -p hyperat-server
-  mkdir -p "$out/bin"
-  # Its own copy of the binary: a rebuild meanwhile cannot change a run.
-  cp "${CARGO_TARGET_DIR:-target}/release/hyperat" "$out/bin/hyperat.tmp" && mv "$out/bin/hyperat.tmp" "$out/bin/hyperat"
-  bin=$out/bin/hyperat
+  if [ -n "${BIN:-}" ]; then
+    bin=$BIN # a binary built before (resuming without a rebuild)
+  else
+    cargo build --release --locked -p hyperat-server
+    mkdir -p "$out/bin"
+    # Its own copy of the binary: a rebuild meanwhile cannot change a run.
+    cp "${CARGO_TARGET_DIR:-target}/release/hyperat" "$out/bin/hyperat.tmp" && mv "$out/bin/hyperat.tmp" "$out/bin/hyperat"
+    bin=$out/bin/hyperat
+  fi
   for g in "${grid[@]}"; do
     spawn tune "${g%%|*}" "${g#*|}"
   done
