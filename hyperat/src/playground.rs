@@ -102,6 +102,49 @@ impl AttackOutcome {
     pub fn fooled(&self) -> bool {
         self.clean.class == self.label && self.adversarial.class != self.label
     }
+
+    /// What happened, in the words a lesson uses.
+    pub fn verdict(&self) -> Verdict {
+        if self.clean.class != self.label {
+            Verdict::AlreadyWrong
+        } else if self.adversarial.class != self.label {
+            Verdict::Fooled
+        } else if self.linf == 0.0 {
+            Verdict::NothingFound
+        } else {
+            Verdict::Held
+        }
+    }
+}
+
+/// The outcome of one attack on one image, as a lesson names it. An attack that returns
+/// the clean image (APGD and FAB do when they find nothing) is told apart from one whose
+/// perturbation the model withstood, so a flat grey δ does not read as a non-attack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The model was wrong before the attack: nothing to fool.
+    AlreadyWrong,
+    /// Right on the clean image, wrong on the attacked one.
+    Fooled,
+    /// Right on both, under a nonzero perturbation.
+    Held,
+    /// The attack found no adversarial example within ε and returned the clean image.
+    NothingFound,
+}
+
+impl Verdict {
+    /// One line for the result's heading.
+    pub fn headline(self) -> &'static str {
+        match self {
+            Verdict::AlreadyWrong => "Already wrong on the clean image",
+            Verdict::Fooled => "The attack fooled the model",
+            Verdict::Held => "The model held",
+            Verdict::NothingFound => {
+                "No adversarial example found within ε: the attack returned the clean image"
+            }
+        }
+    }
 }
 
 /// The perturbation as an image: grey is zero, ±eps is black / white.
@@ -433,5 +476,30 @@ mod tests {
         }
         // Same seed and model: row 0 equals the single-image call.
         assert_eq!(t.own[0].adv_pixels, o.adv_pixels);
+    }
+
+    #[test]
+    fn verdicts_tell_a_held_model_from_an_attack_that_found_nothing() {
+        let p = |class| Prediction::from_probs((0..3).map(|c| (c == class) as u8 as f32).collect());
+        let outcome = |clean, adv, linf| AttackOutcome {
+            label: 1,
+            clean: p(clean),
+            adversarial: p(adv),
+            adv_pixels: vec![],
+            delta: vec![],
+            linf,
+            l2: linf,
+        };
+        assert_eq!(outcome(0, 1, 0.1).verdict(), Verdict::AlreadyWrong);
+        assert_eq!(outcome(1, 2, 0.1).verdict(), Verdict::Fooled);
+        assert_eq!(outcome(1, 1, 0.1).verdict(), Verdict::Held);
+        assert_eq!(outcome(1, 1, 0.0).verdict(), Verdict::NothingFound);
+        assert!(
+            Verdict::NothingFound
+                .headline()
+                .contains("No adversarial example found")
+        );
+        let wire = serde_json::to_value(Verdict::NothingFound).unwrap();
+        assert_eq!(wire, "nothing_found");
     }
 }

@@ -252,6 +252,16 @@ async fn attack_and_its_limits() {
         s.state.test_set("fashion-mnist").unwrap().labels[0] as usize
     );
     assert_eq!(v["clean_correct"], json!(v["clean"]["class"] == label));
+    // The verdict agrees with the predictions and δ, and comes with its headline.
+    let right = |k: &str| v[k]["class"] == label;
+    let want = match (right("clean"), right("adversarial")) {
+        (false, _) => "already_wrong",
+        (true, false) => "fooled",
+        (true, true) if v["linf"].as_f64().unwrap() == 0.0 => "nothing_found",
+        (true, true) => "held",
+    };
+    assert_eq!(v["verdict"], want, "{v}");
+    assert!(!v["headline"].as_str().unwrap().is_empty());
     // The same seed gives the same adversarial image.
     let (_, again) = json(r, post_form("/api/attack", form(&[]))).await;
     assert_eq!(again["adversarial_png"], v["adversarial_png"]);

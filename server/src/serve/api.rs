@@ -415,6 +415,8 @@ fn outcome_json(
         "clean_correct": o.clean.class == o.label,
         "adversarial_correct": o.adversarial.class == o.label,
         "fooled": o.fooled(),
+        "verdict": o.verdict(),
+        "headline": o.verdict().headline(),
         "linf": o.linf,
         "l2": o.l2,
         "adversarial_png": png_url(&o.adv_pixels, shape)?,
