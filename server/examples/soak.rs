@@ -3,8 +3,9 @@
 //! evaluation jobs, and 5% hostile requests (a decompression bomb, broken multipart,
 //! a foreign Host, a cross-site job post, an oversized body, bad parameters) — then it
 //! prints throughput, p50/p99 per endpoint, status counts, the server's peak and final
-//! resident memory and open file descriptors (from /proc/PID), and whether every job
-//! it submitted is still listed.
+//! resident memory and open file descriptors (from /proc/PID), and what became of every
+//! job it submitted: the submitting client follows its job to the end, as a user would,
+//! so a job that vanishes, fails or never ends is counted as lost.
 //!
 //! ```sh
 //! scripts/bench-server.sh soak      # starts a server, runs this, stops it
@@ -27,6 +28,45 @@ struct Sample {
     kind: &'static str,
     status: u16,
     secs: f64,
+    /// For an accepted job: how it ended, as its submitter saw it.
+    job: Option<JobEnd>,
+}
+
+/// What became of one accepted job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum JobEnd {
+    Done,
+    Failed,
+    Cancelled,
+    /// `GET /api/jobs/{id}` answered 404 before the job ended.
+    Vanished,
+    /// Not ended within [`JOB_PATIENCE`].
+    Unfinished,
+}
+
+/// How long a submitter waits for its job.
+const JOB_PATIENCE: Duration = Duration::from_secs(300);
+
+/// Polls `GET /api/jobs/{id}` until the job ends (or vanishes, or patience runs out).
+async fn follow(addr: &str, id: &str) -> JobEnd {
+    let t0 = Instant::now();
+    while t0.elapsed() < JOB_PATIENCE {
+        match request(addr, "GET", &format!("/api/jobs/{id}"), "", None, b"").await {
+            Ok((404, _, _)) => return JobEnd::Vanished,
+            Ok((200, _, body)) => {
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                match v["status"].as_str() {
+                    Some("done") => return JobEnd::Done,
+                    Some("failed") => return JobEnd::Failed,
+                    Some("cancelled") => return JobEnd::Cancelled,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    JobEnd::Unfinished
 }
 
 /// A 16-bit RGBA PNG declaring 8192 × 8192 pixels (512 MiB decoded).
@@ -186,12 +226,29 @@ async fn one(addr: &str, pick: u64, i: usize, bomb: &[u8]) -> Sample {
         },
     };
     match request(addr, method, path, &headers, ct.as_deref(), &body).await {
-        Ok((status, secs, _)) => Sample { kind, status, secs },
+        Ok((status, secs, reply)) => {
+            let id = (kind == "job" && status == 201)
+                .then(|| serde_json::from_slice::<serde_json::Value>(&reply).ok())
+                .flatten()
+                .and_then(|v| v["id"].as_str().map(String::from));
+            let job = match id {
+                Some(id) => Some(follow(addr, &id).await),
+                None if kind == "job" && status == 201 => Some(JobEnd::Vanished),
+                None => None,
+            };
+            Sample {
+                kind,
+                status,
+                secs,
+                job,
+            }
+        }
         // The server may close an oversized upload before reading it all.
         Err(_) => Sample {
             kind,
             status: 0,
             secs: 0.0,
+            job: None,
         },
     }
 }
@@ -295,21 +352,21 @@ async fn main() {
         .filter(|((_, s), _)| *s >= 500)
         .map(|(_, n)| n)
         .sum();
-    let submitted = statuses
+    let mut ends: BTreeMap<JobEnd, usize> = BTreeMap::new();
+    for e in samples.iter().filter_map(|s| s.job) {
+        *ends.entry(e).or_default() += 1;
+    }
+    let submitted: usize = ends.values().sum();
+    let lost: usize = ends
         .iter()
-        .filter(|((k, s), _)| *k == "job" && *s == 201)
+        .filter(|(e, _)| !matches!(e, JobEnd::Done | JobEnd::Cancelled))
         .map(|(_, n)| n)
-        .sum::<usize>();
-    let listed = match request(&addr, "GET", "/api/jobs", "", None, b"").await {
-        Ok((200, _, body)) => serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["jobs"].as_array().map(|a| a.len()))
-            .unwrap_or(0),
-        _ => 0,
-    };
+        .sum();
+    let ends: Vec<String> = ends.iter().map(|(e, n)| format!("{e:?} {n}")).collect();
     let warm = warm.lock().unwrap().unwrap_or(rss0);
     println!(
-        "5xx: {fives}; jobs submitted {submitted}, listed {listed}; RSS cold {rss0:.0} MiB, warm {warm:.0} MiB, peak {:.0} MiB, end {rss1:.0} MiB ({:+.0}% of warm); open fds {fds0} -> {fds1}",
+        "5xx: {fives}; jobs accepted {submitted}, lost {lost} ({}); RSS cold {rss0:.0} MiB, warm {warm:.0} MiB, peak {:.0} MiB, end {rss1:.0} MiB ({:+.0}% of warm); open fds {fds0} -> {fds1}",
+        ends.join(", "),
         *peak.lock().unwrap(),
         100.0 * (rss1 - warm) / warm.max(1.0)
     );
