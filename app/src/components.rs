@@ -171,10 +171,17 @@ pub fn ImagePicker() -> impl IntoView {
             match api::get(&url).await {
                 Ok(v) => {
                     let list = v["samples"].as_array().cloned().unwrap_or_default();
-                    if ctx.picked.get_untracked().is_none()
-                        && let Some(s) = list.first()
-                    {
-                        ctx.picked.set(Some(sample_of(s, &ds)));
+                    if ctx.picked.get_untracked().is_none() {
+                        // Open on an image the lesson can use (both models right), not
+                        // whichever comes first; the gallery's first where there is none.
+                        let model = ctx.model.get_untracked();
+                        let first = match lesson_image(&model, None, None).await {
+                            Some(p) => Some(p),
+                            None => list.first().map(|s| sample_of(s, &ds)),
+                        };
+                        if ctx.picked.get_untracked().is_none() {
+                            ctx.picked.set(first);
+                        }
                     }
                     samples.set(list);
                     dataset.set(ds);
@@ -213,6 +220,10 @@ pub fn ImagePicker() -> impl IntoView {
                     </select>
                 </label>
                 <Busy busy=loading.into() label="loading images…" />
+                {move || ctx.picked.get().map(|p| {
+                    let sample = match &p { Picked::Sample { id, .. } => id.to_string(), Picked::Upload { .. } => String::new() };
+                    view! { <span id="picked-desc" class="meta" data-sample=sample>{format!("Chosen: {}", p.describe())}</span> }
+                })}
             </div>
             <div class="gallery" role="list">
                 {move || samples.get().into_iter().map(|s| {
@@ -267,6 +278,29 @@ pub fn ImagePicker() -> impl IntoView {
 }
 
 /// A gallery entry as a [`Picked`].
+/// The test image a lesson opens on: the first one the server's showcase ranks (the
+/// undefended base and `variant` — default: the model's default — both right, those an
+/// attack of `eps` fools only on the base first). `None` where the model has none.
+pub async fn lesson_image(model: &str, variant: Option<&str>, eps: Option<f64>) -> Option<Picked> {
+    let enc = |s: &str| String::from(js_sys::encode_uri_component(s));
+    let mut url = format!("/api/models/{}/showcase?n=1", enc(model));
+    if let Some(v) = variant {
+        url.push_str(&format!("&variant={}", enc(v)));
+    }
+    if let Some(e) = eps {
+        url.push_str(&format!("&eps={e}"));
+    }
+    let v = api::get(&url).await.ok()?;
+    let s = v["images"].get(0)?;
+    Some(Picked::Sample {
+        id: s["sample"].as_u64()? as usize,
+        dataset: v["dataset"].as_str()?.to_string(),
+        png: s["png"].as_str()?.to_string(),
+        label: s["label"].as_u64()? as usize,
+        name: s["label_name"].as_str().unwrap_or_default().to_string(),
+    })
+}
+
 pub fn sample_of(s: &Value, dataset: &str) -> Picked {
     Picked::Sample {
         id: s["id"].as_u64().unwrap_or(0) as usize,

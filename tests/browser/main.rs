@@ -160,6 +160,28 @@ fn the_ui_end_to_end() {
     b.goto(&format!("{base}/"));
     b.wait("the model list", 60, "const s = document.querySelector('#model-select'); return s && s.value === 'fmnist-vit-tiny'");
     assert!(b.text("header").contains("HyperAT Studio"));
+    // The static loading screen is in the page before the wasm runs, and gone after.
+    let (_, page) = http(port, "GET", "/", None).unwrap();
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.contains("id=\"loading\"") && page.contains("<noscript>"),
+        "{page}"
+    );
+    b.wait(
+        "the loading screen to go",
+        30,
+        "return document.querySelector('#loading') === null",
+    );
+    // It opens on the image the server's showcase ranks first (both models right), not
+    // on a hard-coded one.
+    let lesson = api(port, "/api/models/fmnist-vit-tiny/showcase?n=1");
+    let want = lesson["images"][0]["sample"].as_u64().unwrap().to_string();
+    let got = b.wait(
+        "the lesson image",
+        120,
+        "const e = document.querySelector('#picked-desc'); return e && e.dataset.sample",
+    );
+    assert_eq!(got.as_str().unwrap(), want, "{lesson}");
 
     // A gallery image, attacked with PGD: both predictions and the perturbation.
     pick_first_sample(&b);
@@ -175,6 +197,11 @@ fn the_ui_end_to_end() {
     assert!(
         pert.as_str().unwrap().starts_with("data:image/png;base64,"),
         "{pert}"
+    );
+    let verdict = b.js("return document.querySelector('#attack-verdict').dataset.verdict");
+    assert!(
+        ["fooled", "held", "nothing_found", "already_wrong"].contains(&verdict.as_str().unwrap()),
+        "{verdict}"
     );
     let meta = b.text("#attack-result .meta");
     assert!(meta.contains("‖δ‖∞"), "{meta}");
@@ -297,6 +324,14 @@ fn the_ui_end_to_end() {
         120,
         "return document.querySelectorAll('.side-by-side figure').length === 2",
     );
+    // Both models were right on the demo's image: neither is "already wrong".
+    let verdicts = b.js("return [...document.querySelectorAll('.side-by-side figcaption')].map(f => f.dataset.verdict)");
+    for v in verdicts.as_array().unwrap() {
+        assert!(
+            ["fooled", "held", "nothing_found"].contains(&v.as_str().unwrap()),
+            "{verdicts}"
+        );
+    }
     b.screenshot(&shots.join("learn.png"));
     eprintln!("screenshots in {}", shots.display());
 }

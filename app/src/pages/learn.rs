@@ -4,8 +4,11 @@
 use leptos::prelude::*;
 use serde_json::Value;
 
-use crate::components::{Busy, ErrorBox, variant_label};
-use crate::{Ctx, api};
+use crate::components::{Busy, ErrorBox, lesson_image, variant_label};
+use crate::{Ctx, Picked, api};
+
+/// The demo's attack radius (8/255, the lesson's ε).
+const EPS: f64 = 8.0 / 255.0;
 
 #[component]
 pub fn Learn() -> impl IntoView {
@@ -27,14 +30,24 @@ pub fn Learn() -> impl IntoView {
         err.set(None);
         shown.set(vec![]);
         leptos::task::spawn_local(async move {
+            // An image both models get right, chosen by the server from data.
+            let robust = variants.iter().find(|v| *v != "base").cloned();
+            let Some(Picked::Sample { id, dataset, .. }) =
+                lesson_image(&model, robust.as_deref(), Some(EPS)).await
+            else {
+                err.set(Some("no test image that both models classify right".into()));
+                busy.set(false);
+                return;
+            };
             for v in variants {
                 let r = api::Form::default()
                     .field("model", &model)
                     .field("variant", &v)
                     .field("attack", "pgd")
-                    .field("eps", 8.0 / 255.0)
+                    .field("eps", EPS)
                     .field("steps", 10)
-                    .field("sample", 0)
+                    .field("sample", id)
+                    .field("dataset", &dataset)
                     .post("/api/attack")
                     .await;
                 match r {
@@ -62,16 +75,16 @@ pub fn Learn() -> impl IntoView {
         </article>
         <section class="card" aria-label="Live example">
             <h3>"Try it: the same attack on the undefended and the HyperAT+ model"</h3>
-            <button id="learn-demo" class="primary" on:click=demo disabled=move || busy.get()>"Attack test image #0 (PGD, ε = 8/255)"</button>
+            <button id="learn-demo" class="primary" on:click=demo disabled=move || busy.get()>"Attack an image both models get right (PGD, ε = 8/255)"</button>
             <Busy busy=busy.into() label="attacking…" />
             <ErrorBox msg=err.into() />
             <div class="side-by-side">
                 {move || shown.get().into_iter().map(|(v, x)| view! {
                     <figure>
                         <img src=x["adversarial_png"].as_str().unwrap_or_default().to_string() alt="adversarial image" width="112" height="112" />
-                        <figcaption>{format!("{}: clean → {} , attacked → {} {}", variant_label(&v),
-                            x["clean"]["name"].as_str().unwrap_or("?"), x["adversarial"]["name"].as_str().unwrap_or("?"),
-                            if x["adversarial_correct"].as_bool().unwrap_or(false) { "✓ still right" } else { "✗ fooled" })}</figcaption>
+                        <figcaption data-verdict=x["verdict"].as_str().unwrap_or_default().to_string()>{format!("{}: {} (true class {}): clean → {}, attacked → {}", variant_label(&v),
+                            x["headline"].as_str().unwrap_or_default(), x["label_name"].as_str().unwrap_or("?"),
+                            x["clean"]["name"].as_str().unwrap_or("?"), x["adversarial"]["name"].as_str().unwrap_or("?"))}</figcaption>
                     </figure>
                 }).collect_view()}
             </div>

@@ -183,13 +183,8 @@ pub fn Playground() -> impl IntoView {
             let label = v["label"].as_u64().map(|l| l as usize);
             view! {
                 <section class="card" id="attack-result" aria-label="Attack result">
-                    <h3>{if !v["clean_correct"].as_bool().unwrap_or(true) {
-                        "Already wrong on the clean image"
-                    } else if v["fooled"].as_bool().unwrap_or(false) {
-                        "The attack fooled the model"
-                    } else {
-                        "The model held"
-                    }}</h3>
+                    <h3 id="attack-verdict" data-verdict=v["verdict"].as_str().unwrap_or_default().to_string()>
+                        {v["headline"].as_str().unwrap_or_default().to_string()}</h3>
                     <div class="triptych">
                         <figure><img src=v["clean_png"].as_str().unwrap_or_default().to_string() alt="clean image" /><figcaption>"clean"</figcaption></figure>
                         <figure><img id="adv-img" src=v["adversarial_png"].as_str().unwrap_or_default().to_string() alt="adversarial image" /><figcaption>"adversarial"</figcaption></figure>
@@ -252,6 +247,7 @@ fn local_outcome(
         .collect();
     json!({
         "label": o.label, "fooled": o.fooled(), "clean_correct": o.clean.class == o.label, "linf": o.linf, "l2": o.l2,
+        "verdict": o.verdict(), "headline": o.verdict().headline(),
         "clean": {"class": o.clean.class, "probs": o.clean.probs},
         "adversarial": {"class": o.adversarial.class, "probs": o.adversarial.probs},
         "clean_png": if matches!(img, crate::Picked::Sample{..}) { img.url() } else { png(&clean) },
