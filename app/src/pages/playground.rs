@@ -1,5 +1,6 @@
 //! Playground: pick an image, predict, attack, see the perturbation and how the true
-//! class's confidence falls as eps grows.
+//! class's confidence falls as eps grows. One click attacks the undefended base and the
+//! chosen robust variant side by side, the lesson's point in one line.
 
 use hyperat::attack::AttackParams;
 use leptos::prelude::*;
@@ -7,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::components::{
     AttackControls, AttackSettings, Busy, ErrorBox, ImagePicker, ModelPicker, ProbBars,
-    picked_or_ask,
+    picked_or_ask, variant_label,
 };
 use crate::{Ctx, api, infer};
 
@@ -24,12 +25,31 @@ pub fn Playground() -> impl IntoView {
     let predicted = RwSignal::new(None::<Value>);
     let curve = RwSignal::new(Vec::<(f64, f64)>::new());
     let curve_busy = RwSignal::new(false);
-    // Results belong to one image: a new image clears them.
+    // The base's and the chosen variant's outcomes of the last attack, base first.
+    let duel = RwSignal::new(Vec::<(String, Value)>::new());
+    // Each request carries the generation it was made in; an answer from an older one
+    // (the image, model, variant or attack changed meanwhile) is dropped.
+    let generation = StoredValue::new(0u64);
+    let next = move || {
+        generation.update_value(|g| *g += 1);
+        generation.get_value()
+    };
+    let stale = move |g: u64| generation.get_value() != g;
+    // Results belong to one image, model, variant and attack: a change clears them.
     Effect::new(move |_| {
-        let _ = ctx.picked.get();
+        let _ = (ctx.picked.get(), ctx.model.get(), ctx.variant.get());
+        let _ = (
+            settings.attack.get(),
+            settings.eps255.get(),
+            settings.steps.get(),
+        );
+        next();
         predicted.set(None);
         result.set(None);
+        duel.set(vec![]);
         curve.set(vec![]);
+        busy.set(false);
+        curve_busy.set(false);
     });
 
     let predict = move |_| {
@@ -40,6 +60,7 @@ pub fn Playground() -> impl IntoView {
         let local = ctx.in_browser.get_untracked();
         busy.set(true);
         err.set(None);
+        let g = next();
         leptos::task::spawn_local(async move {
             let r = if local {
                 infer::predict(&model, &variant, &img, true).await.map(|(p, ran)| {
@@ -60,6 +81,9 @@ pub fn Playground() -> impl IntoView {
                         v
                     })
             };
+            if stale(g) {
+                return;
+            }
             match r {
                 Ok(v) => predicted.set(Some(v)),
                 Err(e) => err.set(Some(e)),
@@ -82,63 +106,66 @@ pub fn Playground() -> impl IntoView {
         busy.set(true);
         err.set(None);
         curve.set(vec![]);
+        duel.set(vec![]);
+        let g = next();
         leptos::task::spawn_local(async move {
-            let r = if local {
-                let p = AttackParams {
-                    eps: eps as f32,
-                    steps: n,
-                    ..Default::default()
-                };
-                infer::attack(&model, &variant, &img, &name, &p, img.label())
-                    .await
-                    .map(|(o, ran)| local_outcome(&o, &img, eps, ran))
-            } else {
-                attack_form(&model, &variant, &img, &name, eps, n)
-                    .post("/api/attack")
-                    .await
-                    .map(|mut v| {
-                        v["where"] = json!("on the server");
-                        v
-                    })
+            let one = |v: String| {
+                let (model, img, name) = (model.clone(), img.clone(), name.clone());
+                async move { attack_variant(local, &model, &v, &img, &name, eps, n).await }
             };
-            match r {
-                Ok(v) => {
-                    let label = v["label"].as_u64().unwrap_or(0) as usize;
-                    // At eps = 0 the curve is the clean confidence the answer already holds.
-                    let clean_conf = v["clean"]["probs"][label].as_f64().unwrap_or(0.0);
-                    result.set(Some(v));
-                    busy.set(false);
-                    // This image's true-class confidence against eps, on the server.
-                    curve_busy.set(true);
-                    let mut pts = vec![];
-                    for e in CURVE {
-                        let conf = if e == 0.0 {
-                            Ok(clean_conf)
-                        } else {
-                            attack_form(&model, &variant, &img, &name, e / 255.0, n)
-                                .field("label", label)
-                                .post("/api/attack")
-                                .await
-                                .map(|v| v["adversarial"]["probs"][label].as_f64().unwrap_or(0.0))
-                        };
-                        match conf {
-                            Ok(c) => {
-                                pts.push((e, c));
-                                curve.set(pts.clone());
-                            }
-                            Err(e) => {
-                                err.set(Some(format!("confidence curve: {e}")));
-                                break;
-                            }
-                        }
-                    }
-                    curve_busy.set(false);
-                }
+            let r = one(variant.clone()).await;
+            if stale(g) {
+                return;
+            }
+            let v = match r {
+                Ok(v) => v,
                 Err(e) => {
                     err.set(Some(e));
                     busy.set(false);
+                    return;
+                }
+            };
+            result.set(Some(v.clone()));
+            // The undefended base on the same image and ε, beside the chosen variant.
+            if variant != "base" {
+                match one("base".into()).await {
+                    _ if stale(g) => return,
+                    Ok(b) => duel.set(vec![("base".into(), b), (variant.clone(), v.clone())]),
+                    Err(e) => err.set(Some(format!("the base model's attack: {e}"))),
                 }
             }
+            busy.set(false);
+            let label = v["label"].as_u64().unwrap_or(0) as usize;
+            // At eps = 0 the curve is the clean confidence the answer already holds.
+            let clean_conf = v["clean"]["probs"][label].as_f64().unwrap_or(0.0);
+            // This image's true-class confidence against eps, on the server.
+            curve_busy.set(true);
+            let mut pts = vec![];
+            for e in CURVE {
+                let conf = if e == 0.0 {
+                    Ok(clean_conf)
+                } else {
+                    attack_form(&model, &variant, &img, &name, e / 255.0, n)
+                        .field("label", label)
+                        .post("/api/attack")
+                        .await
+                        .map(|v| v["adversarial"]["probs"][label].as_f64().unwrap_or(0.0))
+                };
+                if stale(g) {
+                    return;
+                }
+                match conf {
+                    Ok(c) => {
+                        pts.push((e, c));
+                        curve.set(pts.clone());
+                    }
+                    Err(e) => {
+                        err.set(Some(format!("confidence curve: {e}")));
+                        break;
+                    }
+                }
+            }
+            curve_busy.set(false);
         });
     };
 
@@ -164,6 +191,26 @@ pub fn Playground() -> impl IntoView {
         } else { "Everything runs on the server." }}</p>
         <Busy busy=busy.into() label="working…" />
         <ErrorBox msg=err.into() />
+        <div aria-live="polite">{move || (!duel.get().is_empty()).then(|| {
+            let classes = ctx.classes();
+            let rows = duel.get();
+            let line = rows.iter().map(|(v, x)| verdict_line(v, x, &classes)).collect::<Vec<_>>().join("; ");
+            view! {
+                <section class="card" id="duel" aria-label="Base and robust side by side">
+                    <h3>"Side by side: the same attack on both models"</h3>
+                    <p id="verdict-line" class="verdict-line">{line}</p>
+                    <div class="side-by-side">
+                        {rows.into_iter().map(|(v, x)| view! {
+                            <figure class="duel-card" data-variant=v.clone() data-verdict=x["verdict"].as_str().unwrap_or_default().to_string()>
+                                <figcaption><strong>{variant_label(&v)}</strong></figcaption>
+                                <img src=x["adversarial_png"].as_str().unwrap_or_default().to_string() alt=format!("the attacked image, as shown to {}", variant_label(&v)) width="112" height="112" />
+                                <p>{x["headline"].as_str().unwrap_or_default().to_string()}</p>
+                            </figure>
+                        }).collect_view()}
+                    </div>
+                </section>
+            }
+        })}</div>
         {move || predicted.get().map(|v| {
             let classes = ctx.classes();
             let label = ctx.picked.get().and_then(|p| p.label());
@@ -182,7 +229,7 @@ pub fn Playground() -> impl IntoView {
             let classes = ctx.classes();
             let label = v["label"].as_u64().map(|l| l as usize);
             view! {
-                <section class="card" id="attack-result" aria-label="Attack result">
+                <section class="card" id="attack-result" aria-label="Attack result" data-variant=ctx.variant.get_untracked()>
                     <h3 id="attack-verdict" data-verdict=v["verdict"].as_str().unwrap_or_default().to_string()>
                         {v["headline"].as_str().unwrap_or_default().to_string()}</h3>
                     <div class="triptych">
@@ -202,6 +249,56 @@ pub fn Playground() -> impl IntoView {
         })}
         <Busy busy=curve_busy.into() label="measuring confidence against ε…" />
         {move || (!curve.get().is_empty()).then(|| view! { <Curve pts=curve.get() /> })}
+    }
+}
+
+/// Attacks `img` on `variant`: in this browser (`local`, FGSM and PGD) or on the server.
+async fn attack_variant(
+    local: bool,
+    model: &str,
+    variant: &str,
+    img: &crate::Picked,
+    name: &str,
+    eps: f64,
+    steps: usize,
+) -> Result<Value, String> {
+    if local {
+        let p = AttackParams {
+            eps: eps as f32,
+            steps,
+            ..Default::default()
+        };
+        infer::attack(model, variant, img, name, &p, img.label())
+            .await
+            .map(|(o, ran)| local_outcome(&o, img, eps, ran))
+    } else {
+        attack_form(model, variant, img, name, eps, steps)
+            .post("/api/attack")
+            .await
+            .map(|mut v| {
+                v["where"] = json!("on the server");
+                v
+            })
+    }
+}
+
+/// "base (undefended) fooled: Sneaker → Sandal 99%": one model's outcome in a line.
+fn verdict_line(variant: &str, v: &Value, classes: &[String]) -> String {
+    let name = |k: &str| {
+        let c = v[k]["class"].as_u64().unwrap_or(0) as usize;
+        let p = v[k]["probs"][c].as_f64().unwrap_or(0.0);
+        (classes.get(c).cloned().unwrap_or_else(|| c.to_string()), p)
+    };
+    let ((clean, _), (adv, p)) = (name("clean"), name("adversarial"));
+    let who = variant_label(variant);
+    match v["verdict"].as_str().unwrap_or_default() {
+        "fooled" => format!("{who} fooled: {clean} → {adv} {:.0}%", 100.0 * p),
+        "already_wrong" => format!("{who} already wrong before the attack: {clean}"),
+        "nothing_found" => format!(
+            "{who} held (no adversarial example found): {adv} {:.0}%",
+            100.0 * p
+        ),
+        _ => format!("{who} held: {adv} {:.0}%", 100.0 * p),
     }
 }
 
