@@ -39,7 +39,7 @@ pub fn Compare() -> impl IntoView {
     };
     view! {
         <h2>"Compare variants"</h2>
-        <p class="lead">"The same attack, made against each variant in turn. The heat map shows transfer: an attack made on the row's variant, shown to the column's variant (green: still right)."</p>
+        <p class="lead">"The same attack, made against each variant in turn. The heat map shows transfer: an attack made on the row's variant, shown to the column's variant (green ✓: still right, red ✗: fooled)."</p>
         <div class="controls"><ModelPicker no_variant=true /></div>
         <ImagePicker />
         <div class="controls">
@@ -92,18 +92,23 @@ fn Results(v: Value, classes: Vec<String>) -> impl IntoView {
                     }).collect_view()}
                 </tbody>
             </table></div>
-            <h3>"Transfer (attack made on row, shown to column)"</h3>
+            <h3>"Transfer: does an attack made on one model fool another?"</h3>
+            <p class="legend" id="heat-legend">
+                <span class="swatch right" aria-hidden="true"></span>" ✓ still right (darker: surer of the true class) "
+                <span class="swatch wrong" aria-hidden="true"></span>" ✗ fooled (darker: further from the true class)"
+            </p>
             <div class="table-wrap"><table class="heat" id="transfer-table">
-                <thead><tr><th></th>{variants.iter().map(|c| view! { <th scope="col">{variant_label(c)}</th> }).collect_view()}</tr></thead>
+                <caption>"Each cell: the image attacked on the row's model, shown to the column's model. The % is the probability the column's model gives the true class."</caption>
+                <thead><tr><th scope="col" class="axis-title">"made on ↓ · shown to →"</th>{variants.iter().map(|c| view! { <th scope="col">{variant_label(c)}</th> }).collect_view()}</tr></thead>
                 <tbody>
                     {matrix.iter().zip(&variants).map(|(row, rv)| view! {
                         <tr><th scope="row">{variant_label(rv)}</th>
-                            {row.as_array().cloned().unwrap_or_default().iter().map(|c| {
+                            {row.as_array().cloned().unwrap_or_default().iter().zip(&variants).map(|(c, cv)| {
                                 let p = c["label_prob"].as_f64().unwrap_or(0.0);
                                 let ok = c["correct"].as_bool().unwrap_or(false);
-                                // Red (true class lost) to green (kept), by the true class's probability.
-                                let bg = format!("hsl({:.0}, 70%, {:.0}%)", 120.0 * p, 85.0 - 25.0 * p);
-                                view! { <td style:background=bg title=format!("true class {:.1}%", p * 100.0)>{if ok {"✓"} else {"✗"}}{format!(" {:.0}%", p * 100.0)}</td> }
+                                let title = format!("made on {}, shown to {}: {} {}, true class {:.1}%", variant_label(rv), variant_label(cv),
+                                    if ok { "still right" } else { "fooled" }, name(&c["class"]), p * 100.0);
+                                view! { <td style:background=heat_colour(ok, p) data-correct=ok.to_string() title=title>{if ok {"✓"} else {"✗"}}{format!(" {:.0}%", p * 100.0)}</td> }
                             }).collect_view()}
                         </tr>
                     }).collect_view()}
@@ -111,5 +116,17 @@ fn Results(v: Value, classes: Vec<String>) -> impl IntoView {
             </table></div>
             <p class="meta">{format!("{} in {:.0} ms", v["attack"]["name"].as_str().unwrap_or("attack"), v["ms"].as_f64().unwrap_or(0.0))}</p>
         </section>
+    }
+}
+
+/// A transfer cell's colour: green when the column's model is still right, red when it
+/// is fooled (the sign never rests on the shade alone: ✓/✗ are written too); darker
+/// the surer it is of the true class (right) or the further from it (fooled).
+fn heat_colour(right: bool, true_prob: f64) -> String {
+    let p = true_prob.clamp(0.0, 1.0);
+    if right {
+        format!("hsl(130, 50%, {:.0}%)", 86.0 - 28.0 * p)
+    } else {
+        format!("hsl(5, 70%, {:.0}%)", 86.0 - 28.0 * (1.0 - p))
     }
 }
