@@ -105,12 +105,42 @@ fn mime_of(bytes: &[u8]) -> &'static str {
     }
 }
 
-/// Reads a browser `File` and makes it the picked image.
+/// What a model with input `shape` sees of an uploaded file: decoded as the server
+/// decodes it, as a PNG data URL.
+fn preview(bytes: &[u8], shape: [usize; 3], invert: bool) -> Option<String> {
+    let px = hyperat::data::decode_upload(bytes, shape, invert, &Default::default()).ok()?;
+    let f: Vec<f32> = px.iter().map(|&p| p as f32 / 255.0).collect();
+    let png = hyperat::data::encode_png(&f, shape).ok()?;
+    Some(format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png)
+    ))
+}
+
+/// The chosen model's input `[C, H, W]` (Fashion-MNIST's until the list has loaded).
+fn input_shape(ctx: &Ctx) -> [usize; 3] {
+    let dims: Vec<usize> = ctx
+        .model_info()
+        .and_then(|m| m["input"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|d| d.as_u64().map(|d| d as usize))
+        .collect();
+    match dims[..] {
+        [c, h, w] => [c, h, w],
+        _ => [1, 28, 28],
+    }
+}
+
+/// Reads a browser `File` and makes it the picked image. "invert" is switched on when
+/// the image's border is light (a dark object on a light background); the user may
+/// switch it back.
 fn take_file(
     file: web_sys::File,
     picked: RwSignal<Option<Picked>>,
     invert: RwSignal<bool>,
     err: RwSignal<Option<String>>,
+    shape: [usize; 3],
 ) {
     leptos::task::spawn_local(async move {
         match wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
@@ -130,11 +160,16 @@ fn take_file(
                     base64::engine::general_purpose::STANDARD.encode(&bytes)
                 );
                 err.set(None);
+                let light = hyperat::data::decode_upload(&bytes, shape, false, &Default::default())
+                    .map(|px| hyperat::data::light_border(&px, shape));
+                let inv = light.unwrap_or(invert.get_untracked());
+                invert.set(inv);
                 picked.set(Some(Picked::Upload {
+                    preview: preview(&bytes, shape, inv),
                     bytes,
                     name: file.name(),
                     url,
-                    invert: invert.get_untracked(),
+                    invert: inv,
                 }));
             }
             Err(_) => err.set(Some(format!("cannot read {}", file.name()))),
@@ -203,7 +238,7 @@ pub fn ImagePicker() -> impl IntoView {
             .and_then(|d| d.files())
             .and_then(|f| f.get(0))
         {
-            take_file(f, ctx.picked, invert, err);
+            take_file(f, ctx.picked, invert, err, input_shape(&ctx));
         }
     });
     on_cleanup(move || paste.remove());
@@ -250,7 +285,7 @@ pub fn ImagePicker() -> impl IntoView {
                     ev.prevent_default();
                     dragging.set(false);
                     if let Some(f) = ev.data_transfer().and_then(|d| d.files()).and_then(|f| f.get(0)) {
-                        take_file(f, ctx.picked, invert, err);
+                        take_file(f, ctx.picked, invert, err, input_shape(&ctx));
                     }
                 }>
                 <label>"Upload an image (or drop / paste one here) "
@@ -258,7 +293,7 @@ pub fn ImagePicker() -> impl IntoView {
                         on:change=move |ev| {
                             let input: web_sys::HtmlInputElement = ev.target().unwrap().unchecked_into();
                             if let Some(f) = input.files().and_then(|f| f.get(0)) {
-                                take_file(f, ctx.picked, invert, err);
+                                take_file(f, ctx.picked, invert, err, input_shape(&ctx));
                             }
                         } />
                 </label>
@@ -267,11 +302,21 @@ pub fn ImagePicker() -> impl IntoView {
                         on:change=move |ev| {
                             let on = event_target_checked(&ev);
                             invert.set(on);
-                            ctx.picked.update(|p| if let Some(Picked::Upload { invert, .. }) = p { *invert = on; });
+                            let shape = input_shape(&ctx);
+                            ctx.picked.update(|p| if let Some(Picked::Upload { invert, preview: shown, bytes, .. }) = p {
+                                *invert = on;
+                                *shown = preview(bytes, shape, on);
+                            });
                         } />
                     " invert (dark object on light background)"
                 </label>
             </div>
+            {move || ctx.picked.get().and_then(|p| match p { Picked::Upload { preview, .. } => preview, _ => None }).map(|src| view! {
+                <figure id="upload-preview" class="preview">
+                    <img src=src class="pixelated" width="112" height="112" alt="the upload as the model sees it" />
+                    <figcaption>"What the model sees: the upload shrunk to the model's input, in grey"</figcaption>
+                </figure>
+            })}
             <ErrorBox msg=err.into() />
         </section>
     }

@@ -28,6 +28,9 @@ pub enum Picked {
         name: String,
         url: String,
         invert: bool,
+        /// What the model sees (decoded to its input as the server decodes it, as a PNG
+        /// data URL); `None` where the file does not decode.
+        preview: Option<String>,
     },
 }
 

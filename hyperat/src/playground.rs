@@ -134,11 +134,14 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// One line for the result's heading.
-    pub fn headline(self) -> &'static str {
+    /// One line for the result's heading. Without a true label (an upload) the attack
+    /// pushes away from the model's own answer, so there is no "right" to speak of.
+    pub fn headline(self, label_known: bool) -> &'static str {
         match self {
             Verdict::AlreadyWrong => "Already wrong on the clean image",
+            Verdict::Fooled if !label_known => "The attack changed the model's answer",
             Verdict::Fooled => "The attack fooled the model",
+            Verdict::Held if !label_known => "The model's answer did not change",
             Verdict::Held => "The model held",
             Verdict::NothingFound => {
                 "No adversarial example found within ε: the attack returned the clean image"

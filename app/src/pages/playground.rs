@@ -227,7 +227,8 @@ pub fn Playground() -> impl IntoView {
         })}
         {move || result.get().map(|v| {
             let classes = ctx.classes();
-            let label = v["label"].as_u64().map(|l| l as usize);
+            // Marked "(true)" only where the true class is known (not for an upload).
+            let label = v["label"].as_u64().map(|l| l as usize).filter(|_| v["label_known"].as_bool().unwrap_or(true));
             view! {
                 <section class="card" id="attack-result" aria-label="Attack result" data-variant=ctx.variant.get_untracked()>
                     <h3 id="attack-verdict" data-verdict=v["verdict"].as_str().unwrap_or_default().to_string()>
@@ -344,7 +345,7 @@ fn local_outcome(
         .collect();
     json!({
         "label": o.label, "fooled": o.fooled(), "clean_correct": o.clean.class == o.label, "linf": o.linf, "l2": o.l2,
-        "verdict": o.verdict(), "headline": o.verdict().headline(),
+        "verdict": o.verdict(), "headline": o.verdict().headline(img.label().is_some()), "label_known": img.label().is_some(),
         "clean": {"class": o.clean.class, "probs": o.clean.probs},
         "adversarial": {"class": o.adversarial.class, "probs": o.adversarial.probs},
         "clean_png": if matches!(img, crate::Picked::Sample{..}) { img.url() } else { png(&clean) },

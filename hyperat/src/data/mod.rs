@@ -23,7 +23,9 @@ pub use augment::Augment;
 pub use cifar::{load_cifar10, load_cifar100};
 pub use folder::{load_folder, to_input};
 pub use idx::{load_fashion_mnist, read_idx};
-pub use upload::{MAX_DECODED, MAX_SIDE, UploadError, UploadLimits, decode_upload, encode_png};
+pub use upload::{
+    MAX_DECODED, MAX_SIDE, UploadError, UploadLimits, decode_upload, encode_png, light_border,
+};
 
 /// Fashion-MNIST's class names, in label order.
 pub const FASHION_MNIST_CLASSES: [&str; 10] = [

@@ -195,6 +195,25 @@ pub fn encode_png(pixels: &[f32], [c, h, w]: [usize; 3]) -> crate::error::Result
     Ok(out.into_inner())
 }
 
+/// Whether a decoded image (`C·H·W` bytes, as [`decode_upload`] returns) has a light
+/// border (mean above mid-grey): a photo of a dark object on a light background, which a
+/// model trained on light-on-black images such as Fashion-MNIST must see inverted.
+pub fn light_border(px: &[u8], shape: [usize; 3]) -> bool {
+    let [c, h, w] = shape;
+    let (mut sum, mut n) = (0u64, 0u64);
+    for ch in 0..c {
+        for y in 0..h {
+            for x in 0..w {
+                if y == 0 || x == 0 || y + 1 == h || x + 1 == w {
+                    sum += px[(ch * h + y) * w + x] as u64;
+                    n += 1;
+                }
+            }
+        }
+    }
+    n > 0 && sum > 127 * n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +247,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(rgb.len(), 3 * 64);
+    }
+
+    #[test]
+    fn a_light_border_asks_for_inversion() {
+        // A dark square on white (a photo of a dark object) and its inverse.
+        let mut px = vec![255u8; 28 * 28];
+        for y in 4..24 {
+            for x in 4..24 {
+                px[y * 28 + x] = 10;
+            }
+        }
+        assert!(light_border(&px, [1, 28, 28]));
+        // Its inverse, a light object on black (Fashion-MNIST's look): the middle, light
+        // as it is, does not count.
+        let inverse: Vec<u8> = px.iter().map(|p| 255 - p).collect();
+        assert!(!light_border(&inverse, [1, 28, 28]));
+        assert!(!light_border(&[], [1, 0, 0]));
     }
 
     #[test]

@@ -403,6 +403,7 @@ pub async fn predict<B: AutodiffBackend>(State(s): St<B>, mp: Multipart) -> ApiR
 
 fn outcome_json(
     o: &AttackOutcome,
+    label_known: bool,
     classes: &[String],
     shape: [usize; 3],
     eps: f32,
@@ -416,7 +417,8 @@ fn outcome_json(
         "adversarial_correct": o.adversarial.class == o.label,
         "fooled": o.fooled(),
         "verdict": o.verdict(),
-        "headline": o.verdict().headline(),
+        "headline": o.verdict().headline(label_known),
+        "label_known": label_known,
         "linf": o.linf,
         "l2": o.l2,
         "adversarial_png": png_url(&o.adv_pixels, shape)?,
@@ -438,6 +440,7 @@ pub async fn attack<B: AutodiffBackend>(
     check_work(&s, &headers, &name, &params, 1)?;
     let seed: u64 = form.parse("seed", 0)?;
     let inp = input(&s, &entry, &form).await?;
+    let label_known = inp.label.is_some();
     let shape = entry.config.input_shape();
     let clean_png = png_url(&inp.pixels, shape)?;
     let (st, e2, v2, p2) = (s.clone(), entry.clone(), variant.clone(), params.clone());
@@ -453,7 +456,7 @@ pub async fn attack<B: AutodiffBackend>(
         Ok((o, attack.settings(), t0.elapsed().as_secs_f64() * 1e3))
     })
     .await?;
-    let mut v = outcome_json(&outcome, &entry.classes, shape, params.eps)?;
+    let mut v = outcome_json(&outcome, label_known, &entry.classes, shape, params.eps)?;
     v["model"] = json!(entry.id);
     v["variant"] = json!(variant);
     v["attack"] = settings;
@@ -476,6 +479,7 @@ pub async fn compare<B: AutodiffBackend>(
     check_work(&s, &headers, &name, &params, entry.variants.len())?;
     let seed: u64 = form.parse("seed", 0)?;
     let inp = input(&s, &entry, &form).await?;
+    let label_known = inp.label.is_some();
     let shape = entry.config.input_shape();
     let clean_png = png_url(&inp.pixels, shape)?;
     let (st, e2, p2) = (s.clone(), entry.clone(), params.clone());
@@ -501,7 +505,7 @@ pub async fn compare<B: AutodiffBackend>(
         .iter()
         .zip(&names)
         .map(|(o, n)| {
-            let mut v = outcome_json(o, &entry.classes, shape, params.eps)?;
+            let mut v = outcome_json(o, label_known, &entry.classes, shape, params.eps)?;
             v["variant"] = json!(n);
             Ok(v)
         })
