@@ -23,7 +23,8 @@ pub fn Playground() -> impl IntoView {
     let err = RwSignal::new(None::<String>);
     let result = RwSignal::new(None::<Value>);
     let predicted = RwSignal::new(None::<Value>);
-    let curve = RwSignal::new(Vec::<(f64, f64)>::new());
+    // Per variant (the base first), the true-class confidence at each ε of CURVE so far.
+    let curve = RwSignal::new(Vec::<(String, Vec<f64>)>::new());
     let curve_busy = RwSignal::new(false);
     // The base's and the chosen variant's outcomes of the last attack, base first.
     let duel = RwSignal::new(Vec::<(String, Value)>::new());
@@ -127,43 +128,54 @@ pub fn Playground() -> impl IntoView {
             };
             result.set(Some(v.clone()));
             // The undefended base on the same image and ε, beside the chosen variant.
+            let mut outcomes = vec![];
             if variant != "base" {
                 match one("base".into()).await {
                     _ if stale(g) => return,
-                    Ok(b) => duel.set(vec![("base".into(), b), (variant.clone(), v.clone())]),
+                    Ok(b) => {
+                        duel.set(vec![
+                            ("base".into(), b.clone()),
+                            (variant.clone(), v.clone()),
+                        ]);
+                        outcomes.push(("base".to_string(), b));
+                    }
                     Err(e) => err.set(Some(format!("the base model's attack: {e}"))),
                 }
             }
+            outcomes.push((variant.clone(), v.clone()));
             busy.set(false);
+            // Both models followed for the same class (the true one where known).
             let label = v["label"].as_u64().unwrap_or(0) as usize;
-            // At eps = 0 the curve is the clean confidence the answer already holds.
-            let clean_conf = v["clean"]["probs"][label].as_f64().unwrap_or(0.0);
-            // This image's true-class confidence against eps, on the server.
+            // This image's true-class confidence against eps, on the server; at eps = 0
+            // it is the clean confidence each answer already holds.
             curve_busy.set(true);
-            let mut pts = vec![];
-            for e in CURVE {
-                let conf = if e == 0.0 {
-                    Ok(clean_conf)
-                } else {
-                    attack_form(&model, &variant, &img, &name, e / 255.0, n)
-                        .field("label", label)
-                        .post("/api/attack")
-                        .await
-                        .map(|v| v["adversarial"]["probs"][label].as_f64().unwrap_or(0.0))
-                };
-                if stale(g) {
-                    return;
-                }
-                match conf {
-                    Ok(c) => {
-                        pts.push((e, c));
-                        curve.set(pts.clone());
+            let mut series: Vec<(String, Vec<f64>)> = outcomes
+                .iter()
+                .map(|(name, _)| (name.clone(), vec![]))
+                .collect();
+            'eps: for e in CURVE {
+                for (k, (which, outcome)) in outcomes.iter().enumerate() {
+                    let conf = if e == 0.0 {
+                        Ok(outcome["clean"]["probs"][label].as_f64().unwrap_or(0.0))
+                    } else {
+                        attack_form(&model, which, &img, &name, e / 255.0, n)
+                            .field("label", label)
+                            .post("/api/attack")
+                            .await
+                            .map(|v| v["adversarial"]["probs"][label].as_f64().unwrap_or(0.0))
+                    };
+                    if stale(g) {
+                        return;
                     }
-                    Err(e) => {
-                        err.set(Some(format!("confidence curve: {e}")));
-                        break;
+                    match conf {
+                        Ok(c) => series[k].1.push(c),
+                        Err(e) => {
+                            err.set(Some(format!("confidence curve: {e}")));
+                            break 'eps;
+                        }
                     }
                 }
+                curve.set(series.clone());
             }
             curve_busy.set(false);
         });
@@ -249,7 +261,7 @@ pub fn Playground() -> impl IntoView {
             }
         })}
         <Busy busy=curve_busy.into() label="measuring confidence against ε…" />
-        {move || (!curve.get().is_empty()).then(|| view! { <Curve pts=curve.get() /> })}
+        {move || (!curve.get().is_empty()).then(|| view! { <Curve series=curve.get() /> })}
     }
 }
 
@@ -355,32 +367,49 @@ fn local_outcome(
     })
 }
 
-/// The true class's confidence against eps, as an SVG line.
+/// The true class's confidence against eps, one line per model (the base first).
 #[component]
-fn Curve(pts: Vec<(f64, f64)>) -> impl IntoView {
+fn Curve(series: Vec<(String, Vec<f64>)>) -> impl IntoView {
     let xmax = CURVE.len() as f64 - 1.0;
-    let xy = |i: usize, c: f64| (20.0 + 270.0 * i as f64 / xmax, 130.0 - 110.0 * c);
-    let line = pts
+    let xy = |i: usize, c: f64| (40.0 + 250.0 * i as f64 / xmax, 130.0 - 110.0 * c);
+    let lines = series
         .iter()
         .enumerate()
-        .map(|(i, (_, c))| {
-            let (x, y) = xy(i, *c);
-            format!("{x:.1},{y:.1}")
+        .map(|(k, (variant, pts))| {
+            let line = pts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let (x, y) = xy(i, *c);
+                    format!("{x:.1},{y:.1}")
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            let who = variant_label(variant);
+            view! {
+                <polyline points=line class=format!("series s{k}") fill="none" data-variant=variant.clone() />
+                {pts.iter().enumerate().map(|(i, c)| { let (x, y) = xy(i, *c); view! {
+                    <circle cx=x cy=y r="3" class=format!("dot d{k}")><title>{format!("{who}, ε {}/255: {:.1}%", CURVE[i], c * 100.0)}</title></circle>
+                } }).collect_view()}
+            }
         })
-        .collect::<Vec<_>>()
-        .join(" ");
+        .collect_view();
     view! {
         <section class="card" id="eps-curve" aria-label="Confidence against epsilon">
-            <h3>"True-class confidence against ε"</h3>
-            <svg viewBox="0 0 300 160" class="chart" role="img" aria-label="confidence falls as epsilon grows">
-                <line x1="20" y1="130" x2="290" y2="130" class="axis" />
-                <line x1="20" y1="20" x2="20" y2="130" class="axis" />
-                <text x="2" y="24" class="tick">"1"</text><text x="2" y="134" class="tick">"0"</text>
-                {CURVE.iter().enumerate().map(|(i, e)| { let (x, _) = xy(i, 0.0); view! { <text x=x - 4.0 y="148" class="tick">{format!("{e}")}</text> } }).collect_view()}
-                <text x="200" y="158" class="tick">"ε (/255)"</text>
-                <polyline points=line class="series s0" fill="none" />
-                {pts.iter().enumerate().map(|(i, (e, c))| { let (x, y) = xy(i, *c); view! { <circle cx=x cy=y r="3" class="dot"><title>{format!("ε {e}/255: {:.1}%", c * 100.0)}</title></circle> } }).collect_view()}
+            <h3>"How sure each model stays of the true class as ε grows"</h3>
+            <p class="legend">{series.iter().enumerate().map(|(k, (v, _))| view! {
+                <span class=format!("key s{k}")>"━ "</span>{variant_label(v)}" "
+            }).collect_view()}</p>
+            <svg viewBox="0 0 300 175" class="chart" role="img" aria-label="true-class probability against epsilon, one line per model">
+                <line x1="40" y1="130" x2="290" y2="130" class="axis" />
+                <line x1="40" y1="20" x2="40" y2="130" class="axis" />
+                <text x="22" y="24" class="tick">"1"</text><text x="22" y="134" class="tick">"0"</text>
+                <text x="10" y="80" class="tick" transform="rotate(-90 10 80)" text-anchor="middle">"true-class prob."</text>
+                {CURVE.iter().enumerate().map(|(i, e)| { let (x, _) = xy(i, 0.0); view! { <text x=x - 4.0 y="146" class="tick">{format!("{e}")}</text> } }).collect_view()}
+                <text x="165" y="164" class="tick" text-anchor="middle">"ε: the most each pixel may change (/255)"</text>
+                {lines}
             </svg>
+            <p class="meta">"Each point is a fresh attack of that size on that model. A line that stays high belongs to a model the attack cannot talk out of the true class; a line that drops to 0 has been fooled."</p>
         </section>
     }
 }
