@@ -234,7 +234,11 @@ pub fn Train() -> impl IntoView {
                     let (d, t) = (p["done"].as_f64().unwrap_or(0.0), p["total"].as_f64().unwrap_or(1.0).max(1.0));
                     view! {
                         <progress id="job-progress" max=t value=d></progress>
-                        <span class="meta">{format!(" {d:.0}/{t:.0}{}", p["eta_s"].as_f64().map(|e| format!(", about {e:.0} s left")).unwrap_or_default())}</span>
+                        // An estimate of time left only while the run runs.
+                        <span class="meta" id="job-eta">{move || match status.get().as_str() {
+                            "done" | "failed" | "cancelled" => format!(" stopped at {d:.0}/{t:.0}"),
+                            _ => format!(" {d:.0}/{t:.0}{}", p["eta_s"].as_f64().map(|e| format!(", about {e:.0} s left")).unwrap_or_default()),
+                        }}</span>
                     }
                 })}
                 <p class="meta" id="job-steps">{move || format!("{} steps reported", metrics.get().iter().filter(|r| r.get("kind").is_none()).count())}</p>
