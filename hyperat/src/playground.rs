@@ -499,9 +499,11 @@ mod tests {
         assert_eq!(outcome(1, 1, 0.0).verdict(), Verdict::NothingFound);
         assert!(
             Verdict::NothingFound
-                .headline()
+                .headline(true)
                 .contains("No adversarial example found")
         );
+        // Without a true label the attack only changes the model's own answer.
+        assert!(!Verdict::Fooled.headline(false).contains("fooled"));
         let wire = serde_json::to_value(Verdict::NothingFound).unwrap();
         assert_eq!(wire, "nothing_found");
     }

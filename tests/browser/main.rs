@@ -198,6 +198,26 @@ fn the_ui_end_to_end() {
         pert.as_str().unwrap().starts_with("data:image/png;base64,"),
         "{pert}"
     );
+    // The same click attacked the undefended base too: both cards, each named, one line.
+    let default_variant = model["default_variant"].as_str().unwrap().to_string();
+    b.wait(
+        "the side-by-side verdict",
+        120,
+        "return document.querySelectorAll('#duel .duel-card').length === 2",
+    );
+    let names = b.js(
+        "return [...document.querySelectorAll('#duel .duel-card')].map(c => c.dataset.variant)",
+    );
+    assert_eq!(names, serde_json::json!(["base", default_variant]));
+    let line = b.text("#verdict-line");
+    assert!(line.starts_with("base (undefended) "), "{line}");
+    assert_eq!(
+        line.matches(" held").count()
+            + line.matches(" fooled").count()
+            + line.matches(" wrong").count(),
+        2,
+        "{line}"
+    );
     let verdict = b.js("return document.querySelector('#attack-verdict').dataset.verdict");
     assert!(
         ["fooled", "held", "nothing_found", "already_wrong"].contains(&verdict.as_str().unwrap()),
@@ -208,10 +228,43 @@ fn the_ui_end_to_end() {
     b.wait(
         "the confidence curve",
         120,
-        "return document.querySelectorAll('#eps-curve circle').length === 7",
+        "return document.querySelectorAll('#eps-curve circle').length === 14",
     );
+    // One line per model, base first.
+    let lines = b.js(
+        "return [...document.querySelectorAll('#eps-curve polyline')].map(l => l.dataset.variant)",
+    );
+    assert_eq!(lines, serde_json::json!(["base", model["default_variant"]]));
     b.js("document.querySelector('#attack-result').scrollIntoView()");
     b.screenshot(&shots.join("playground.png"));
+
+    // The later request wins: attack, switch the variant at once, attack again; the
+    // first answer, arriving late, must not replace the second.
+    let other = model["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find(|v| *v != "base" && *v != default_variant)
+        .expect("a third variant")
+        .to_string();
+    b.click("#attack-btn");
+    b.js(&format!("const s = document.querySelector('#variant-select'); s.value = '{other}'; s.dispatchEvent(new Event('change', {{bubbles: true}}));"));
+    b.wait(
+        "the results to clear",
+        10,
+        "return document.querySelector('#attack-result') === null && document.querySelector('#duel') === null",
+    );
+    b.click("#attack-btn");
+    let shown = "return [document.querySelector('#attack-result')?.dataset.variant, document.querySelector('#duel .duel-card:last-child')?.dataset.variant]";
+    b.wait(
+        "the second attack",
+        120,
+        "return document.querySelectorAll('#duel .duel-card').length === 2",
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(b.js(shown), serde_json::json!([other, other]));
+    b.js(&format!("const s = document.querySelector('#variant-select'); s.value = '{default_variant}'; s.dispatchEvent(new Event('change', {{bubbles: true}}));"));
 
     // In-browser inference (no WebGPU flag: the CPU fallback) agrees with the server.
     let backend = in_browser_matches_server(&b);
@@ -236,9 +289,40 @@ fn the_ui_end_to_end() {
         20,
         "return document.querySelector('.thumb.chosen') === null",
     );
+    // A preview of what the model sees; a dark background leaves "invert" off.
+    b.wait(
+        "the upload preview",
+        20,
+        "return document.querySelector('#upload-preview img') !== null",
+    );
+    assert_eq!(
+        b.js("return document.querySelector('#invert').checked"),
+        false
+    );
     let (top, where_, _) = predict(&b);
     assert!(where_.contains("on the server"), "{where_}");
     assert!(ds.classes.contains(&top), "{top}");
+    // No true label for an upload: nothing is marked "(true)", no ✓/✗.
+    let shown = b.text("#predict-result");
+    assert!(
+        !shown.contains("(true)") && !shown.contains('✓') && !shown.contains('✗'),
+        "{shown}"
+    );
+    // The same image dark on light: "invert" switches itself on.
+    let light = tempfile::Builder::new().suffix(".png").tempfile().unwrap();
+    let inverse: Vec<f32> = ds.image(1).iter().map(|p| 1.0 - p).collect();
+    std::fs::write(
+        light.path(),
+        hyperat::data::encode_png(&inverse, ds.shape).unwrap(),
+    )
+    .unwrap();
+    b.send_keys("#upload", light.path().to_str().unwrap());
+    b.wait(
+        "invert to switch on",
+        20,
+        "return document.querySelector('#invert').checked === true",
+    );
+    b.js("const i = document.querySelector('#invert'); i.checked = false; i.dispatchEvent(new Event('change', {bubbles: true}));");
 
     // A non-image upload gives a readable error.
     let txt = tempfile::Builder::new().suffix(".txt").tempfile().unwrap();
@@ -273,6 +357,16 @@ fn the_ui_end_to_end() {
     assert_eq!(rows.as_u64().unwrap() as usize, n_variants);
     let cells = b.js("return document.querySelectorAll('#transfer-table tbody td').length");
     assert_eq!(cells.as_u64().unwrap() as usize, n_variants * n_variants);
+    // The heat map colours by right/wrong (green/red), says so in a legend, and names
+    // its axes; the ✓/✗ agrees with the colour in every cell.
+    assert!(b.text("#heat-legend").contains("still right"));
+    assert!(b.text("#transfer-table caption").contains("row's model"));
+    let cells = b.js("return [...document.querySelectorAll('#transfer-table tbody td')].map(td => { const [r, g] = getComputedStyle(td).backgroundColor.match(/\\d+/g).map(Number); return [td.dataset.correct, g > r, td.textContent.startsWith('✓')]; })");
+    for c in cells.as_array().unwrap() {
+        let right = c[0] == "true";
+        assert_eq!(c[1], right, "colour of {c}");
+        assert_eq!(c[2], right, "mark of {c}");
+    }
     b.js("document.querySelector('#compare-table').scrollIntoView()");
     b.screenshot(&shots.join("compare.png"));
 
@@ -301,6 +395,9 @@ fn the_ui_end_to_end() {
         b.js("return [...document.querySelectorAll('.error')].map(e => e.textContent).join(' | ')")
     );
     assert_eq!(b.text("#job-steps"), "3 steps reported");
+    // A finished run promises no time left.
+    let eta = b.text("#job-eta");
+    assert!(eta.contains("stopped at") && !eta.contains("left"), "{eta}");
     b.wait(
         "the curves",
         10,
