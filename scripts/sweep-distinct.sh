@@ -24,18 +24,20 @@ epochs=${EPOCHS:-1}
 lr=${LR:-3e-3}
 seed=${SEED:-0}
 threads=${THREADS:-1}
-# name | flags (beside the common ones)
+# name | flags (beside the common ones) [| learning rate, where not LR]
 grid=("random|"
   "random, PGD-AT warm-up 10%|--method-warmup-fraction 0.1"
   "balanced, z to heads, z lr x10, z std 3|--sampling balanced --method-to-heads --lr-scales method-embed=10 --method-embed-std 3"
   "balanced, z to heads|--sampling balanced --method-to-heads"
   "balanced, z to heads, PGD-AT warm-up 10%|--sampling balanced --method-to-heads --method-warmup-fraction 0.1"
   "balanced|--sampling balanced"
+  "balanced, z to heads, lr 1e-3|--sampling balanced --method-to-heads|1e-3"
+  "balanced, z to heads, PGD-AT warm-up 10%, lr 1e-3|--sampling balanced --method-to-heads --method-warmup-fraction 0.1|1e-3"
   "balanced, z std 3|--sampling balanced --method-embed-std 3"
   "balanced, z lr x10|--sampling balanced --lr-scales method-embed=10")
 slug() { echo "$1" | tr -c 'A-Za-z0-9\n' '-' | tr -s '-'; }
-tune() { # name flags
-  local dir
+tune() { # name flags [lr]
+  local dir row_lr=${3:-$lr}
   dir="$out/$(slug "$1")"
   if [ -f "$dir/summary.json" ]; then return 0; fi
   echo "sweep: $1"
@@ -44,7 +46,7 @@ tune() { # name flags
   else
     # shellcheck disable=SC2086
     RAYON_NUM_THREADS=$threads $bin tune --backbone "$backbone" --dataset fashion-mnist --kind hyperat \
-      --methods pgd-at,trades,mart --epochs "$epochs" --batch-size 128 --lr "$lr" --warmup-fraction 0.1 \
+      --methods pgd-at,trades,mart --epochs "$epochs" --batch-size 128 --lr "$row_lr" --warmup-fraction 0.1 \
       --eps 0.1 --alpha 0.025 --attack-steps 5 --seed "$seed" --checkpoint-every 50 --out "$dir" $2 \
       > "$dir.log" 2>&1
   fi
@@ -61,7 +63,8 @@ if [ -z "${DOC_ONLY:-}" ]; then
     bin=$out/bin/hyperat
   fi
   for g in "${grid[@]}"; do
-    spawn tune "${g%%|*}" "${g#*|}"
+    IFS='|' read -r name flags row_lr <<< "$g"
+    spawn tune "$name" "$flags" "${row_lr:-$lr}"
   done
   wait_all || { echo "a run failed (logs: $out/*.log)"; exit 1; }
 fi
