@@ -91,6 +91,10 @@ pub struct AppState<B: AutodiffBackend> {
     pub models: RwLock<BTreeMap<String, Arc<ModelEntry<B>>>>,
     /// Test splits loaded so far, by dataset name.
     datasets: Mutex<HashMap<String, Arc<Dataset>>>,
+    /// Held while a dataset loads, so that requests arriving together load it once
+    /// (50 clients at start-up each read the whole test split otherwise: ~1 GB of
+    /// transient buffers that the allocator kept as resident memory).
+    dataset_load: Mutex<()>,
     /// Slots for attacks and comparisons.
     pub heavy: Arc<Semaphore>,
     /// Slots for predictions.
@@ -153,6 +157,7 @@ impl<B: AutodiffBackend> AppState<B> {
             device,
             models: RwLock::new(models),
             datasets: Mutex::new(HashMap::new()),
+            dataset_load: Mutex::new(()),
             jobs,
             closing: tokio::sync::watch::channel(false).0,
             showcases: Mutex::new(HashMap::new()),
@@ -202,27 +207,47 @@ impl<B: AutodiffBackend> AppState<B> {
     /// [`AppState::test_set`] from a handler: the first load reads the dataset from disk,
     /// so it runs on the blocking pool, not on the executor.
     pub async fn load_test_set(self: &Arc<Self>, name: &str) -> ApiResult<Arc<Dataset>> {
+        // Loaded already (nearly every call): no trip to the blocking pool, whose extra
+        // threads each grow an allocator arena of their own.
+        if let Some(d) = self.cached_test_set(name) {
+            return Ok(d);
+        }
         let (s, name) = (self.clone(), name.to_string());
         tokio::task::spawn_blocking(move || s.test_set(&name))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
     }
 
-    /// A dataset's test split (loaded once).
-    pub fn test_set(&self, name: &str) -> ApiResult<Arc<Dataset>> {
-        let name = if name == "fmnist" {
+    /// A dataset's name as the cache knows it (`fmnist` is `fashion-mnist`).
+    fn canonical(name: &str) -> &str {
+        if name == "fmnist" {
             "fashion-mnist"
         } else {
             name
-        };
+        }
+    }
+
+    /// The test split of `name` if it is loaded.
+    fn cached_test_set(&self, name: &str) -> Option<Arc<Dataset>> {
+        let datasets = self.datasets.lock().expect("datasets lock");
+        datasets.get(Self::canonical(name)).cloned()
+    }
+
+    /// A dataset's test split (loaded once).
+    pub fn test_set(&self, name: &str) -> ApiResult<Arc<Dataset>> {
+        let name = Self::canonical(name);
         if !DATASETS.contains(&name) {
             return Err(ApiError::not_found(format!(
                 "unknown dataset `{name}` (known: {})",
                 DATASETS.join(", ")
             )));
         }
-        if let Some(d) = self.datasets.lock().expect("datasets lock").get(name) {
-            return Ok(d.clone());
+        if let Some(d) = self.cached_test_set(name) {
+            return Ok(d);
+        }
+        let _loading = self.dataset_load.lock().expect("dataset load lock");
+        if let Some(d) = self.cached_test_set(name) {
+            return Ok(d);
         }
         let ds = Arc::new(data::load(name, Split::Test, None).map_err(|e| {
             ApiError::new(
