@@ -210,7 +210,9 @@ pub fn ImagePicker() -> impl IntoView {
                         // Open on an image the lesson can use (both models right), not
                         // whichever comes first; the gallery's first where there is none.
                         let model = ctx.model.get_untracked();
-                        let first = match lesson_image(&model, None, None).await {
+                        // Ranked at the attack's default ε, the one the page opens with.
+                        let eps = Some(DEFAULT_EPS255 / 255.0);
+                        let first = match lesson_image(&model, None, eps).await {
                             Some(p) => Some(p),
                             None => list.first().map(|s| sample_of(s, &ds)),
                         };
@@ -424,6 +426,9 @@ pub const ATTACKS: [(&str, &str); 4] = [
     ("apgd-ce", "APGD-CE"),
 ];
 
+/// The attack's ε (in /255) a page opens with: 8/255, the field's usual first look.
+pub const DEFAULT_EPS255: f64 = 8.0;
+
 /// The attack, ε and step count a page attacks with (Playground and Compare share them).
 #[derive(Clone, Copy)]
 pub struct AttackSettings {
@@ -440,7 +445,7 @@ impl AttackSettings {
     pub fn new() -> Self {
         Self {
             attack: RwSignal::new(String::from("pgd")),
-            eps255: RwSignal::new(8.0),
+            eps255: RwSignal::new(DEFAULT_EPS255),
             steps: RwSignal::new(10),
         }
     }

@@ -174,7 +174,14 @@ fn the_ui_end_to_end() {
     );
     // It opens on the image the server's showcase ranks first (both models right), not
     // on a hard-coded one.
-    let lesson = api(port, "/api/models/fmnist-vit-tiny/showcase?n=1");
+    // (ranked at the page's default ε, 8/255, as the page asks for it)
+    let lesson = api(
+        port,
+        &format!(
+            "/api/models/fmnist-vit-tiny/showcase?n=1&eps={}",
+            8.0f64 / 255.0
+        ),
+    );
     let want = lesson["images"][0]["sample"].as_u64().unwrap().to_string();
     let got = b.wait(
         "the lesson image",
@@ -431,6 +438,68 @@ fn the_ui_end_to_end() {
     }
     b.screenshot(&shots.join("learn.png"));
     eprintln!("screenshots in {}", shots.display());
+}
+
+/// Whether the page scrolls sideways (its content wider than the window).
+fn overflows(b: &Browser) -> Value {
+    b.js("const w = window.innerWidth; const wide = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w + 1 && !e.closest('.table-wrap')).slice(0, 5).map(e => e.tagName + (e.id ? '#' + e.id : '') + '.' + e.className); return document.documentElement.scrollWidth > w ? [document.documentElement.scrollWidth, w, wide] : null")
+}
+
+#[test]
+fn every_page_fits_a_phone() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = tempfile::tempdir().unwrap();
+    let port = serve(data.path());
+    let base = format!("http://127.0.0.1:{port}");
+    let shots = shots();
+    let b = Browser::start(false);
+    b.set_window(390, 844);
+    // Playground after an attack (both cards, the curve), the widest it gets.
+    b.goto(&format!("{base}/"));
+    b.wait(
+        "the lesson image",
+        120,
+        "const e = document.querySelector('#picked-desc'); return e && e.dataset.sample",
+    );
+    b.click("#attack-btn");
+    b.wait(
+        "the side-by-side verdict",
+        120,
+        "return document.querySelectorAll('#duel .duel-card').length === 2",
+    );
+    assert_eq!(overflows(&b), Value::Null, "playground at 390 px");
+    b.js("document.querySelector('#duel').scrollIntoView()");
+    b.screenshot(&shots.join("playground-390.png"));
+    // Compare with its tables (they scroll in their own box).
+    b.goto(&format!("{base}/#/compare"));
+    pick_first_sample(&b);
+    b.click("#compare-btn");
+    b.wait(
+        "the comparison",
+        300,
+        "return document.querySelectorAll('#transfer-table tbody td').length > 0",
+    );
+    assert_eq!(overflows(&b), Value::Null, "compare at 390 px");
+    b.js("document.querySelector('#transfer-table').scrollIntoView()");
+    b.screenshot(&shots.join("compare-390.png"));
+    for page in ["train", "models", "learn"] {
+        b.goto(&format!("{base}/#/{page}"));
+        b.wait(
+            "the page",
+            30,
+            "return document.querySelector('main h2') !== null",
+        );
+        if page == "learn" {
+            b.click("#learn-demo");
+            b.wait(
+                "the live example",
+                120,
+                "return document.querySelectorAll('.side-by-side figure').length === 2",
+            );
+        }
+        assert_eq!(overflows(&b), Value::Null, "{page} at 390 px");
+        b.screenshot(&shots.join(format!("{page}-390.png")));
+    }
 }
 
 #[test]

@@ -173,6 +173,15 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// Sets the window's outer size in CSS pixels (a phone's width, say).
+    pub fn set_window(&self, width: u32, height: u32) {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        );
+    }
+
     /// Opens `url`.
     pub fn goto(&self, url: &str) {
         self.cmd("POST", "/url", Some(json!({"url": url})));
