@@ -44,7 +44,7 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "post",
         "/api/attack",
-        "Clean vs adversarial prediction, adversarial image and amplified perturbation (multipart: image | sample, model, variant, attack, eps, alpha, steps, restarts, seed, label, invert)",
+        "Clean vs adversarial prediction, the verdict (fooled, held, nothing_found, already_wrong) with its headline, adversarial image and amplified perturbation (multipart: image | sample, model, variant, attack, eps, alpha, steps, restarts, seed, label, invert)",
         "multipart",
     ),
     (
