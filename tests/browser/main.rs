@@ -80,6 +80,46 @@ fn api(port: u16, path: &str) -> Value {
     serde_json::from_slice(&body).unwrap()
 }
 
+/// A server for one test at a time, on a loopback port over the shipped model and
+/// `dist/`, with its own data folder.
+struct Site {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    _data: tempfile::TempDir,
+    port: u16,
+    /// `http://127.0.0.1:PORT`.
+    base: String,
+}
+
+fn site() -> Site {
+    let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let data = tempfile::tempdir().unwrap();
+    let port = serve(data.path());
+    Site {
+        _serial: serial,
+        _data: data,
+        port,
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// Waits for the image the page opens on (the showcase's first); returns its sample id.
+fn wait_lesson_image(b: &Browser) -> Value {
+    b.wait(
+        "the lesson image",
+        120,
+        "const e = document.querySelector('#picked-desc'); return e && e.dataset.sample",
+    )
+}
+
+/// Waits for the playground's side-by-side verdict (both cards).
+fn wait_duel(b: &Browser, what: &str) {
+    b.wait(
+        what,
+        120,
+        "return document.querySelectorAll('#duel .duel-card').length === 2",
+    );
+}
+
 /// Waits for the first gallery image and picks it.
 fn pick_first_sample(b: &Browser) {
     b.wait(
@@ -140,10 +180,8 @@ fn in_browser_matches_server(b: &Browser) -> String {
 
 #[test]
 fn the_ui_end_to_end() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let data = tempfile::tempdir().unwrap();
-    let port = serve(data.path());
-    let base = format!("http://127.0.0.1:{port}");
+    let site = site();
+    let (port, base) = (site.port, site.base.clone());
     let shots = shots();
     let models = api(port, "/api/models");
     let model = models["models"]
@@ -183,11 +221,7 @@ fn the_ui_end_to_end() {
         ),
     );
     let want = lesson["images"][0]["sample"].as_u64().unwrap().to_string();
-    let got = b.wait(
-        "the lesson image",
-        120,
-        "const e = document.querySelector('#picked-desc'); return e && e.dataset.sample",
-    );
+    let got = wait_lesson_image(&b);
     assert_eq!(got.as_str().unwrap(), want, "{lesson}");
 
     // A gallery image, attacked with PGD: both predictions and the perturbation.
@@ -207,11 +241,7 @@ fn the_ui_end_to_end() {
     );
     // The same click attacked the undefended base too: both cards, each named, one line.
     let default_variant = model["default_variant"].as_str().unwrap().to_string();
-    b.wait(
-        "the side-by-side verdict",
-        120,
-        "return document.querySelectorAll('#duel .duel-card').length === 2",
-    );
+    wait_duel(&b, "the side-by-side verdict");
     let names = b.js(
         "return [...document.querySelectorAll('#duel .duel-card')].map(c => c.dataset.variant)",
     );
@@ -264,11 +294,7 @@ fn the_ui_end_to_end() {
     );
     b.click("#attack-btn");
     let shown = "return [document.querySelector('#attack-result')?.dataset.variant, document.querySelector('#duel .duel-card:last-child')?.dataset.variant]";
-    b.wait(
-        "the second attack",
-        120,
-        "return document.querySelectorAll('#duel .duel-card').length === 2",
-    );
+    wait_duel(&b, "the second attack");
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(b.js(shown), serde_json::json!([other, other]));
     b.js(&format!("const s = document.querySelector('#variant-select'); s.value = '{default_variant}'; s.dispatchEvent(new Event('change', {{bubbles: true}}));"));
@@ -447,26 +473,16 @@ fn overflows(b: &Browser) -> Value {
 
 #[test]
 fn every_page_fits_a_phone() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let data = tempfile::tempdir().unwrap();
-    let port = serve(data.path());
-    let base = format!("http://127.0.0.1:{port}");
+    let site = site();
+    let base = site.base.clone();
     let shots = shots();
     let b = Browser::start(false);
     b.set_window(390, 844);
     // Playground after an attack (both cards, the curve), the widest it gets.
     b.goto(&format!("{base}/"));
-    b.wait(
-        "the lesson image",
-        120,
-        "const e = document.querySelector('#picked-desc'); return e && e.dataset.sample",
-    );
+    wait_lesson_image(&b);
     b.click("#attack-btn");
-    b.wait(
-        "the side-by-side verdict",
-        120,
-        "return document.querySelectorAll('#duel .duel-card').length === 2",
-    );
+    wait_duel(&b, "the side-by-side verdict");
     assert_eq!(overflows(&b), Value::Null, "playground at 390 px");
     b.js("document.querySelector('#duel').scrollIntoView()");
     b.screenshot(&shots.join("playground-390.png"));
@@ -504,11 +520,9 @@ fn every_page_fits_a_phone() {
 
 #[test]
 fn in_browser_inference_on_webgpu() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let data = tempfile::tempdir().unwrap();
-    let port = serve(data.path());
+    let site = site();
     let b = Browser::start(true);
-    b.goto(&format!("http://127.0.0.1:{port}/"));
+    b.goto(&format!("{}/", site.base));
     b.wait("the model list", 60, "const s = document.querySelector('#model-select'); return s && s.value === 'fmnist-vit-tiny'");
     pick_first_sample(&b);
     let backend = in_browser_matches_server(&b);
