@@ -120,6 +120,19 @@ fn wait_duel(b: &Browser, what: &str) {
     );
 }
 
+/// Opens Compare, picks the first gallery image and waits for every variant's row and
+/// the transfer matrix.
+fn compare_first_sample(b: &Browser, base: &str) {
+    b.goto(&format!("{base}/#/compare"));
+    pick_first_sample(b);
+    b.click("#compare-btn");
+    b.wait(
+        "the comparison",
+        300,
+        "return document.querySelectorAll('#compare-table tr.variant-row').length > 0 && document.querySelectorAll('#transfer-table tbody td').length > 0",
+    );
+}
+
 /// Waits for the first gallery image and picks it.
 fn pick_first_sample(b: &Browser) {
     b.wait(
@@ -378,14 +391,7 @@ fn the_ui_end_to_end() {
     );
 
     // Compare shows every variant and the transfer matrix.
-    b.goto(&format!("{base}/#/compare"));
-    pick_first_sample(&b);
-    b.click("#compare-btn");
-    b.wait(
-        "the comparison",
-        300,
-        "return document.querySelectorAll('#compare-table tr.variant-row').length > 0",
-    );
+    compare_first_sample(&b, &base);
     let rows = b.js("return document.querySelectorAll('#compare-table tr.variant-row').length");
     assert_eq!(rows.as_u64().unwrap() as usize, n_variants);
     let cells = b.js("return document.querySelectorAll('#transfer-table tbody td').length");
@@ -487,14 +493,7 @@ fn every_page_fits_a_phone() {
     b.js("document.querySelector('#duel').scrollIntoView()");
     b.screenshot(&shots.join("playground-390.png"));
     // Compare with its tables (they scroll in their own box).
-    b.goto(&format!("{base}/#/compare"));
-    pick_first_sample(&b);
-    b.click("#compare-btn");
-    b.wait(
-        "the comparison",
-        300,
-        "return document.querySelectorAll('#transfer-table tbody td').length > 0",
-    );
+    compare_first_sample(&b, &base);
     assert_eq!(overflows(&b), Value::Null, "compare at 390 px");
     b.js("document.querySelector('#transfer-table').scrollIntoView()");
     b.screenshot(&shots.join("compare-390.png"));
