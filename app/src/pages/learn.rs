@@ -7,8 +7,8 @@ use serde_json::Value;
 use crate::components::{Busy, ErrorBox, lesson_image, variant_label};
 use crate::{Ctx, Picked, api};
 
-/// The demo's attack radius (8/255, the lesson's ε).
-const EPS: f64 = 8.0 / 255.0;
+/// The demo's attack radius: the page's default ε (0.1, Fashion-MNIST's usual budget).
+const EPS: f64 = crate::components::DEFAULT_EPS255 / 255.0;
 
 #[component]
 pub fn Learn() -> impl IntoView {
@@ -65,7 +65,7 @@ pub fn Learn() -> impl IntoView {
         <h2>"Learn"</h2>
         <article class="card prose">
             <h3>"1. Adversarial examples"</h3>
-            <p>"A classifier can be fooled by changes to an image that people hardly see. An attack such as PGD nudges every pixel by at most ε (here 8/255, about 3%) in the direction that most increases the model's loss, several times over. The result looks the same to us; the model's answer flips."</p>
+            <p>"A classifier can be fooled by changes to an image that people hardly see. An attack such as PGD nudges every pixel by at most ε (here 0.1, a tenth of the range from black to white: the usual budget on Fashion-MNIST) in the direction that most increases the model's loss, several times over. The result looks the same to us; the model's answer flips."</p>
             <h3>"2. Adversarial training"</h3>
             <p>"The best-known defense trains on those attacked images: each training step first attacks the batch, then learns from the attacked copy. PGD-AT learns to classify the attacked image correctly; TRADES balances clean accuracy against a stable prediction; MART puts extra weight on the images the model gets wrong."</p>
             <h3>"3. LoRA: tuning a few parameters"</h3>
@@ -75,7 +75,7 @@ pub fn Learn() -> impl IntoView {
         </article>
         <section class="card" aria-label="Live example">
             <h3>"Try it: the same attack on the undefended and the HyperAT+ model"</h3>
-            <button id="learn-demo" class="primary" on:click=demo disabled=move || busy.get()>"Attack an image both models get right (PGD, ε = 8/255)"</button>
+            <button id="learn-demo" class="primary" on:click=demo disabled=move || busy.get()>"Attack an image both models get right (PGD, ε = 0.1)"</button>
             <Busy busy=busy.into() label="attacking…" />
             <ErrorBox msg=err.into() />
             <div class="side-by-side">
