@@ -105,16 +105,29 @@ fn mime_of(bytes: &[u8]) -> &'static str {
     }
 }
 
-/// What a model with input `shape` sees of an uploaded file: decoded as the server
-/// decodes it, as a PNG data URL.
-fn preview(bytes: &[u8], shape: [usize; 3], invert: bool) -> Option<String> {
-    let px = hyperat::data::decode_upload(bytes, shape, invert, &Default::default()).ok()?;
-    let f: Vec<f32> = px.iter().map(|&p| p as f32 / 255.0).collect();
-    let png = hyperat::data::encode_png(&f, shape).ok()?;
+/// Pixels in [0, 1] (`C·H·W` of `shape`) as a PNG data URL.
+pub fn png_data_url(px: &[f32], shape: [usize; 3]) -> Option<String> {
+    let png = hyperat::data::encode_png(px, shape).ok()?;
     Some(format!(
         "data:image/png;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(png)
     ))
+}
+
+/// An upload decoded to a model input of `shape` as the server decodes it, before any
+/// inversion (which `decode_upload` applies last, to each pixel); `None` if it does not decode.
+fn decode_plain(bytes: &[u8], shape: [usize; 3]) -> Option<Vec<u8>> {
+    hyperat::data::decode_upload(bytes, shape, false, &Default::default()).ok()
+}
+
+/// What the model sees of an upload's [`decode_plain`] pixels, inverted or not, as a PNG
+/// data URL.
+fn preview(plain: &[u8], shape: [usize; 3], invert: bool) -> Option<String> {
+    let f: Vec<f32> = plain
+        .iter()
+        .map(|&p| if invert { 255 - p } else { p } as f32 / 255.0)
+        .collect();
+    png_data_url(&f, shape)
 }
 
 /// The chosen model's input `[C, H, W]` (Fashion-MNIST's until the list has loaded).
@@ -160,12 +173,14 @@ fn take_file(
                     base64::engine::general_purpose::STANDARD.encode(&bytes)
                 );
                 err.set(None);
-                let light = hyperat::data::decode_upload(&bytes, shape, false, &Default::default())
-                    .map(|px| hyperat::data::light_border(&px, shape));
-                let inv = light.unwrap_or(invert.get_untracked());
+                // Decoded once: for the border test and the preview.
+                let plain = decode_plain(&bytes, shape);
+                let inv = plain.as_ref().map_or(invert.get_untracked(), |px| {
+                    hyperat::data::light_border(px, shape)
+                });
                 invert.set(inv);
                 picked.set(Some(Picked::Upload {
-                    preview: preview(&bytes, shape, inv),
+                    preview: plain.and_then(|px| preview(&px, shape, inv)),
                     bytes,
                     name: file.name(),
                     url,
@@ -307,7 +322,7 @@ pub fn ImagePicker() -> impl IntoView {
                             let shape = input_shape(&ctx);
                             ctx.picked.update(|p| if let Some(Picked::Upload { invert, preview: shown, bytes, .. }) = p {
                                 *invert = on;
-                                *shown = preview(bytes, shape, on);
+                                *shown = decode_plain(bytes, shape).and_then(|px| preview(&px, shape, on));
                             });
                         } />
                     " invert (dark object on light background)"
@@ -324,7 +339,6 @@ pub fn ImagePicker() -> impl IntoView {
     }
 }
 
-/// A gallery entry as a [`Picked`].
 /// The test image a lesson opens on: the first one the server's showcase ranks (the
 /// undefended base and `variant` — default: the model's default — both right, those an
 /// attack of `eps` fools only on the base first). `None` where the model has none.
@@ -348,6 +362,7 @@ pub async fn lesson_image(model: &str, variant: Option<&str>, eps: Option<f64>) 
     })
 }
 
+/// A gallery entry as a [`Picked`].
 pub fn sample_of(s: &Value, dataset: &str) -> Picked {
     Picked::Sample {
         id: s["id"].as_u64().unwrap_or(0) as usize,

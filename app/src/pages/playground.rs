@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::components::{
     AttackControls, AttackSettings, Busy, ErrorBox, ImagePicker, ModelPicker, ProbBars,
-    picked_or_ask, variant_label,
+    picked_or_ask, png_data_url, variant_label,
 };
 use crate::{Ctx, api, infer};
 
@@ -339,16 +339,7 @@ fn local_outcome(
     eps: f64,
     ran: infer::Ran,
 ) -> Value {
-    let png = |px: &[f32]| {
-        hyperat::data::encode_png(px, ran.shape)
-            .map(|b| {
-                format!(
-                    "data:image/png;base64,{}",
-                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)
-                )
-            })
-            .unwrap_or_default()
-    };
+    let png = |px: &[f32]| png_data_url(px, ran.shape).unwrap_or_default();
     let clean: Vec<f32> = o
         .adv_pixels
         .iter()

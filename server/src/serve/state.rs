@@ -92,8 +92,7 @@ pub struct AppState<B: AutodiffBackend> {
     /// Test splits loaded so far, by dataset name.
     datasets: Mutex<HashMap<String, Arc<Dataset>>>,
     /// Held while a dataset loads, so that requests arriving together load it once
-    /// (50 clients at start-up each read the whole test split otherwise: ~1 GB of
-    /// transient buffers that the allocator kept as resident memory).
+    /// (the soak's 50 clients each read the whole test split at start-up otherwise).
     dataset_load: Mutex<()>,
     /// Slots for attacks and comparisons.
     pub heavy: Arc<Semaphore>,
@@ -207,8 +206,8 @@ impl<B: AutodiffBackend> AppState<B> {
     /// [`AppState::test_set`] from a handler: the first load reads the dataset from disk,
     /// so it runs on the blocking pool, not on the executor.
     pub async fn load_test_set(self: &Arc<Self>, name: &str) -> ApiResult<Arc<Dataset>> {
-        // Loaded already (nearly every call): no trip to the blocking pool, whose extra
-        // threads each grow an allocator arena of their own.
+        // Loaded already (nearly every call): answered here, without a trip to the
+        // blocking pool.
         if let Some(d) = self.cached_test_set(name) {
             return Ok(d);
         }
