@@ -31,10 +31,10 @@ grid=("random|"
   "balanced, z to heads|--sampling balanced --method-to-heads"
   "balanced, z to heads, PGD-AT warm-up 10%|--sampling balanced --method-to-heads --method-warmup-fraction 0.1"
   "balanced|--sampling balanced"
-  "balanced, z to heads, lr 1e-3|--sampling balanced --method-to-heads|1e-3"
-  "balanced, z to heads, PGD-AT warm-up 10%, lr 1e-3|--sampling balanced --method-to-heads --method-warmup-fraction 0.1|1e-3"
-  "balanced, z std 3|--sampling balanced --method-embed-std 3"
-  "balanced, z lr x10|--sampling balanced --lr-scales method-embed=10")
+  "balanced, z to heads, lr 1e-3|--sampling balanced --method-to-heads|1e-3")
+# Dropped before they finished (2026-12-05), their neighbours having answered for them:
+# "balanced, z to heads, PGD-AT warm-up 10%, lr 1e-3" (lr 1e-3 was only slower), "balanced,
+# z std 3" and "balanced, z lr x10" (balanced sampling without z to the heads was unstable).
 slug() { echo "$1" | tr -c 'A-Za-z0-9\n' '-' | tr -s '-'; }
 tune() { # name flags [lr]
   local dir row_lr=${3:-$lr}
@@ -137,5 +137,16 @@ if failed:
           "near chance): " + "; ".join(failed) + ". Every run passes through a near-chance "
           "phase early in adversarial training (the backbone is fooled by every attack); "
           "these did not leave it within the epoch.")
+print("\n**Choice for the main run** (`scripts/results-fashion-mnist.sh`, HYPERAT_FLAGS): "
+      "balanced, z to heads, lr 3e-3, no PGD-AT warm-up. It is the one setting that learned with "
+      "a mean delta cosine below 0.7; it misses the target's robustness half by 1.3 points at most "
+      "(2.4, 4.3 and 4.3 points below each method's best, against 3), within the 2-point standard "
+      "error of a 512-image hold-out. The settings that beat it on robustness (random sampling, "
+      "with or without the PGD-AT warm-up) kept one LoRA under three names (cosine 0.94-0.96), "
+      "which leaves merging nothing to combine. Three settings were dropped before they finished: "
+      "the warm-up at lr 1e-3 (lr 1e-3 was only slower), and balanced sampling with a larger or "
+      "faster method embedding but no z to the heads (balanced sampling alone was unstable). "
+      "The main run records the same diagnostics every evaluation, so whether its LoRAs stay "
+      "distinct over 10 epochs is measured there, not assumed.")
 PY
 echo "sweep: docs/sweep-distinct-fashion-mnist.md"
