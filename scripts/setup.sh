@@ -3,7 +3,8 @@
 #   - Debian package dataset-fashion-mnist (the embedded default dataset)
 #   - the wasm32-unknown-unknown Rust target (the core library and the web UI build for it)
 #   - npm (wasm-opt for the web UI comes from npm's binaryen)
-#   - with HYPERAT_SETUP_BROWSER=1: Debian's chromium and chromium-driver (browser tests)
+#   - with HYPERAT_SETUP_BROWSER=1: Debian's chromium and chromium-driver, and axe-core
+#     (npm, pinned) for the browser tests' accessibility checks
 set -euo pipefail
 
 as_root() {
@@ -29,6 +30,12 @@ command -v npm >/dev/null || apt_install npm
 
 if [ "${HYPERAT_SETUP_BROWSER:-0}" = 1 ]; then
   apt_install chromium chromium-driver
+  # The browser tests inject axe-core from here (tests/browser: HYPERAT_AXE overrides).
+  tools="$HOME/.cache/hyperat-tools"
+  if ! grep -qs '"version": "4.11.0"' "$tools/node_modules/axe-core/package.json"; then
+    echo "setup: installing axe-core 4.11.0 (npm)" >&2
+    mkdir -p "$tools" && (cd "$tools" && npm install --silent --no-audit --no-fund --save-exact axe-core@4.11.0)
+  fi
 fi
 
 if command -v rustup >/dev/null && ! rustup target list --installed | grep -q wasm32-unknown-unknown; then

@@ -222,18 +222,25 @@ pub fn ImagePicker() -> impl IntoView {
                 Ok(v) => {
                     let list = v["samples"].as_array().cloned().unwrap_or_default();
                     if ctx.picked.get_untracked().is_none() {
-                        // Open on an image the lesson can use (both models right), not
-                        // whichever comes first; the gallery's first where there is none.
+                        // The image a shared link names; else one the lesson can use
+                        // (both models right), not whichever comes first; the gallery's
+                        // first where there is none.
+                        let linked = match ctx.wanted_sample.get_untracked() {
+                            Some(id) => test_image(&ds, id).await,
+                            None => None,
+                        };
                         let model = ctx.model.get_untracked();
                         // Ranked at the attack's default ε, the one the page opens with.
                         let eps = Some(DEFAULT_EPS255 / 255.0);
-                        let first = match lesson_image(&model, None, eps).await {
+                        let first = match linked {
                             Some(p) => Some(p),
-                            None => list.first().map(|s| sample_of(s, &ds)),
-                        };
+                            None => lesson_image(&model, None, eps).await,
+                        }
+                        .or_else(|| list.first().map(|s| sample_of(s, &ds)));
                         if ctx.picked.get_untracked().is_none() {
                             ctx.picked.set(first);
                         }
+                        ctx.wanted_sample.set(None);
                     }
                     samples.set(list);
                     dataset.set(ds);
@@ -362,6 +369,17 @@ pub async fn lesson_image(model: &str, variant: Option<&str>, eps: Option<f64>) 
     })
 }
 
+/// Test image `id` of `dataset`; `None` where there is no such image.
+async fn test_image(dataset: &str, id: usize) -> Option<Picked> {
+    let url = format!(
+        "/api/samples?dataset={}&offset={id}&n=1",
+        js_sys::encode_uri_component(dataset)
+    );
+    let v = api::get(&url).await.ok()?;
+    let s = v["samples"].get(0)?;
+    (s["id"].as_u64()? as usize == id).then(|| sample_of(s, dataset))
+}
+
 /// A gallery entry as a [`Picked`].
 pub fn sample_of(s: &Value, dataset: &str) -> Picked {
     Picked::Sample {
@@ -485,8 +503,8 @@ pub fn AttackControls(
 ) -> impl IntoView {
     view! {
         <label>"Attack "
-            <select id=select_id on:change=move |ev| s.attack.set(event_target_value(&ev))>
-                {ATTACKS.iter().map(|(k, l)| view! { <option value=*k selected=*k == "pgd">{*l}</option> }).collect_view()}
+            <select id=select_id prop:value=move || s.attack.get() on:change=move |ev| s.attack.set(event_target_value(&ev))>
+                {ATTACKS.iter().map(|(k, l)| view! { <option value=*k selected=move || s.attack.get() == *k>{*l}</option> }).collect_view()}
             </select>
         </label>
         <EpsInput eps255=s.eps255 />

@@ -1,10 +1,12 @@
 //! HyperAT Studio's web UI: playground, LoRA comparison, training dashboard, models and a
 //! classroom page, over `hyperat serve`'s API, with optional in-browser inference.
-//! Pages are chosen by the URL's hash (`#/compare`), so any page can be bookmarked.
+//! Pages are chosen by the URL's hash (`#/compare`), so any page can be bookmarked; the
+//! attack pages keep their state in it too (`link`).
 
 mod api;
 mod components;
 mod infer;
+mod link;
 mod pages;
 
 use base64::Engine;
@@ -88,6 +90,8 @@ pub struct Ctx {
     pub variant: RwSignal<String>,
     /// The chosen image.
     pub picked: RwSignal<Option<Picked>>,
+    /// A test image a shared link asked for, until the image picker has loaded it.
+    pub wanted_sample: RwSignal<Option<usize>>,
     /// Run predictions and light attacks in this browser instead of on the server.
     pub in_browser: RwSignal<bool>,
 }
@@ -112,17 +116,31 @@ impl Ctx {
             .collect()
     }
 
+    /// Sets the model's default variant where none is chosen or the model lacks it.
+    pub fn fill_default_variant(&self) {
+        let Some(m) = self.model_info() else { return };
+        let v = self.variant.get_untracked();
+        let known = m["variants"]
+            .as_array()
+            .is_some_and(|vs| vs.iter().any(|x| x == v.as_str()));
+        if v.is_empty() || !known {
+            self.variant.set(
+                m["default_variant"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+        }
+    }
+
     /// Reads the model list again (after a tuning run finishes).
     pub fn refresh_models(self) {
         leptos::task::spawn_local(async move {
             match api::get("/api/models").await {
                 Ok(v) => {
                     let list = v["models"].as_array().cloned().unwrap_or_default();
-                    if self.model.get_untracked().is_empty()
-                        || !list
-                            .iter()
-                            .any(|m| m["id"] == self.model.get_untracked().as_str())
-                    {
+                    let chosen = self.model.get_untracked();
+                    if !list.iter().any(|m| m["id"] == chosen.as_str()) {
                         // Prefer the shipped default model.
                         let pick = list
                             .iter()
@@ -131,15 +149,11 @@ impl Ctx {
                         if let Some(m) = pick {
                             self.model
                                 .set(m["id"].as_str().unwrap_or_default().to_string());
-                            self.variant.set(
-                                m["default_variant"]
-                                    .as_str()
-                                    .unwrap_or_default()
-                                    .to_string(),
-                            );
+                            self.variant.set(String::new());
                         }
                     }
                     self.models.set(list);
+                    self.fill_default_variant();
                     self.models_error.set(None);
                 }
                 Err(e) => self
@@ -162,9 +176,13 @@ fn current_page() -> String {
     let hash = web_sys::window()
         .and_then(|w| w.location().hash().ok())
         .unwrap_or_default();
+    // `#/playground?model=…`: the page, then its state (see `link`).
     let p = hash
         .trim_start_matches('#')
         .trim_start_matches('/')
+        .split('?')
+        .next()
+        .unwrap_or_default()
         .to_string();
     if PAGES.iter().any(|(k, _)| *k == p) {
         p
@@ -181,6 +199,7 @@ fn App() -> impl IntoView {
         model: RwSignal::new(String::new()),
         variant: RwSignal::new(String::new()),
         picked: RwSignal::new(None),
+        wanted_sample: RwSignal::new(None),
         in_browser: RwSignal::new(false),
     };
     provide_context(ctx);

@@ -484,7 +484,7 @@ fn every_page_fits_a_phone() {
     let shots = shots();
     let b = Browser::start(false);
     // Playground after an attack (both cards, the curve), the widest it gets; first on a
-    // 1024-px screen (the README's picture of the verdict), then on a phone.
+    // 1280-px screen (the README's picture of the verdict), then on a phone.
     b.goto(&format!("{base}/"));
     wait_lesson_image(&b);
     b.click("#attack-btn");
@@ -532,4 +532,232 @@ fn in_browser_inference_on_webgpu() {
         backend.starts_with("WebGPU"),
         "expected WebGPU, ran on {backend}"
     );
+}
+
+/// axe-core's script (installed by `scripts/setup.sh` with HYPERAT_SETUP_BROWSER=1).
+fn axe_script() -> String {
+    let path = std::env::var_os("HYPERAT_AXE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/hyperat-tools/node_modules/axe-core/axe.min.js")
+        });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core not found at {} ({e}): run HYPERAT_SETUP_BROWSER=1 scripts/setup.sh (scripts/test.sh does)",
+            path.display()
+        )
+    })
+}
+
+/// The serious and critical accessibility violations axe-core finds on the page as it
+/// is now, one line each (rule, what it asks, up to three elements).
+fn axe_violations(b: &Browser, axe: &str) -> Vec<String> {
+    b.js(&format!(
+        "{axe}\n;window.__axe = null; window.axe.run(document, {{resultTypes: ['violations']}}).then(r => {{ window.__axe = r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical').map(v => v.id + ': ' + v.help + ' [' + v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(', ') + ']'); }}, e => {{ window.__axe = ['axe failed: ' + e]; }});"
+    ));
+    let found = b.wait(
+        "axe-core's report",
+        60,
+        "return window.__axe && {v: window.__axe}",
+    );
+    found["v"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn axe_finds_no_serious_violations_on_any_page() {
+    let site = site();
+    let base = site.base.clone();
+    let axe = axe_script();
+    let b = Browser::start(false);
+    let mut found = vec![];
+    // The playground with results shown (both cards, the curve), Compare with its tables.
+    b.goto(&format!("{base}/"));
+    wait_lesson_image(&b);
+    b.click("#attack-btn");
+    wait_duel(&b, "the side-by-side verdict");
+    found.extend(
+        axe_violations(&b, &axe)
+            .into_iter()
+            .map(|v| format!("playground: {v}")),
+    );
+    compare_first_sample(&b, &base);
+    found.extend(
+        axe_violations(&b, &axe)
+            .into_iter()
+            .map(|v| format!("compare: {v}")),
+    );
+    for page in ["train", "models", "learn"] {
+        b.goto(&format!("{base}/#/{page}"));
+        b.wait(
+            "the page",
+            30,
+            "return document.querySelector('main h2') !== null",
+        );
+        found.extend(
+            axe_violations(&b, &axe)
+                .into_iter()
+                .map(|v| format!("{page}: {v}")),
+        );
+    }
+    // Learn's Present mode (the page it covers is already checked).
+    b.click("#present-btn");
+    b.find("#present");
+    found.extend(
+        axe_violations(&b, &axe)
+            .into_iter()
+            .map(|v| format!("present mode: {v}")),
+    );
+    assert!(
+        found.is_empty(),
+        "axe-core, serious or critical:\n{}",
+        found.join("\n")
+    );
+}
+
+/// The playground's controls as the page shows them: variant, attack, ε (/255), steps
+/// and the chosen test image.
+fn playground_state(b: &Browser) -> Value {
+    b.js("const v = s => document.querySelector(s).value; return {variant: v('#variant-select'), attack: v('#attack-select'), eps: v('#eps'), steps: v('#steps'), sample: document.querySelector('#picked-desc').dataset.sample}")
+}
+
+#[test]
+fn a_shared_link_opens_the_same_demo() {
+    let site = site();
+    let models = api(site.port, "/api/models");
+    let model = &models["models"].as_array().unwrap()[0];
+    // A variant other than the page's default, so that restoring it shows.
+    let variant = model["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .find(|v| *v != "base" && *v != model["default_variant"])
+        .expect("a second robust variant")
+        .to_string();
+    let b = Browser::start(false);
+    b.goto(&format!("{}/#/playground", site.base));
+    wait_lesson_image(&b);
+    b.set_value("#variant-select", &variant);
+    b.set_value("#attack-select", "fgsm");
+    b.set_value("#eps", "12");
+    b.set_value("#steps", "3");
+    b.click("#sample-7");
+    let url = b.wait(
+        "the page's link",
+        10,
+        "return location.hash.includes('sample=7') && location.hash.includes('eps=12') && location.hash.includes('attack=fgsm') && location.href",
+    );
+    let url = url.as_str().unwrap().to_string();
+    // The link in a fresh browser opens on the same state.
+    drop(b);
+    let b = Browser::start(false);
+    b.goto(&url);
+    b.wait(
+        "the linked image",
+        60,
+        "const e = document.querySelector('#picked-desc'); return e && e.dataset.sample === '7'",
+    );
+    b.wait(
+        "the linked variant",
+        30,
+        &format!(
+            "return document.querySelector('#variant-select').value === {}",
+            serde_json::to_string(&variant).unwrap()
+        ),
+    );
+    let state = playground_state(&b);
+    assert_eq!(
+        state,
+        serde_json::json!({"variant": variant, "attack": "fgsm", "eps": "12", "steps": "3", "sample": "7"}),
+        "{url}"
+    );
+    // ... and attacks with it: the duel names the linked variant.
+    b.click("#attack-btn");
+    wait_duel(&b, "the side-by-side verdict");
+    let names = b.js(
+        "return [...document.querySelectorAll('#duel .duel-card')].map(c => c.dataset.variant)",
+    );
+    assert_eq!(names, serde_json::json!(["base", variant]));
+    // A link with nonsense in it opens on the defaults instead.
+    b.goto("about:blank");
+    b.goto(&format!(
+        "{}/#/playground?model=nope&variant=nope&attack=zzz&eps=999&steps=0&sample=99999999",
+        site.base
+    ));
+    wait_lesson_image(&b);
+    b.wait(
+        "the default variant",
+        30,
+        &format!(
+            "return document.querySelector('#variant-select').value === {}",
+            model["default_variant"]
+        ),
+    );
+    let state = playground_state(&b);
+    assert_eq!(
+        (&state["attack"], &state["eps"], &state["steps"]),
+        (
+            &serde_json::json!("pgd"),
+            &serde_json::json!("25.5"),
+            &serde_json::json!("10")
+        )
+    );
+}
+
+#[test]
+fn present_mode_walks_the_lesson() {
+    let site = site();
+    let b = Browser::start(false);
+    let step = |b: &Browser| {
+        b.js("const p = document.querySelector('#present'); return p && p.dataset.step")
+    };
+    let wait_step = |b: &Browser, n: usize| {
+        b.wait(
+            &format!("step {n}"),
+            20,
+            &format!("const p = document.querySelector('#present'); return p && p.dataset.step === '{n}' && location.hash.includes('present={n}')"),
+        );
+    };
+    let key = |b: &Browser, k: &str| {
+        b.js(&format!(
+            "window.dispatchEvent(new KeyboardEvent('keydown', {{key: '{k}', bubbles: true}}))"
+        ));
+    };
+    b.goto(&format!("{}/#/learn", site.base));
+    b.click("#present-btn");
+    wait_step(&b, 1);
+    assert!(b.text("#present h3").contains("Adversarial examples"));
+    key(&b, "ArrowRight");
+    wait_step(&b, 2);
+    b.click("#present-next");
+    wait_step(&b, 3);
+    key(&b, "ArrowLeft");
+    wait_step(&b, 2);
+    // The last step runs the live example by itself.
+    key(&b, "End");
+    wait_step(&b, 5);
+    b.wait(
+        "the live example in the presentation",
+        120,
+        "return document.querySelectorAll('#present .side-by-side figure').length === 2",
+    );
+    b.screenshot(&shots().join("learn-present.png"));
+    key(&b, "ArrowRight");
+    assert_eq!(step(&b), serde_json::json!("5"), "past the last step");
+    key(&b, "Escape");
+    b.wait(
+        "the page without the presentation",
+        10,
+        "return document.querySelector('#present') === null && !location.hash.includes('present')",
+    );
+    // A link to a step opens on it.
+    b.goto("about:blank");
+    b.goto(&format!("{}/#/learn?present=3", site.base));
+    wait_step(&b, 3);
 }

@@ -133,7 +133,7 @@ impl Browser {
             "--disable-sync".into(),
             "--no-first-run".into(),
             "--disable-dev-shm-usage".into(),
-            "--window-size=1024,900".into(),
+            "--window-size=1280,900".into(),
             format!("--user-data-dir={}", profile.path().display()),
         ];
         if webgpu {

@@ -14,6 +14,7 @@ use crate::{Ctx, api};
 pub fn Compare() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let s = AttackSettings::new();
+    crate::link::sync_attack_page("compare", ctx, s, false);
     let busy = RwSignal::new(false);
     let err = RwSignal::new(None::<String>);
     let result = RwSignal::new(None::<Value>);
@@ -121,12 +122,13 @@ fn Results(v: Value, classes: Vec<String>) -> impl IntoView {
 
 /// A transfer cell's colour: green when the column's model is still right, red when it
 /// is fooled (the sign never rests on the shade alone: ✓/✗ are written too); darker
-/// the surer it is of the true class (right) or the further from it (fooled).
+/// the surer it is of the true class (right) or the further from it (fooled). The darkest
+/// shades keep dark text at a 4.5:1 contrast (WCAG AA; axe-core checks it).
 fn heat_colour(right: bool, true_prob: f64) -> String {
     let p = true_prob.clamp(0.0, 1.0);
     if right {
         format!("hsl(130, 50%, {:.0}%)", 86.0 - 28.0 * p)
     } else {
-        format!("hsl(5, 70%, {:.0}%)", 86.0 - 28.0 * (1.0 - p))
+        format!("hsl(5, 70%, {:.0}%)", 88.0 - 20.0 * (1.0 - p))
     }
 }

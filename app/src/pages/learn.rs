@@ -10,13 +10,36 @@ use crate::{Ctx, Picked, api};
 /// The demo's attack radius: the page's default ε (0.1, Fashion-MNIST's usual budget).
 const EPS: f64 = crate::components::DEFAULT_EPS255 / 255.0;
 
+/// The lesson's steps (title, text); the live example follows them.
+const STEPS: [(&str, &str); 4] = [
+    (
+        "1. Adversarial examples",
+        "A classifier can be fooled by changes to an image that people hardly see. An attack such as PGD nudges every pixel by at most ε (here 0.1, a tenth of the range from black to white: the usual budget on Fashion-MNIST) in the direction that most increases the model's loss, several times over. The result looks the same to us; the model's answer flips.",
+    ),
+    (
+        "2. Adversarial training",
+        "The best-known defense trains on those attacked images: each training step first attacks the batch, then learns from the attacked copy. PGD-AT learns to classify the attacked image correctly; TRADES balances clean accuracy against a stable prediction; MART puts extra weight on the images the model gets wrong.",
+    ),
+    (
+        "3. LoRA: tuning a few parameters",
+        "Retraining all of a Vision Transformer is expensive. LoRA keeps the pretrained weights W₀ frozen and adds a low-rank change: W = W₀ + scaling · B·A, where A and B are thin matrices (rank r). Only A and B learn: a small fraction of the parameters.",
+    ),
+    (
+        "4. HyperAT: one hypernetwork, many defenses, one merged model",
+        "Each defense has strengths. HyperAT does not train one LoRA per defense separately: a small shared hypernetwork generates the LoRA factors for every layer from learned embeddings of the method, the layer and the module. Each training step samples one defense. Afterwards the per-method LoRAs are merged (HyperAT+ averages them) and folded into the weights, leaving a plain ViT that costs nothing extra at inference.",
+    ),
+];
+
+/// The live example's title (the last step of Present mode).
+const LIVE: &str = "5. Try it: the same attack on the undefended and the HyperAT+ model";
+
 #[component]
 pub fn Learn() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let busy = RwSignal::new(false);
     let err = RwSignal::new(None::<String>);
     let shown = RwSignal::new(Vec::<(String, Value)>::new());
-    let demo = move |_| {
+    let demo = move || {
         let model = ctx.model.get_untracked();
         let variants: Vec<String> = ctx
             .model_info()
@@ -61,21 +84,47 @@ pub fn Learn() -> impl IntoView {
             busy.set(false);
         });
     };
-    view! {
-        <h2>"Learn"</h2>
-        <article class="card prose">
-            <h3>"1. Adversarial examples"</h3>
-            <p>"A classifier can be fooled by changes to an image that people hardly see. An attack such as PGD nudges every pixel by at most ε (here 0.1, a tenth of the range from black to white: the usual budget on Fashion-MNIST) in the direction that most increases the model's loss, several times over. The result looks the same to us; the model's answer flips."</p>
-            <h3>"2. Adversarial training"</h3>
-            <p>"The best-known defense trains on those attacked images: each training step first attacks the batch, then learns from the attacked copy. PGD-AT learns to classify the attacked image correctly; TRADES balances clean accuracy against a stable prediction; MART puts extra weight on the images the model gets wrong."</p>
-            <h3>"3. LoRA: tuning a few parameters"</h3>
-            <p>"Retraining all of a Vision Transformer is expensive. LoRA keeps the pretrained weights W₀ frozen and adds a low-rank change: W = W₀ + scaling · B·A, where A and B are thin matrices (rank r). Only A and B learn: a small fraction of the parameters."</p>
-            <h3>"4. HyperAT: one hypernetwork, many defenses, one merged model"</h3>
-            <p>"Each defense has strengths. HyperAT does not train one LoRA per defense separately: a small shared hypernetwork generates the LoRA factors for every layer from learned embeddings of the method, the layer and the module. Each training step samples one defense. Afterwards the per-method LoRAs are merged (HyperAT+ averages them) and folded into the weights, leaving a plain ViT that costs nothing extra at inference."</p>
-        </article>
-        <section class="card" aria-label="Live example">
-            <h3>"Try it: the same attack on the undefended and the HyperAT+ model"</h3>
-            <button id="learn-demo" class="primary" on:click=demo disabled=move || busy.get()>"Attack an image both models get right (PGD, ε = 0.1)"</button>
+    // Present mode: step 1..=STEPS.len() + 1 (the live example), in the URL as
+    // `#/learn?present=N` so a reload or a shared link opens on the same step.
+    let present = RwSignal::new(
+        crate::link::Link::current()
+            .parse::<usize>("present")
+            .filter(|n| (1..=STEPS.len() + 1).contains(n)),
+    );
+    let go = move |step: Option<usize>| {
+        let step = step.map(|n| n.clamp(1, STEPS.len() + 1));
+        present.set(step);
+        let q = step.map(|n| n.to_string()).unwrap_or_default();
+        crate::link::replace("learn", &[("present", q)]);
+    };
+    // Reaching the live step runs the example (once the model list is there; once: the
+    // button runs it again).
+    Effect::new(move |_| {
+        if present.get() == Some(STEPS.len() + 1)
+            && !ctx.models.get().is_empty()
+            && shown.get_untracked().is_empty()
+            && !busy.get_untracked()
+        {
+            demo();
+        }
+    });
+    let keys = window_event_listener(leptos::ev::keydown, move |ev| {
+        let Some(n) = present.get_untracked() else {
+            return;
+        };
+        match ev.key().as_str() {
+            "ArrowRight" | "PageDown" | " " => go(Some(n + 1)),
+            "ArrowLeft" | "PageUp" => go(Some(n.saturating_sub(1).max(1))),
+            "Home" => go(Some(1)),
+            "End" => go(Some(STEPS.len() + 1)),
+            "Escape" => go(None),
+            _ => return,
+        }
+        ev.prevent_default();
+    });
+    on_cleanup(move || keys.remove());
+    let live = move || {
+        view! {
             <Busy busy=busy.into() label="attacking…" />
             <ErrorBox msg=err.into() />
             <div class="side-by-side">
@@ -88,6 +137,40 @@ pub fn Learn() -> impl IntoView {
                     </figure>
                 }).collect_view()}
             </div>
+        }
+    };
+    view! {
+        <h2>"Learn"</h2>
+        <p><button id="present-btn" on:click=move |_| go(Some(1))>"Present"</button>
+            <span class="hint">" Large type, one step at a time; ← and → move, Esc leaves."</span></p>
+        <article class="card prose">
+            {STEPS.iter().map(|(t, p)| view! { <h3>{*t}</h3><p>{*p}</p> }).collect_view()}
+        </article>
+        <section class="card" aria-label="Live example">
+            <h3>{LIVE}</h3>
+            <button id="learn-demo" class="primary" on:click=move |_| demo() disabled=move || busy.get()>"Attack an image both models get right (PGD, ε = 0.1)"</button>
+            {move || present.get().is_none().then(live)}
         </section>
+        {move || present.get().map(|n| {
+            let total = STEPS.len() + 1;
+            view! {
+                <section id="present" class="present" role="dialog" aria-modal="true" aria-label="Presentation" data-step=n.to_string()>
+                    <p class="present-count" aria-live="polite">{format!("{n} / {total}")}</p>
+                    {match STEPS.get(n - 1) {
+                        Some((t, p)) => view! { <h3>{*t}</h3><p>{*p}</p> }.into_any(),
+                        None => view! {
+                            <h3>{LIVE}</h3>
+                            <button id="present-demo" class="primary" on:click=move |_| demo() disabled=move || busy.get()>"Run it again"</button>
+                            {live()}
+                        }.into_any(),
+                    }}
+                    <nav class="present-nav" aria-label="Presentation steps">
+                        <button id="present-prev" on:click=move |_| go(Some(n.saturating_sub(1).max(1))) disabled=n == 1>"← previous"</button>
+                        <button id="present-exit" on:click=move |_| go(None)>"leave (Esc)"</button>
+                        <button id="present-next" class="primary" on:click=move |_| go(Some(n + 1)) disabled=n == total>"next →"</button>
+                    </nav>
+                </section>
+            }
+        })}
     }
 }

@@ -19,6 +19,7 @@ const CURVE: [f64; 7] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
 pub fn Playground() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let settings = AttackSettings::new();
+    crate::link::sync_attack_page("playground", ctx, settings, true);
     let busy = RwSignal::new(false);
     let err = RwSignal::new(None::<String>);
     let result = RwSignal::new(None::<Value>);
