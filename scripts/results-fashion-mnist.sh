@@ -47,6 +47,11 @@ rm -f "$ship.tmp/backbone/pretrain.json"
 cp -r "$h/run.json" "$h/backbone" "$h/checkpoint.safetensors" "$h/summary.json" "$h/metrics.jsonl" \
   "$h/merges" "$ship.tmp/hyperat/"
 "$out/bin/hyperat" export --run "$h" --variant merged:uniform --out "$ship.tmp/merged"
+# Each variant's clean and PGD-20 accuracy (first 1000 test images, eps 0.1): the figures
+# the Models, Playground and Learn pages show (the server reads evaluation.json).
+specs=""
+for v in base method:pgd-at method:trades method:mart merged:uniform merged:adaptive; do specs="$specs,$v=$h#$v"; done
+"$out/bin/hyperat" report --models "${specs#,}" --limit 1000 --eps 0.1 --steps 20 --json "$ship.tmp/evaluation.json"
 rm -rf "$ship" && mv "$ship.tmp" "$ship"
 python3 scripts/results_doc.py "$out" "$(( SECONDS - start ))" > docs/results-fashion-mnist.md
 echo "results: docs/results-fashion-mnist.md, shipped model in $ship ($(du -sh "$ship" | cut -f1))"

@@ -83,11 +83,8 @@ async fn send(
 /// The sentence shown for a failed request.
 pub fn error_text(status: u16, body: &str) -> String {
     match serde_json::from_str::<Value>(body) {
-        Ok(v) if v["detail"].is_string() => format!(
-            "{} ({status} {})",
-            v["detail"].as_str().unwrap_or_default(),
-            v["error"].as_str().unwrap_or("error")
-        ),
+        // The server's sentence says what was wrong; its status and code are for programs.
+        Ok(v) if v["detail"].is_string() => v["detail"].as_str().unwrap_or_default().to_string(),
         _ if body.trim().is_empty() => format!("the server answered {status}"),
         _ => format!(
             "the server answered {status}: {}",
@@ -120,6 +117,12 @@ pub async fn post_json(url: &str, body: &Value) -> Result<Value, String> {
     json_of(send("POST", url, Some(&b), true).await?).await
 }
 
+/// `PATCH url` with a JSON body → JSON.
+pub async fn patch_json(url: &str, body: &Value) -> Result<Value, String> {
+    let b = JsValue::from_str(&body.to_string());
+    json_of(send("PATCH", url, Some(&b), true).await?).await
+}
+
 /// `GET url` → bytes (model exports).
 pub async fn get_bytes(url: &str) -> Result<Vec<u8>, String> {
     let resp = send("GET", url, None, false).await?;
@@ -149,8 +152,16 @@ impl Form {
             crate::Picked::Sample { id, dataset, .. } => {
                 self.field("sample", id).field("dataset", dataset)
             }
-            crate::Picked::Upload { bytes, invert, .. } => {
+            crate::Picked::Upload {
+                bytes,
+                invert,
+                label,
+                ..
+            } => {
                 let mut f = self.field("invert", invert);
+                if let Some(l) = label {
+                    f = f.field("label", l);
+                }
                 f.image = Some(bytes.clone());
                 f
             }

@@ -51,7 +51,8 @@ pub fn ModelPicker(#[prop(optional)] no_variant: bool) -> impl IntoView {
                 }>
                 {move || ctx.models.get().into_iter().map(|m| {
                     let id = m["id"].as_str().unwrap_or_default().to_string();
-                    view! { <option value=id.clone() selected=move || ctx.model.get() == id>{id.clone()}</option> }
+                    let label = m["name"].as_str().map_or(id.clone(), |n| format!("{n} ({id})"));
+                    view! { <option value=id.clone() selected=move || ctx.model.get() == id>{label}</option> }
                 }).collect_view()}
             </select>
         </label>
@@ -185,6 +186,7 @@ fn take_file(
                     name: file.name(),
                     url,
                     invert: inv,
+                    label: None,
                 }));
             }
             Err(_) => err.set(Some(format!("cannot read {}", file.name()))),
@@ -291,14 +293,18 @@ pub fn ImagePicker() -> impl IntoView {
                     let id = s["id"].as_u64().unwrap_or(0);
                     let p2 = p.clone();
                     let chosen = move || ctx.picked.get().as_ref() == Some(&p2);
+                    let chosen2 = chosen.clone();
                     view! {
-                        <button class="thumb" role="listitem" class:chosen=chosen
-                            id=format!("sample-{id}")
-                            title=p.describe() aria-label=p.describe()
-                            on:click={ let p = p.clone(); move |_| ctx.picked.set(Some(p.clone())) }>
-                            <img src=p.url() alt="" width="56" height="56" />
-                            <span>{s["name"].as_str().unwrap_or_default().to_string()}</span>
-                        </button>
+                        <div role="listitem" class="thumb-item">
+                            <button class="thumb" class:chosen=chosen
+                                aria-pressed=move || chosen2().to_string()
+                                id=format!("sample-{id}")
+                                title=p.describe() aria-label=p.describe()
+                                on:click={ let p = p.clone(); move |_| ctx.picked.set(Some(p.clone())) }>
+                                <img src=p.url() alt="" width="56" height="56" />
+                                <span>{s["name"].as_str().unwrap_or_default().to_string()}</span>
+                            </button>
+                        </div>
                     }
                 }).collect_view()}
             </div>
@@ -333,6 +339,17 @@ pub fn ImagePicker() -> impl IntoView {
                             });
                         } />
                     " invert (dark object on light background)"
+                </label>
+                <label title="Without it the page cannot say right or wrong, only whether the attack changed the answer">"True class (optional) "
+                    <select id="upload-label" disabled=move || !matches!(ctx.picked.get(), Some(Picked::Upload { .. }))
+                        prop:value=move || match ctx.picked.get() { Some(Picked::Upload { label: Some(l), .. }) => l.to_string(), _ => String::new() }
+                        on:change=move |ev| {
+                            let l = event_target_value(&ev).parse::<usize>().ok();
+                            ctx.picked.update(|p| if let Some(Picked::Upload { label, .. }) = p { *label = l; });
+                        }>
+                        <option value="">"not known"</option>
+                        {move || ctx.classes().into_iter().enumerate().map(|(i, c)| view! { <option value=i.to_string()>{c}</option> }).collect_view()}
+                    </select>
                 </label>
             </div>
             {move || ctx.picked.get().and_then(|p| match p { Picked::Upload { preview, .. } => preview, _ => None }).map(|src| view! {
@@ -522,4 +539,57 @@ pub fn picked_or_ask(ctx: &Ctx, err: RwSignal<Option<String>>) -> Option<Picked>
         err.set(Some("pick or upload an image first".into()));
     }
     p
+}
+
+/// What robustness costs, in one sentence a student can read aloud, from the model's
+/// evaluation (`/api/models`' `evaluation`): `robust` against the undefended base on
+/// clean and attacked test images. `None` where either was not evaluated.
+pub fn tradeoff_sentence(evaluation: &Value, robust: &str) -> Option<String> {
+    let figures = |v: &str| {
+        evaluation["variants"]
+            .as_array()?
+            .iter()
+            .find(|x| x["variant"] == v)
+            .and_then(|x| Some((x["clean_acc"].as_f64()?, x["robust_acc"].as_f64()?)))
+    };
+    let ((bc, br), (rc, rr)) = (figures("base")?, figures(robust)?);
+    let pct = |x: f64| format!("{:.0}%", 100.0 * x);
+    let cost = 100.0 * (bc - rc);
+    let verdict = if cost >= 0.5 {
+        format!("robustness costs {cost:.0} points of clean accuracy here")
+    } else {
+        "robustness costs no clean accuracy here".into()
+    };
+    Some(format!(
+        "On the first {n} test images, {who} is right on {rc} of clean images (base: {bc}) and on {rr} under {attack} at ε = {eps} (base: {br}): {verdict}.",
+        n = evaluation["n"],
+        who = variant_label(robust),
+        rc = pct(rc),
+        bc = pct(bc),
+        rr = pct(rr),
+        br = pct(br),
+        attack = evaluation["attack"].as_str().unwrap_or("the attack"),
+        // f32 on the server: 0.1 arrives as 0.10000000149.
+        eps = evaluation["eps"]
+            .as_f64()
+            .map_or("?".into(), |e| format!("{}", (e * 1e4).round() / 1e4)),
+    ))
+}
+
+/// [`tradeoff_sentence`] of the chosen model for `robust` (default: the chosen variant),
+/// where the model was evaluated.
+#[component]
+pub fn TradeOff(#[prop(optional, into)] robust: Option<String>) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    move || {
+        let m = ctx.model_info()?;
+        let v = robust.clone().unwrap_or_else(|| ctx.variant.get());
+        let v = if v == "base" {
+            m["default_variant"].as_str()?.to_string()
+        } else {
+            v
+        };
+        tradeoff_sentence(&m["evaluation"], &v)
+            .map(|s| view! { <p class="tradeoff" data-variant=v>{s}</p> })
+    }
 }

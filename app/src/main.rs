@@ -33,6 +33,8 @@ pub enum Picked {
         /// What the model sees (decoded to its input as the server decodes it, as a PNG
         /// data URL); `None` where the file does not decode.
         preview: Option<String>,
+        /// Its true class, where the user named one.
+        label: Option<usize>,
     },
 }
 
@@ -49,7 +51,7 @@ impl Picked {
     pub fn label(&self) -> Option<usize> {
         match self {
             Picked::Sample { label, .. } => Some(*label),
-            Picked::Upload { .. } => None,
+            Picked::Upload { label, .. } => *label,
         }
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attack::AttackParams;
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::eval::{ComponentAcc, EvalConfig, EvalReport, evaluate};
 use crate::progress::Progress;
 use crate::tune::TuneSummary;
@@ -75,6 +75,79 @@ pub struct ReportRow {
     /// Robust accuracy after each AutoAttack component.
     #[serde(default)]
     pub aa_components: Option<Vec<ComponentAcc>>,
+}
+
+/// A report as `hyperat report --json` writes it: the threat model and one row per model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    /// The threat model every row was measured under.
+    pub config: ReportConfig,
+    /// One row per model, in the order asked for.
+    pub rows: Vec<ReportRow>,
+}
+
+impl Report {
+    /// Reads a report written by `hyperat report --json`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Data(format!("{}: not a report: {e}", path.display())))
+    }
+
+    /// The figures of the rows named after `variants` (a model's evaluation, its rows
+    /// named by variant), in `variants`' order; `None` where no row matches.
+    pub fn of_variants(&self, variants: &[String]) -> Option<Evaluation> {
+        let rows: Vec<VariantFigures> = variants
+            .iter()
+            .filter_map(|v| self.rows.iter().find(|r| &r.name == v))
+            .map(|r| VariantFigures {
+                variant: r.name.clone(),
+                clean_acc: r.clean_acc,
+                robust_acc: r.pgd_acc,
+                mean_confidence: r.mean_confidence,
+                autoattack_acc: r.aa_acc,
+            })
+            .collect();
+        let n = self.rows.first()?.n;
+        (!rows.is_empty()).then(|| Evaluation {
+            n,
+            eps: self.config.eps,
+            attack: format!("PGD-{}", self.config.steps),
+            autoattack_n: self.rows.iter().find_map(|r| r.aa_n),
+            variants: rows,
+        })
+    }
+}
+
+/// How a model's variants fared in its evaluation: what a page needs to say what
+/// robustness costs.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Evaluation {
+    /// Test images (the first `n`).
+    pub n: usize,
+    /// L-inf radius of the attacks.
+    pub eps: f32,
+    /// The attack behind `robust_acc` ("PGD-20").
+    pub attack: String,
+    /// Images AutoAttack ran on, where it did.
+    pub autoattack_n: Option<usize>,
+    /// One entry per evaluated variant.
+    pub variants: Vec<VariantFigures>,
+}
+
+/// One variant's figures.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VariantFigures {
+    /// Variant name (`base`, `merged:uniform`, ...).
+    pub variant: String,
+    /// Clean accuracy.
+    pub clean_acc: f64,
+    /// Robust accuracy under the evaluation's attack (clean and adversarial right).
+    pub robust_acc: f64,
+    /// Mean top-1 probability on clean images.
+    pub mean_confidence: f64,
+    /// Robust accuracy under AutoAttack on the first `autoattack_n` images.
+    pub autoattack_acc: Option<f64>,
 }
 
 fn run_summary(spec: &str) -> Option<TuneSummary> {
@@ -258,6 +331,41 @@ mod tests {
             aa_pgd_acc: aa.map(|a| a.1),
             aa_components: None,
         }
+    }
+
+    #[test]
+    fn a_report_round_trips_and_gives_its_variants_figures() {
+        let cfg = ReportConfig {
+            eps: 0.1,
+            alpha: 0.025,
+            steps: 20,
+            batch_size: 8,
+            seed: 0,
+            aa_limit: 0,
+        };
+        let report = Report {
+            config: cfg,
+            rows: vec![row("base", 0.02, None), row("merged:uniform", 0.6, None)],
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("evaluation.json");
+        std::fs::write(&path, serde_json::to_vec(&report).unwrap()).unwrap();
+        let back = Report::read(&path).unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let e = back
+            .of_variants(&names(&["merged:uniform", "method:mart", "base"]))
+            .unwrap();
+        assert_eq!((e.n, e.attack.as_str(), e.eps), (100, "PGD-20", 0.1));
+        let got: Vec<(&str, f64)> = e
+            .variants
+            .iter()
+            .map(|v| (v.variant.as_str(), v.robust_acc))
+            .collect();
+        assert_eq!(got, [("merged:uniform", 0.6), ("base", 0.02)]);
+        assert!(back.of_variants(&names(&["tuned"])).is_none());
+        std::fs::write(&path, b"[1, 2]").unwrap();
+        let err = Report::read(&path).unwrap_err().to_string();
+        assert!(err.contains("not a report"), "{err}");
     }
 
     #[test]

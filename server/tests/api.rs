@@ -30,6 +30,27 @@ async fn health_models_and_openapi() {
     assert_eq!(ids, vec!["plain", "tiny"]);
     let tiny = &models[1];
     assert_eq!(tiny["kind"], "hyperat");
+    // The evaluation beside the model, per variant in the variants' order; an unreadable
+    // one is left out and the model still serves.
+    let figures: Vec<(&str, f64, f64)> = tiny["evaluation"]["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let f = |k: &str| v[k].as_f64().unwrap();
+            (
+                v["variant"].as_str().unwrap(),
+                f("clean_acc"),
+                f("robust_acc"),
+            )
+        })
+        .collect();
+    assert_eq!(figures, [("base", 0.9, 0.02), ("merged:uniform", 0.8, 0.6)]);
+    assert_eq!(
+        (&tiny["evaluation"]["attack"], &tiny["evaluation"]["n"]),
+        (&json!("PGD-20"), &json!(100))
+    );
+    assert_eq!(models[0]["evaluation"], Value::Null);
     assert_eq!(tiny["input"], json!([1, 28, 28]));
     assert_eq!(tiny["channels"], 1);
     assert_eq!(tiny["classes"].as_array().unwrap().len(), 10);

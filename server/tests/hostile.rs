@@ -166,6 +166,7 @@ fn job_records_are_checked_at_start() {
             kind: JobKind::Eval,
             model: None,
             variant: None,
+            name: None,
             config: serde_json::Value::Null,
         };
         let r = jobs.submit(spec).unwrap();

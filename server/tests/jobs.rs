@@ -40,10 +40,13 @@ fn events(body: &[u8]) -> Vec<(String, Value)> {
 async fn a_tuning_job_streams_progress_and_becomes_a_model() {
     let s = server(None, true);
     let r = &s.router;
-    let (st, job) = json(r, post_json("/api/jobs", &tune_spec(4), None)).await;
+    let mut spec = tune_spec(4);
+    spec["name"] = json!("  tune · 3 methods · 4 steps ");
+    let (st, job) = json(r, post_json("/api/jobs", &spec, None)).await;
     assert_eq!(st, StatusCode::CREATED, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
     assert_eq!(job["status"], "queued");
+    assert_eq!(job["spec"]["name"], "tune · 3 methods · 4 steps");
     // The event stream ends after the final status; read it whole.
     let (st, body) = send(r, get(&format!("/api/jobs/{id}/events"))).await;
     assert_eq!(st, StatusCode::OK);
@@ -91,7 +94,49 @@ async fn a_tuning_job_streams_progress_and_becomes_a_model() {
         .cloned()
         .expect("new model");
     assert_eq!(m["kind"], "hyperat");
+    assert_eq!(m["name"], "tune · 3 methods · 4 steps");
     assert_eq!(m["variants"].as_array().unwrap().len(), 5);
+    // Renaming names the job and its model, on disk too; bad names are refused.
+    let rename = |name: Value| {
+        let req = Request::patch(format!("/api/jobs/{id}"))
+            .header("content-type", "application/json")
+            .body(Body::from(json!({ "name": name }).to_string()))
+            .unwrap();
+        json(r, req)
+    };
+    let (st, v) = rename(json!("Monday's demo")).await;
+    assert_eq!(
+        (st, &v["spec"]["name"]),
+        (StatusCode::OK, &json!("Monday's demo")),
+        "{v}"
+    );
+    let (_, v) = json(r, get(&format!("/api/models/{id}"))).await;
+    assert_eq!(v["name"], "Monday's demo");
+    let on_disk = std::fs::read_to_string(
+        s.state
+            .config
+            .data_dir
+            .join("runs")
+            .join(&id)
+            .join("job.json"),
+    )
+    .unwrap();
+    assert!(on_disk.contains("Monday's demo"), "{on_disk}");
+    for bad in [json!("x".repeat(81)), json!("two\nlines"), json!(3)] {
+        let (st, v) = rename(bad.clone()).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {v}");
+    }
+    let (st, _) = json(
+        r,
+        Request::patch("/api/jobs/job-0-0")
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"name": "x"}"#))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, v) = rename(Value::Null).await;
+    assert_eq!((st, &v["spec"]["name"]), (StatusCode::OK, &Value::Null));
     let (st, _) = json(
         r,
         post_form(

@@ -268,6 +268,30 @@ fn the_ui_end_to_end() {
         2,
         "{line}"
     );
+    // What robustness costs, from the shipped model's evaluation, in words and figures.
+    let evaluation = &model["evaluation"];
+    assert!(
+        evaluation["variants"].is_array(),
+        "the shipped model has no evaluation.json"
+    );
+    let tradeoff = b.text("#duel .tradeoff");
+    let pct = |variant: &str, key: &str| {
+        let f = evaluation["variants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["variant"] == variant)
+            .unwrap()[key]
+            .as_f64()
+            .unwrap();
+        format!("{:.0}%", 100.0 * f)
+    };
+    for (v, k) in [
+        ("base", "clean_acc"),
+        (default_variant.as_str(), "robust_acc"),
+    ] {
+        assert!(tradeoff.contains(&pct(v, k)), "{tradeoff} lacks {v}'s {k}");
+    }
     let verdict = b.js("return document.querySelector('#attack-verdict').dataset.verdict");
     assert!(
         ["fooled", "held", "nothing_found", "already_wrong"].contains(&verdict.as_str().unwrap()),
@@ -349,10 +373,22 @@ fn the_ui_end_to_end() {
     assert!(where_.contains("on the server"), "{where_}");
     assert!(ds.classes.contains(&top), "{top}");
     // No true label for an upload: nothing is marked "(true)", no ✓/✗.
+    // ("(true)" is CSS content on the true class's row, `li.truth`.)
     let shown = b.text("#predict-result");
-    assert!(
-        !shown.contains("(true)") && !shown.contains('✓') && !shown.contains('✗'),
-        "{shown}"
+    assert!(!shown.contains('✓') && !shown.contains('✗'), "{shown}");
+    assert_eq!(
+        b.js("return document.querySelectorAll('#predict-result li.truth').length"),
+        0
+    );
+    // With its true class named, the upload is judged like a test image.
+    let truth = ds.labels[1] as usize;
+    b.set_value("#upload-label", &truth.to_string());
+    predict(&b);
+    let shown = b.text("#predict-result");
+    assert!(shown.contains('✓') || shown.contains('✗'), "{shown}");
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('#predict-result li.truth .cls')].map(e => e.textContent)"),
+        serde_json::json!([ds.classes[truth]])
     );
     // The same image dark on light: "invert" switches itself on.
     let light = tempfile::Builder::new().suffix(".png").tempfile().unwrap();
@@ -442,16 +478,58 @@ fn the_ui_end_to_end() {
         10,
         "return document.querySelectorAll('#job-live polyline').length >= 3",
     );
+    // Every sampled method is drawn, even one sampled once (a dot where no line is).
+    let drawn = b.js("return document.querySelectorAll('#job-live .chart-box')[0].querySelectorAll('.legend .key').length");
+    let sampled = b.js("return new Set([...document.querySelectorAll('#job-live .chart-box')[0].querySelectorAll('circle')].map(c => c.getAttribute('class'))).size");
+    assert_eq!(drawn, sampled, "a legend entry per method, dots of each");
     b.screenshot(&shots.join("train.png"));
     let jobs = api(port, "/api/jobs");
     let job = jobs["jobs"][0]["id"].as_str().unwrap().to_string();
+    // The run got a name for people, shown in the runs table; the table's progress
+    // agrees with the live panel.
+    let name = jobs["jobs"][0]["spec"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(name.starts_with("tune · 3 methods · 3 steps · "), "{name}");
+    let row = format!("#job-table tr[data-job=\"{job}\"]");
+    assert!(b.text(&row).contains(&name));
+    assert_eq!(b.text(&format!("{row} .job-progress")), "3/3");
+    // Renamed (the browser's prompt answered), then shown under Models by that name.
+    b.js("window.prompt = () => 'Lesson 1 run'; window.confirm = () => true;");
+    b.click(&format!("{row} .job-rename"));
+    b.wait("the new name", 20, &format!("const r = document.querySelector('{row}'); return r && r.textContent.includes('Lesson 1 run')"));
     b.goto(&format!("{base}/#/models"));
     b.wait(
         "the new model",
         30,
-        &format!("return document.querySelector('[data-model=\"{job}\"]') !== null"),
+        &format!("const m = document.querySelector('[data-model=\"{job}\"]'); return m && m.textContent.includes('Lesson 1 run')"),
+    );
+    // The shipped model's figures: one row per evaluated variant, and the sentence.
+    let rows = b.js("return document.querySelectorAll('table.figures[data-model=\"fmnist-vit-tiny\"] tbody tr').length");
+    assert_eq!(rows, evaluation["variants"].as_array().unwrap().len());
+    assert!(
+        b.text("[data-model=\"fmnist-vit-tiny\"] .tradeoff")
+            .contains("robustness costs")
     );
     b.screenshot(&shots.join("models.png"));
+    // Deleted from Train: gone from the runs and from the models.
+    b.goto(&format!("{base}/#/train"));
+    b.js("window.confirm = () => true;");
+    b.click(&format!("{row} .job-delete"));
+    b.wait(
+        "the run deleted",
+        20,
+        &format!("return document.querySelector('{row}') === null"),
+    );
+    let models = api(port, "/api/models");
+    assert!(
+        models["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["id"] != job.as_str())
+    );
 
     b.goto(&format!("{base}/#/learn"));
     b.click("#learn-demo");
@@ -468,6 +546,7 @@ fn the_ui_end_to_end() {
             "{verdicts}"
         );
     }
+    b.js("document.querySelector('#learn-demo').scrollIntoView()");
     b.screenshot(&shots.join("learn.png"));
     eprintln!("screenshots in {}", shots.display());
 }

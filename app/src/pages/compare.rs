@@ -74,7 +74,7 @@ fn Results(v: Value, classes: Vec<String>) -> impl IntoView {
     view! {
         <section class="card" aria-label="Every variant">
             <h3>{format!("True class: {}", v["label_name"].as_str().unwrap_or("?"))}</h3>
-            <div class="table-wrap"><table id="compare-table">
+            <div class="table-wrap" tabindex="0" role="region" aria-label="every variant attacked"><table id="compare-table">
                 <thead><tr><th scope="col">"Variant"</th><th scope="col">"Clean"</th><th scope="col">"Adversarial"</th><th scope="col">"Perturbation"</th></tr></thead>
                 <tbody>
                     {rows.iter().map(|r| {
@@ -98,7 +98,7 @@ fn Results(v: Value, classes: Vec<String>) -> impl IntoView {
                 <span class="swatch right" aria-hidden="true"></span>" ✓ still right (darker: surer of the true class) "
                 <span class="swatch wrong" aria-hidden="true"></span>" ✗ fooled (darker: further from the true class)"
             </p>
-            <div class="table-wrap"><table class="heat" id="transfer-table">
+            <div class="table-wrap" tabindex="0" role="region" aria-label="transfer matrix"><table class="heat" id="transfer-table">
                 <caption>"Each cell: the image attacked on the row's model, shown to the column's model. The % is the probability the column's model gives the true class."</caption>
                 <thead><tr><th scope="col" class="axis-title">"made on ↓ · shown to →"</th>{variants.iter().map(|c| view! { <th scope="col">{variant_label(c)}</th> }).collect_view()}</tr></thead>
                 <tbody>

@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use serde_json::Value;
 
-use crate::components::{Busy, ErrorBox, lesson_image, variant_label};
+use crate::components::{Busy, ErrorBox, TradeOff, lesson_image, variant_label};
 use crate::{Ctx, Picked, api};
 
 /// The demo's attack radius: the page's default ε (0.1, Fashion-MNIST's usual budget).
@@ -127,6 +127,7 @@ pub fn Learn() -> impl IntoView {
         view! {
             <Busy busy=busy.into() label="attacking…" />
             <ErrorBox msg=err.into() />
+            <TradeOff robust="merged:uniform" />
             <div class="side-by-side">
                 {move || shown.get().into_iter().map(|(v, x)| view! {
                     <figure>

@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use serde_json::{Value, json};
 
 use crate::components::{
-    AttackControls, AttackSettings, Busy, ErrorBox, ImagePicker, ModelPicker, ProbBars,
+    AttackControls, AttackSettings, Busy, ErrorBox, ImagePicker, ModelPicker, ProbBars, TradeOff,
     picked_or_ask, png_data_url, variant_label,
 };
 use crate::{Ctx, api, infer};
@@ -221,6 +221,7 @@ pub fn Playground() -> impl IntoView {
                             </figure>
                         }).collect_view()}
                     </div>
+                    <TradeOff />
                 </section>
             }
         })}</div>

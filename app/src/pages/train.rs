@@ -44,6 +44,7 @@ pub fn Train() -> impl IntoView {
     let attack_steps = RwSignal::new(3.0);
     let method_warmup = RwSignal::new(0.0);
     let limit = RwSignal::new(5000.0);
+    let name = RwSignal::new(String::new());
     let token = RwSignal::new(api::token().unwrap_or_default());
     let err = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
@@ -149,8 +150,15 @@ pub fn Train() -> impl IntoView {
             err.set(Some("choose at least one defense method".into()));
             return;
         }
+        let given = name.get_untracked().trim().to_string();
+        let run_name = if given.is_empty() {
+            default_name(m.len(), steps.get_untracked() as usize)
+        } else {
+            given
+        };
         let spec = json!({
             "kind": "tune",
+            "name": run_name,
             "model": ctx.model.get_untracked(),
             "config": {
                 "methods": m.join(","),
@@ -180,12 +188,44 @@ pub fn Train() -> impl IntoView {
         });
     };
 
+    // DELETE cancels a queued or running job and deletes a finished one with its model.
     let cancel = move |id: String| {
         leptos::task::spawn_local(async move {
             if let Err(e) = api::delete(&format!("/api/jobs/{id}")).await {
                 err.set(Some(e));
             }
             refresh();
+            ctx.refresh_models();
+        })
+    };
+    let delete = move |id: String, label: String| {
+        let sure = web_sys::window()
+            .and_then(|w| {
+                w.confirm_with_message(&format!("Delete the run “{label}” and its model?"))
+                    .ok()
+            })
+            .unwrap_or(false);
+        if sure {
+            cancel(id);
+        }
+    };
+    let rename = move |id: String, label: String| {
+        let Some(new) = web_sys::window()
+            .and_then(|w| {
+                w.prompt_with_message_and_default("New name for the run:", &label)
+                    .ok()
+            })
+            .flatten()
+        else {
+            return;
+        };
+        leptos::task::spawn_local(async move {
+            match api::patch_json(&format!("/api/jobs/{id}"), &json!({"name": new})).await {
+                Ok(_) => err.set(None),
+                Err(e) => err.set(Some(e)),
+            }
+            refresh();
+            ctx.refresh_models();
         })
     };
 
@@ -218,6 +258,13 @@ pub fn Train() -> impl IntoView {
                 <Num label="Training images" id="train-limit" value=limit step="100" />
             </div>
             <div class="controls">
+                <label>"Name "
+                    <input type="text" id="train-name" maxlength="80"
+                        placeholder=move || default_name(methods.get().len(), steps.get() as usize)
+                        prop:value=move || name.get() on:input=move |ev| name.set(event_target_value(&ev)) />
+                </label>
+            </div>
+            <div class="controls">
                 <label title="Needed when the server was started with --admin-token">"Admin token "
                     <input type="password" id="token" autocomplete="off" prop:value=move || token.get()
                         on:input=move |ev| token.set(event_target_value(&ev)) />
@@ -229,7 +276,7 @@ pub fn Train() -> impl IntoView {
         </section>
         {move || watching.get().map(|id| view! {
             <section class="card" id="job-live" aria-label="Live run">
-                <h3>{format!("Run {id}: ")}<span id="job-status">{move || status.get()}</span></h3>
+                <h3>{move || format!("{}: ", run_label(jobs.get().iter().find(|j| j["id"] == id.as_str()).unwrap_or(&json!({"id": id}))))}<span id="job-status">{move || status.get()}</span></h3>
                 {move || progress.get().map(|p| {
                     let (d, t) = (p["done"].as_f64().unwrap_or(0.0), p["total"].as_f64().unwrap_or(1.0).max(1.0));
                     view! {
@@ -258,22 +305,44 @@ pub fn Train() -> impl IntoView {
         })}
         <section class="card" aria-label="Run history">
             <h3>"Runs " <button on:click=move |_| refresh()>"refresh"</button></h3>
-            <div class="table-wrap"><table id="job-table">
-                <thead><tr><th scope="col">"Id"</th><th scope="col">"Kind"</th><th scope="col">"Status"</th><th scope="col">"Progress"</th><th scope="col"></th></tr></thead>
+            <div class="table-wrap" tabindex="0" role="region" aria-label="runs"><table id="job-table">
+                <thead><tr><th scope="col">"Run"</th><th scope="col">"Kind"</th><th scope="col">"Status"</th><th scope="col">"Progress"</th><th scope="col"></th></tr></thead>
                 <tbody>
                     {move || jobs.get().into_iter().map(|j| {
                         let id = j["id"].as_str().unwrap_or_default().to_string();
+                        let label = run_label(&j);
                         let st = j["status"].as_str().unwrap_or_default().to_string();
                         let live = matches!(st.as_str(), "queued" | "running");
                         let (i1, i2) = (id.clone(), id.clone());
+                        let (i3, l3, i4, l4) = (id.clone(), label.clone(), id.clone(), label.clone());
+                        let (row_id, stored) = (id.clone(), j["progress"].clone());
+                        // The watched run's progress as its live panel shows it (the record
+                        // on the server is saved every few seconds).
+                        let shown = move || {
+                            let p = match (watching.get() == Some(row_id.clone()), progress.get()) {
+                                (true, Some(p)) => p,
+                                _ => stored.clone(),
+                            };
+                            match (p["done"].as_u64(), p["total"].as_u64()) {
+                                (Some(d), Some(t)) if t > 0 => format!("{d}/{t}"),
+                                _ => "—".into(),
+                            }
+                        };
                         view! {
-                            <tr>
-                                <td>{id.clone()}</td><td>{j["spec"]["kind"].as_str().unwrap_or_default().to_string()}</td>
-                                <td>{st.clone()}{j["error"].as_str().map(|e| format!(": {e}"))}</td>
-                                <td>{format!("{}/{}", j["progress"]["done"], j["progress"]["total"])}</td>
+                            <tr data-job=id.clone()>
+                                <td title=id.clone()>{label.clone()}</td><td>{j["spec"]["kind"].as_str().unwrap_or_default().to_string()}</td>
+                                <td class="job-state">{st.clone()}{j["error"].as_str().map(|e| format!(": {e}"))}</td>
+                                <td class="job-progress">{shown}</td>
                                 <td>
                                     <button on:click=move |_| watch(i1.clone())>"curves"</button>
-                                    {live.then(|| view! { <button on:click=move |_| cancel(i2.clone())>"cancel"</button> })}
+                                    {if live {
+                                        view! { <button class="job-cancel" on:click=move |_| cancel(i2.clone())>"cancel"</button> }.into_any()
+                                    } else {
+                                        view! {
+                                            <button class="job-rename" on:click=move |_| rename(i3.clone(), l3.clone())>"rename"</button>
+                                            <button class="job-delete" on:click=move |_| delete(i4.clone(), l4.clone())>"delete"</button>
+                                        }.into_any()
+                                    }}
                                 </td>
                             </tr>
                         }
@@ -282,6 +351,27 @@ pub fn Train() -> impl IntoView {
             </table></div>
         </section>
     }
+}
+
+/// A run's name for people: the one it was given, else its id.
+fn run_label(job: &Value) -> String {
+    job["spec"]["name"]
+        .as_str()
+        .or(job["id"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The name a run gets when none is typed: "tune · 3 methods · 60 steps · 10:42" (the
+/// local time it was started).
+fn default_name(methods: usize, steps: usize) -> String {
+    let now = js_sys::Date::new_0();
+    format!(
+        "tune · {methods} method{} · {steps} steps · {:02}:{:02}",
+        if methods == 1 { "" } else { "s" },
+        now.get_hours(),
+        now.get_minutes()
+    )
 }
 
 /// One metric against the step, a line per value of the `series` field (the sampled
@@ -353,7 +443,13 @@ fn Chart(
                 {move || { let (lines, lo, hi) = lines(); view! {
                     <text x="0" y="14" class="tick">{format!("{hi:.2}")}</text>
                     <text x="0" y="112" class="tick">{format!("{lo:.2}")}</text>
-                    {lines.into_iter().map(|(i, _, pts)| view! { <polyline points=pts class=format!("series s{i}") fill="none" /> }).collect_view()}
+                    // Dots too: a line of one point (a short run's method) draws nothing.
+                    {lines.into_iter().map(|(i, _, pts)| {
+                        let dots = pts.split(' ').filter_map(|p| p.split_once(',')).map(|(x, y)| view! {
+                            <circle cx=x.to_string() cy=y.to_string() r="1.6" class=format!("dot d{i}") />
+                        }).collect_view();
+                        view! { <polyline points=pts class=format!("series s{i}") fill="none" />{dots} }
+                    }).collect_view()}
                 }}}
             </svg>
             <p class="legend">{move || lines2().0.into_iter().map(|(i, m, _)| view! { <span class=format!("key s{i}")>{m}</span> }).collect_view()}</p>

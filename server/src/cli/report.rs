@@ -149,8 +149,11 @@ pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
     let table = markdown(&rows, &cfg);
     println!("{table}");
     if let Some(p) = json {
-        let v = serde_json::json!({"config": cfg, "rows": rows});
-        hyperat::io::write_atomic(&p, serde_json::to_string_pretty(&v)?.as_bytes())?;
+        let report = hyperat::report::Report {
+            config: cfg.clone(),
+            rows: rows.clone(),
+        };
+        hyperat::io::write_atomic(&p, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     if let Some(p) = md {
         hyperat::io::write_atomic(&p, table.as_bytes())?;

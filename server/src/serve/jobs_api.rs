@@ -18,7 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::api::St;
 use super::auth::{Peer, authorize, authorize_with};
 use super::error::{ApiError, ApiResult};
-use super::jobs::{JobSpec, check};
+use super::jobs::{JobSpec, check, clean_name};
 
 /// Job bodies must say they are JSON: a cross-site page can post `text/plain` (or a form)
 /// without the browser asking first, but not `application/json`.
@@ -113,6 +113,38 @@ pub async fn cancel<B: AutodiffBackend>(
         .cancel(&id)
         .ok_or_else(|| ApiError::not_found(format!("unknown job `{id}`")))?;
     Ok(Json(json!(r)))
+}
+
+/// Body of `PATCH /api/jobs/{id}`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rename {
+    name: Option<String>,
+}
+
+/// `PATCH /api/jobs/{id}`: `{"name": "…"}` renames a job and the model it made (an
+/// empty or null name removes the name).
+pub async fn rename<B: AutodiffBackend>(
+    State(s): St<B>,
+    headers: HeaderMap,
+    peer: Peer,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    authorize(&s, &headers, &peer)?;
+    require_json(&headers)?;
+    let r: Rename =
+        serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("rename: {e}")))?;
+    let name = match r.name {
+        Some(n) => clean_name(&n).map_err(ApiError::invalid)?,
+        None => None,
+    };
+    let record = s
+        .jobs
+        .rename(&id, name.clone())
+        .ok_or_else(|| ApiError::not_found(format!("unknown job `{id}`")))??;
+    s.rename_model(&id, name);
+    Ok(Json(json!(record)))
 }
 
 /// Query of the event stream.

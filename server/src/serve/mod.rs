@@ -20,7 +20,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::Html;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, patch, post};
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::prelude::*;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -49,7 +49,9 @@ pub fn app<B: AutodiffBackend>(state: Arc<AppState<B>>) -> Router {
         )
         .route(
             "/api/jobs/{id}",
-            get(jobs_api::get::<B>).delete(jobs_api::cancel::<B>),
+            get(jobs_api::get::<B>)
+                .delete(jobs_api::cancel::<B>)
+                .merge(patch(jobs_api::rename::<B>)),
         )
         .route("/api/jobs/{id}/events", get(jobs_api::events::<B>))
         .route(

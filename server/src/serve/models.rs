@@ -9,6 +9,7 @@ use hyperat::VitConfig;
 use hyperat::checkpoint::{Adapt, load_vit};
 use hyperat::data::FASHION_MNIST_CLASSES;
 use hyperat::prelude::*;
+use hyperat::report::{Evaluation, Report};
 use hyperat::tune::read_run_info;
 use hyperat::variant::{Variant, VariantModel, build, list_variants};
 use serde::Serialize;
@@ -18,6 +19,9 @@ use serde::Serialize;
 pub struct ModelEntry<B: AutodiffBackend> {
     /// Id in URLs (the folder name).
     pub id: String,
+    /// A name for people, where one was given (a tuning job's name; renamed in place,
+    /// the entry being shared with running requests).
+    pub name: std::sync::RwLock<Option<String>>,
     /// Where it was loaded from.
     pub path: PathBuf,
     /// The tuning run behind it, if any.
@@ -36,6 +40,9 @@ pub struct ModelEntry<B: AutodiffBackend> {
     pub default_variant: String,
     /// Trainable parameters and training time from the run's `summary.json`.
     pub summary: Option<serde_json::Value>,
+    /// Each variant's clean and robust accuracy, from the folder's `evaluation.json`
+    /// (`hyperat report --json`, rows named by variant) where there is one.
+    pub evaluation: Option<Evaluation>,
 }
 
 /// What `GET /api/models` says about a model.
@@ -43,6 +50,8 @@ pub struct ModelEntry<B: AutodiffBackend> {
 pub struct ModelInfo {
     /// Id.
     pub id: String,
+    /// A name for people, where one was given (else show the id).
+    pub name: Option<String>,
     /// `checkpoint` or the run's kind.
     pub kind: String,
     /// Class names.
@@ -65,6 +74,8 @@ pub struct ModelInfo {
     pub architecture: serde_json::Value,
     /// The run's summary (trainable parameters, seconds), where there is one.
     pub summary: Option<serde_json::Value>,
+    /// Each variant's clean and robust accuracy, where the model was evaluated.
+    pub evaluation: Option<Evaluation>,
 }
 
 impl<B: AutodiffBackend> ModelEntry<B> {
@@ -73,6 +84,7 @@ impl<B: AutodiffBackend> ModelEntry<B> {
         let c = &self.config;
         ModelInfo {
             id: self.id.clone(),
+            name: self.name.read().expect("name lock").clone(),
             kind: self.kind.clone(),
             classes: self.classes.clone(),
             input: c.input_shape(),
@@ -88,6 +100,7 @@ impl<B: AutodiffBackend> ModelEntry<B> {
                 "num_classes": c.num_classes,
             }),
             summary: self.summary.clone(),
+            evaluation: self.evaluation.clone(),
         }
     }
 
@@ -137,7 +150,7 @@ fn class_names(cfg: &VitConfig, dataset: Option<&str>) -> Vec<String> {
 }
 
 /// Loads the model in folder `dir` (id `id`), or `None` when the folder holds none.
-pub fn load_entry<B: AutodiffBackend>(
+fn load_model<B: AutodiffBackend>(
     id: &str,
     dir: &Path,
     device: &B::Device,
@@ -169,6 +182,7 @@ pub fn load_entry<B: AutodiffBackend>(
             .and_then(|b| serde_json::from_slice(&b).ok());
         return Ok(Some(ModelEntry {
             id: id.to_string(),
+            name: Default::default(),
             path: dir.to_path_buf(),
             classes: class_names(&config, Some(&info.dataset)),
             kind: info.config.kind.name().to_string(),
@@ -178,6 +192,7 @@ pub fn load_entry<B: AutodiffBackend>(
             variants,
             default_variant,
             summary,
+            evaluation: None,
         }));
     }
     let ck_dir = if dir.join("config.json").is_file() {
@@ -192,6 +207,7 @@ pub fn load_entry<B: AutodiffBackend>(
         (config.in_chans == 1 && config.img_size == [28, 28]).then(|| "fashion-mnist".to_string());
     Ok(Some(ModelEntry {
         id: id.to_string(),
+        name: Default::default(),
         path: ck_dir,
         run: None,
         kind: "checkpoint".into(),
@@ -209,7 +225,30 @@ pub fn load_entry<B: AutodiffBackend>(
         config,
         default_variant: "base".into(),
         summary: None,
+        evaluation: None,
     }))
+}
+
+/// Loads the model in folder `dir` (id `id`) with its evaluation, or `None` when the
+/// folder holds no model. An unreadable `evaluation.json` is reported and left out: the
+/// model still serves.
+pub fn load_entry<B: AutodiffBackend>(
+    id: &str,
+    dir: &Path,
+    device: &B::Device,
+) -> hyperat::Result<Option<ModelEntry<B>>> {
+    let Some(mut entry) = load_model::<B>(id, dir, device)? else {
+        return Ok(None);
+    };
+    let path = dir.join("evaluation.json");
+    if path.is_file() {
+        let names: Vec<String> = entry.variants.iter().map(|(n, _)| n.clone()).collect();
+        match Report::read(&path) {
+            Ok(r) => entry.evaluation = r.of_variants(&names),
+            Err(e) => eprintln!("serve: model {id}: ignoring {e}"),
+        }
+    }
+    Ok(Some(entry))
 }
 
 /// Every model folder directly under `root`, sorted by id; a folder that fails to load

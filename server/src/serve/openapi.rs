@@ -70,8 +70,14 @@ pub const ROUTES: &[(&str, &str, &str, &str)] = &[
     (
         "delete",
         "/api/jobs/{id}",
-        "Cancel a queued or running job",
+        "Cancel a queued or running job; delete a finished one (record, folder and model)",
         "",
+    ),
+    (
+        "patch",
+        "/api/jobs/{id}",
+        "Rename a job and its model: `{\"name\": \"…\"}` (empty or null: no name)",
+        "json",
     ),
     (
         "get",

@@ -195,6 +195,13 @@ impl<B: AutodiffBackend> AppState<B> {
         self.models.write().expect("models lock").remove(id);
     }
 
+    /// Renames a model (a finished job's); nothing where there is no such model.
+    pub fn rename_model(&self, id: &str, name: Option<String>) {
+        if let Some(e) = self.models.read().expect("models lock").get(id) {
+            *e.name.write().expect("name lock") = name;
+        }
+    }
+
     /// Adds (or replaces) a model.
     pub fn add_model(&self, entry: ModelEntry<B>) {
         self.models

@@ -95,8 +95,21 @@ pub fn make_models(root: &Path) {
     )
     .unwrap()
     .expect("finished");
-    // A plain checkpoint folder too.
+    // Its evaluation, as `hyperat report --json` writes it (rows named by variant; a
+    // row of no variant is left out).
+    let row = |name: &str, clean: f64, pgd: f64| {
+        serde_json::json!({"name": name, "spec": name, "n": 100, "clean_acc": clean, "mean_confidence": 0.5,
+            "pgd_acc": pgd, "cw_acc": pgd, "trainable_params": null, "train_seconds": null,
+            "peak_mem_mib": null, "eval_seconds": 1.0})
+    };
+    let report = serde_json::json!({
+        "config": {"eps": 0.1, "alpha": 0.025, "steps": 20, "batch_size": 100, "seed": 0},
+        "rows": [row("merged:uniform", 0.8, 0.6), row("base", 0.9, 0.02), row("other", 0.1, 0.1)],
+    });
+    std::fs::write(dir.join("evaluation.json"), report.to_string()).unwrap();
+    // A plain checkpoint folder too, with an evaluation that is not one.
     ck.save(root.join("plain")).unwrap();
+    std::fs::write(root.join("plain/evaluation.json"), "not json").unwrap();
 }
 
 pub struct Server {

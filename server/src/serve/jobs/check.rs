@@ -45,6 +45,9 @@ pub fn check<B: AutodiffBackend>(
 ) -> Result<(), crate::serve::error::ApiError> {
     use crate::serve::error::ApiError;
     let inv = ApiError::invalid;
+    if let Some(n) = &spec.name {
+        clean_name(n).map_err(inv)?;
+    }
     match spec.kind {
         JobKind::Tune => {
             let req: TuneRequest = parse_config(&spec.config).map_err(inv)?;

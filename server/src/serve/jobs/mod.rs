@@ -151,7 +151,10 @@ impl<B: AutodiffBackend> Jobs<B> {
             })
             .filter_map(
                 |r| match load_entry::<B>(&r.id, &self.dir.join(&r.id), device) {
-                    Ok(e) => e,
+                    Ok(e) => e.map(|mut e| {
+                        e.name = r.spec.name.clone().into();
+                        e
+                    }),
                     Err(e) => {
                         eprintln!("serve: cannot load the model of job {}: {e}", r.id);
                         None
@@ -196,7 +199,11 @@ impl<B: AutodiffBackend> Jobs<B> {
     }
 
     /// Queues a job (checked beforehand by the caller).
-    pub fn submit(&self, spec: JobSpec) -> hyperat::Result<JobRecord> {
+    pub fn submit(&self, mut spec: JobSpec) -> hyperat::Result<JobRecord> {
+        spec.name = spec
+            .name
+            .as_deref()
+            .and_then(|n| clean_name(n).ok().flatten());
         let t = now();
         let id = format!(
             "job-{}-{}",
@@ -309,6 +316,17 @@ impl<B: AutodiffBackend> Jobs<B> {
             live.history.clone()
         };
         Some((r, history, live.tx.subscribe()))
+    }
+
+    /// Renames a job (`None`: back to no name), in its record on disk too. `None` if
+    /// there is no such job.
+    pub fn rename(&self, id: &str, name: Option<String>) -> Option<hyperat::Result<JobRecord>> {
+        let mut inner = self.inner.lock().expect("jobs lock");
+        let r = inner.records.get_mut(id)?;
+        r.spec.name = name;
+        let r = r.clone();
+        drop(inner);
+        Some(self.save(&r).map(|_| r))
     }
 
     /// Deletes a finished job: its record, events and folder (the caller removes its

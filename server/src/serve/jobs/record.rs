@@ -34,9 +34,29 @@ pub struct JobSpec {
     /// The variant (eval; default: the model's default).
     #[serde(default)]
     pub variant: Option<String>,
+    /// A name for people ("tune · 3 methods · 60 steps · 10:42"); the model a tune or
+    /// pretrain job makes is listed under it. At most [`MAX_NAME`] characters.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Kind-specific settings; every field has a default.
     #[serde(default)]
     pub config: Value,
+}
+
+/// The longest job name accepted, in characters.
+pub const MAX_NAME: usize = 80;
+
+/// A job name as given, trimmed; an error where it is too long or holds control
+/// characters. An empty name is no name.
+pub fn clean_name(name: &str) -> Result<Option<String>, String> {
+    let name = name.trim();
+    if name.chars().count() > MAX_NAME {
+        return Err(format!("name: at most {MAX_NAME} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("name: no control characters".into());
+    }
+    Ok((!name.is_empty()).then(|| name.to_string()))
 }
 
 /// Settings of an eval job.
@@ -316,6 +336,7 @@ mod tests {
                 kind: JobKind::Eval,
                 model: None,
                 variant: None,
+                name: None,
                 config: Value::Null,
             },
             status,

@@ -27,16 +27,16 @@ use crate::serve::state::AppState;
 struct Reporter<'a, B: AutodiffBackend> {
     jobs: &'a Jobs<B>,
     id: String,
-    clock: Instant,
-    first: Option<usize>,
+    /// The first progress report (units done, when): the ETA counts from it, so the
+    /// time spent loading data and models before the first step does not inflate it.
+    first: Option<(usize, Instant)>,
     last_save: Instant,
 }
 
 impl<B: AutodiffBackend> Progress for Reporter<'_, B> {
     fn update(&mut self, done: usize, total: usize, message: &str) {
-        let first = *self.first.get_or_insert(done);
-        let rate =
-            (done > first).then(|| self.clock.elapsed().as_secs_f64() / (done - first) as f64);
+        let (first, t0) = *self.first.get_or_insert((done, Instant::now()));
+        let rate = (done > first).then(|| t0.elapsed().as_secs_f64() / (done - first) as f64);
         let eta = rate.map(|r| r * total.saturating_sub(done) as f64);
         let mut inner = self.jobs.inner.lock().expect("jobs lock");
         let Some(r) = inner.records.get_mut(&self.id) else {
@@ -134,7 +134,6 @@ pub(super) fn worker<B: AutodiffBackend>(state: Weak<AppState<B>>) {
         let mut rep = Reporter {
             jobs,
             id: id.clone(),
-            clock: Instant::now(),
             first: None,
             last_save: Instant::now(),
         };
@@ -154,7 +153,8 @@ pub(super) fn worker<B: AutodiffBackend>(state: Weak<AppState<B>>) {
         // A finished run's model is served before anyone hears the job is done.
         let outcome = outcome.map(|o| {
             o.map(|(result, model)| {
-                if let Some(m) = model {
+                if let Some(mut m) = model {
+                    m.name = jobs.get(&id).and_then(|r| r.spec.name).into();
                     s.add_model(m);
                 }
                 result
