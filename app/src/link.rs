@@ -99,12 +99,31 @@ pub fn sync_attack_page(page: &'static str, ctx: Ctx, s: AttackSettings, with_va
     {
         s.attack.set(a.to_string());
     }
-    if let Some(e) = link
+    let linked_eps = link
         .parse::<f64>("eps")
-        .filter(|e| (1.0..=64.0).contains(e))
-    {
+        .filter(|e| (1.0..=64.0).contains(e));
+    if let Some(e) = linked_eps {
         s.eps255.set(e);
     }
+    // A tuned model's lesson opens at the budget it was trained against (a linked ε
+    // wins on the first model), in the slider's half steps.
+    let keep_linked = StoredValue::new(linked_eps.is_some());
+    Effect::new(move |seen: Option<Option<String>>| {
+        let info = ctx.model_info();
+        let id = info
+            .as_ref()
+            .map(|m| m["id"].as_str().unwrap_or_default().to_string());
+        if id.is_some() && seen.as_ref() != Some(&id) {
+            let trained = info.as_ref().and_then(|m| m["train_eps"].as_f64());
+            if keep_linked.get_value() {
+                keep_linked.set_value(false);
+            } else if let Some(e) = trained {
+                s.eps255
+                    .set(((e * 255.0 * 2.0).round() / 2.0).clamp(1.0, 64.0));
+            }
+        }
+        id
+    });
     if let Some(n) = link
         .parse::<usize>("steps")
         .filter(|n| (1..=200).contains(n))

@@ -458,6 +458,7 @@ fn the_ui_end_to_end() {
         ("#train-attack-steps", "1"),
         ("#train-limit", "64"),
         ("#train-rank", "2"),
+        ("#train-eps", "8"),
     ] {
         b.set_value(id, v);
     }
@@ -513,6 +514,14 @@ fn the_ui_end_to_end() {
             .contains("robustness costs")
     );
     b.screenshot(&shots.join("models.png"));
+    // Its lessons open at the budget it was trained against (8/255, not the page's 0.1).
+    b.goto(&format!("{base}/#/playground"));
+    b.set_value("#model-select", &job);
+    b.wait(
+        "ε at the run's budget",
+        20,
+        "return document.querySelector('#eps').value === '8'",
+    );
     // Deleted from Train: gone from the runs and from the models.
     b.goto(&format!("{base}/#/train"));
     b.js("window.confirm = () => true;");

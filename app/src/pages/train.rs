@@ -40,7 +40,8 @@ pub fn Train() -> impl IntoView {
     let batch = RwSignal::new(32.0);
     let rank = RwSignal::new(4.0);
     let lr = RwSignal::new(1e-3);
-    let eps255 = RwSignal::new(8.0);
+    // Fashion-MNIST's usual budget, the one the shipped models were trained at.
+    let eps255 = RwSignal::new(crate::components::DEFAULT_EPS255);
     let attack_steps = RwSignal::new(3.0);
     let method_warmup = RwSignal::new(0.0);
     let limit = RwSignal::new(5000.0);

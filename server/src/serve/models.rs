@@ -40,6 +40,9 @@ pub struct ModelEntry<B: AutodiffBackend> {
     pub default_variant: String,
     /// Trainable parameters and training time from the run's `summary.json`.
     pub summary: Option<serde_json::Value>,
+    /// The L-inf budget the run trained against (a tuning run's), the ε its lessons
+    /// open at.
+    pub train_eps: Option<f32>,
     /// Each variant's clean and robust accuracy, from the folder's `evaluation.json`
     /// (`hyperat report --json`, rows named by variant) where there is one.
     pub evaluation: Option<Evaluation>,
@@ -74,6 +77,8 @@ pub struct ModelInfo {
     pub architecture: serde_json::Value,
     /// The run's summary (trainable parameters, seconds), where there is one.
     pub summary: Option<serde_json::Value>,
+    /// The L-inf budget it was tuned against, where it is a tuning run.
+    pub train_eps: Option<f32>,
     /// Each variant's clean and robust accuracy, where the model was evaluated.
     pub evaluation: Option<Evaluation>,
 }
@@ -100,6 +105,7 @@ impl<B: AutodiffBackend> ModelEntry<B> {
                 "num_classes": c.num_classes,
             }),
             summary: self.summary.clone(),
+            train_eps: self.train_eps,
             evaluation: self.evaluation.clone(),
         }
     }
@@ -192,6 +198,7 @@ fn load_model<B: AutodiffBackend>(
             variants,
             default_variant,
             summary,
+            train_eps: Some(info.config.defense.eps),
             evaluation: None,
         }));
     }
@@ -225,6 +232,7 @@ fn load_model<B: AutodiffBackend>(
         config,
         default_variant: "base".into(),
         summary: None,
+        train_eps: None,
         evaluation: None,
     }))
 }
