@@ -120,6 +120,14 @@ fn wait_duel(b: &Browser, what: &str) {
     );
 }
 
+/// Opens the Playground, waits for the image it opens on and attacks it (both cards).
+fn attack_lesson_image(b: &Browser, base: &str) {
+    b.goto(&format!("{base}/"));
+    wait_lesson_image(b);
+    b.click("#attack-btn");
+    wait_duel(b, "the side-by-side verdict");
+}
+
 /// Opens Compare, picks the first gallery image and waits for every variant's row and
 /// the transfer matrix.
 fn compare_first_sample(b: &Browser, base: &str) {
@@ -573,10 +581,7 @@ fn every_page_fits_a_phone() {
     let b = Browser::start(false);
     // Playground after an attack (both cards, the curve), the widest it gets; first on a
     // 1280-px screen (the README's picture of the verdict), then on a phone.
-    b.goto(&format!("{base}/"));
-    wait_lesson_image(&b);
-    b.click("#attack-btn");
-    wait_duel(&b, "the side-by-side verdict");
+    attack_lesson_image(&b, &base);
     b.js("document.querySelector('#duel').scrollIntoView()");
     b.screenshot(&shots.join("playground-verdict.png"));
     b.set_window(390, 844);
@@ -665,10 +670,7 @@ fn axe_finds_no_serious_violations_on_any_page() {
     let b = Browser::start(false);
     let mut found = vec![];
     // The playground with results shown (both cards, the curve), Compare with its tables.
-    b.goto(&format!("{base}/"));
-    wait_lesson_image(&b);
-    b.click("#attack-btn");
-    wait_duel(&b, "the side-by-side verdict");
+    attack_lesson_image(&b, &base);
     found.extend(
         axe_violations(&b, &axe)
             .into_iter()

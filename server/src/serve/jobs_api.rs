@@ -42,6 +42,10 @@ fn require_json(headers: &HeaderMap) -> ApiResult<()> {
     }
 }
 
+fn unknown_job(id: &str) -> ApiError {
+    ApiError::not_found(format!("unknown job `{id}`"))
+}
+
 /// `POST /api/jobs`: `{"kind": "tune"|"pretrain"|"eval"|"report", "model", "variant", "config"}`.
 pub async fn submit<B: AutodiffBackend>(
     State(s): St<B>,
@@ -88,10 +92,7 @@ pub async fn get<B: AutodiffBackend>(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     authorize(&s, &headers, &peer)?;
-    let r = s
-        .jobs
-        .get(&id)
-        .ok_or_else(|| ApiError::not_found(format!("unknown job `{id}`")))?;
+    let r = s.jobs.get(&id).ok_or_else(|| unknown_job(&id))?;
     Ok(Json(json!(r)))
 }
 
@@ -108,10 +109,7 @@ pub async fn cancel<B: AutodiffBackend>(
         s.remove_model(&id);
         return Ok(Json(json!({"deleted": true, "job": r})));
     }
-    let r = s
-        .jobs
-        .cancel(&id)
-        .ok_or_else(|| ApiError::not_found(format!("unknown job `{id}`")))?;
+    let r = s.jobs.cancel(&id).ok_or_else(|| unknown_job(&id))?;
     Ok(Json(json!(r)))
 }
 
@@ -142,7 +140,7 @@ pub async fn rename<B: AutodiffBackend>(
     let record = s
         .jobs
         .rename(&id, name.clone())
-        .ok_or_else(|| ApiError::not_found(format!("unknown job `{id}`")))??;
+        .ok_or_else(|| unknown_job(&id))??;
     s.rename_model(&id, name);
     Ok(Json(json!(record)))
 }
@@ -164,10 +162,7 @@ pub async fn events<B: AutodiffBackend>(
     Query(q): Query<TokenQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     authorize_with(&s, &headers, &peer, q.access_token.as_deref())?;
-    let (record, history, rx) = s
-        .jobs
-        .subscribe(&id)
-        .ok_or_else(|| ApiError::not_found(format!("unknown job `{id}`")))?;
+    let (record, history, rx) = s.jobs.subscribe(&id).ok_or_else(|| unknown_job(&id))?;
     let done = record.status.terminal();
     let mut first = vec![json!({"type": "snapshot", "job": record})];
     first.extend(history);
