@@ -54,6 +54,11 @@ pub struct Ran {
     pub shape: [usize; 3],
 }
 
+/// Why predictions run on the CPU backend, where WebGPU was tried and is not there.
+pub fn why_no_gpu() -> Option<String> {
+    GPU.with(|g| g.borrow().clone().and_then(|r| r.err()))
+}
+
 /// Sets up WebGPU once; the adapter's name, or why there is none.
 async fn gpu() -> Result<String, String> {
     if let Some(r) = GPU.with(|g| g.borrow().clone()) {

@@ -347,6 +347,9 @@ fn the_ui_end_to_end() {
     // In-browser inference (no WebGPU flag: the CPU fallback) agrees with the server.
     let backend = in_browser_matches_server(&b);
     assert_eq!(backend, "CPU (WebAssembly)");
+    // ... and says why not WebGPU.
+    let line = b.text("#predict-where");
+    assert!(line.contains("(no WebGPU: "), "{line}");
     // FGSM in the browser.
     b.js("const s = document.querySelector('#attack-select'); s.value = 'fgsm'; s.dispatchEvent(new Event('change', {bubbles: true}));");
     b.click("#attack-btn");

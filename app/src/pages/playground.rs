@@ -66,8 +66,10 @@ pub fn Playground() -> impl IntoView {
         leptos::task::spawn_local(async move {
             let r = if local {
                 infer::predict(&model, &variant, &img, true).await.map(|(p, ran)| {
+                    // Where WebGPU was not there, say why the CPU ran it.
+                    let why = infer::why_no_gpu().map(|w| format!(" (no WebGPU: {w})")).unwrap_or_default();
                     json!({"prediction": {"class": p.class, "probs": p.probs},
-                           "where": format!("in this browser on {}", ran.backend), "backend": ran.backend,
+                           "where": format!("in this browser on {}{why}", ran.backend), "backend": ran.backend,
                            "latency_ms": ran.ms, "load_ms": ran.load_ms})
                 })
             } else {
