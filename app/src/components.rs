@@ -569,11 +569,15 @@ pub fn tradeoff_sentence(evaluation: &Value, robust: &str) -> Option<String> {
         rr = pct(rr),
         br = pct(br),
         attack = evaluation["attack"].as_str().unwrap_or("the attack"),
-        // f32 on the server: 0.1 arrives as 0.10000000149.
-        eps = evaluation["eps"]
-            .as_f64()
-            .map_or("?".into(), |e| format!("{}", (e * 1e4).round() / 1e4)),
+        eps = eps_text(&evaluation["eps"]),
     ))
+}
+
+/// An evaluation's ε as people write it: the server's f32 0.1 arrives as
+/// 0.10000000149, shown as "0.1".
+pub fn eps_text(eps: &Value) -> String {
+    eps.as_f64()
+        .map_or("?".into(), |e| format!("{}", (e * 1e4).round() / 1e4))
 }
 
 /// [`tradeoff_sentence`] of the chosen model for `robust` (default: the chosen variant),

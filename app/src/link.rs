@@ -105,6 +105,12 @@ pub fn sync_attack_page(page: &'static str, ctx: Ctx, s: AttackSettings, with_va
     if let Some(e) = linked_eps {
         s.eps255.set(e);
     }
+    if let Some(n) = link
+        .parse::<usize>("steps")
+        .filter(|n| (1..=200).contains(n))
+    {
+        s.steps.set(n);
+    }
     // A tuned model's lesson opens at the budget it was trained against (a linked ε
     // wins on the first model), in the slider's half steps.
     let keep_linked = StoredValue::new(linked_eps.is_some());
@@ -124,12 +130,6 @@ pub fn sync_attack_page(page: &'static str, ctx: Ctx, s: AttackSettings, with_va
         }
         id
     });
-    if let Some(n) = link
-        .parse::<usize>("steps")
-        .filter(|n| (1..=200).contains(n))
-    {
-        s.steps.set(n);
-    }
     Effect::new(move |_| {
         let sample = match ctx.picked.get() {
             Some(Picked::Sample { id, .. }) => id.to_string(),

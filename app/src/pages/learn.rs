@@ -91,6 +91,7 @@ pub fn Learn() -> impl IntoView {
             .parse::<usize>("present")
             .filter(|n| (1..=STEPS.len() + 1).contains(n)),
     );
+    // Clamped to the steps there are (n ≥ 1, so "previous" of step 1 stays on it).
     let go = move |step: Option<usize>| {
         let step = step.map(|n| n.clamp(1, STEPS.len() + 1));
         present.set(step);
@@ -114,7 +115,7 @@ pub fn Learn() -> impl IntoView {
         };
         match ev.key().as_str() {
             "ArrowRight" | "PageDown" | " " => go(Some(n + 1)),
-            "ArrowLeft" | "PageUp" => go(Some(n.saturating_sub(1).max(1))),
+            "ArrowLeft" | "PageUp" => go(Some(n - 1)),
             "Home" => go(Some(1)),
             "End" => go(Some(STEPS.len() + 1)),
             "Escape" => go(None),
@@ -166,7 +167,7 @@ pub fn Learn() -> impl IntoView {
                         }.into_any(),
                     }}
                     <nav class="present-nav" aria-label="Presentation steps">
-                        <button id="present-prev" on:click=move |_| go(Some(n.saturating_sub(1).max(1))) disabled=n == 1>"← previous"</button>
+                        <button id="present-prev" on:click=move |_| go(Some(n - 1)) disabled=n == 1>"← previous"</button>
                         <button id="present-exit" on:click=move |_| go(None)>"leave (Esc)"</button>
                         <button id="present-next" class="primary" on:click=move |_| go(Some(n + 1)) disabled=n == total>"next →"</button>
                     </nav>

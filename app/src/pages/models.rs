@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 use serde_json::Value;
 
-use crate::components::{Busy, ErrorBox, tradeoff_sentence, variant_label};
+use crate::components::{Busy, ErrorBox, eps_text, tradeoff_sentence, variant_label};
 use crate::{Ctx, api};
 
 #[component]
@@ -110,9 +110,7 @@ fn figures_table(m: &Value) -> Option<impl IntoView + use<>> {
         "On the first {} test images; robust: still right under {} at ε = {} (an image counts only when the clean and the attacked copy are both right){}.",
         e["n"],
         e["attack"].as_str().unwrap_or("the attack"),
-        e["eps"]
-            .as_f64()
-            .map_or("?".into(), |x| format!("{}", (x * 1e4).round() / 1e4)),
+        eps_text(&e["eps"]),
         aa.map_or(String::new(), |n| format!("; AutoAttack on the first {n}"))
     );
     Some(view! {

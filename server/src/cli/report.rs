@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::data::{self, Split};
 use hyperat::prelude::*;
-use hyperat::report::{ReportConfig, ReportRow, evaluate_row, markdown};
+use hyperat::report::{Report, ReportConfig, evaluate_row, markdown};
 use hyperat::tune::diagnostics::{DeltaDiagnostics, run_diagnostics};
 use hyperat::tune::load_run;
 use hyperat::variant::load_spec;
@@ -61,7 +61,7 @@ pub struct Args {
 struct Task(Args);
 
 impl BackendTask for Task {
-    type Output = Result<(Vec<ReportRow>, ReportConfig)>;
+    type Output = Result<Report>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let a = self.0;
         let cfg = ReportConfig {
@@ -105,7 +105,7 @@ impl BackendTask for Task {
         if rows.is_empty() {
             bail!("no models given");
         }
-        Ok((rows, cfg))
+        Ok(Report { config: cfg, rows })
     }
 }
 
@@ -145,14 +145,10 @@ pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
         }
         return Ok(());
     }
-    let (rows, cfg) = dispatch(device, Task(a))??;
-    let table = markdown(&rows, &cfg);
+    let report = dispatch(device, Task(a))??;
+    let table = markdown(&report.rows, &report.config);
     println!("{table}");
     if let Some(p) = json {
-        let report = hyperat::report::Report {
-            config: cfg.clone(),
-            rows: rows.clone(),
-        };
         hyperat::io::write_atomic(&p, serde_json::to_string_pretty(&report)?.as_bytes())?;
     }
     if let Some(p) = md {
