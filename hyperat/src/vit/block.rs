@@ -41,12 +41,12 @@ impl<B: Backend> Attention<B> {
         let qkv = linear_with(&self.qkv, x, deltas.get(Target::Qkv))
             .reshape([b, n, 3, h, hd])
             .permute([2, 0, 3, 1, 4]); // [3, batch, heads, tokens, head_dim]
-        let q = qkv.clone().narrow(0, 0, 1);
+        // timm scales q before the product: `head_dim` times fewer multiplications
+        // (forward and backward) than scaling the `tokens x tokens` scores.
+        let q = qkv.clone().narrow(0, 0, 1).mul_scalar((hd as f64).powf(-0.5));
         let k = qkv.clone().narrow(0, 1, 1);
         let v = qkv.narrow(0, 2, 1);
-        let scores = q
-            .matmul(k.swap_dims(3, 4))
-            .mul_scalar((hd as f64).powf(-0.5));
+        let scores = q.matmul(k.swap_dims(3, 4));
         let ctx = softmax(scores, 4).matmul(v); // [1, batch, heads, tokens, head_dim]
         let ctx = ctx.swap_dims(2, 3).reshape([b, n, d]);
         linear_with(&self.proj, ctx, deltas.get(Target::Proj))
