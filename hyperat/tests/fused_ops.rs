@@ -14,10 +14,14 @@ type A = CpuAutodiff;
 
 /// A deterministic pseudo-random sequence in [-scale, scale).
 fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
         })
         .collect()
@@ -29,14 +33,22 @@ fn tensor(v: &[f64], shape: [usize; 3]) -> Tensor<A, 3> {
 }
 
 fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
-    t.into_data().to_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
+    t.into_data()
+        .to_vec::<f32>()
+        .unwrap()
+        .into_iter()
+        .map(f64::from)
+        .collect()
 }
 
 /// The largest difference relative to the largest magnitude of `want`.
 fn rel_err(got: &[f64], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len());
     let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-12);
-    got.iter().zip(want).fold(0f64, |m, (g, w)| m.max((g - w).abs())) / scale
+    got.iter()
+        .zip(want)
+        .fold(0f64, |m, (g, w)| m.max((g - w).abs()))
+        / scale
 }
 
 /// Central differences of `f` (an f64 reference) at `x`.
@@ -94,7 +106,10 @@ fn softmax_backward_matches_decomposition_and_finite_differences() {
     for dim in [2, 1] {
         let fused = input_grad(&x, &w, |t| softmax(t, dim));
         let decomposed = input_grad(&x, &w, |t| softmax_decomposed(t, dim));
-        assert!(rel_err(&fused, &decomposed) <= 1e-5, "dim {dim}: {fused:?} vs {decomposed:?}");
+        assert!(
+            rel_err(&fused, &decomposed) <= 1e-5,
+            "dim {dim}: {fused:?} vs {decomposed:?}"
+        );
         let fwd = host(softmax(tensor(&x, SHAPE), dim).inner());
         let fwd_ref = host(softmax_decomposed(tensor(&x, SHAPE), dim).inner());
         assert!(rel_err(&fwd, &fwd_ref) <= 1e-6);
@@ -113,7 +128,9 @@ fn log_softmax_backward_matches_decomposition_and_finite_differences() {
     let decomposed = input_grad(&x, &w, |t| softmax_decomposed(t, 2).log());
     assert!(rel_err(&fused, &decomposed) <= 1e-5);
     let fd = finite_diff(&x, |p| {
-        rowwise(p, &w, 7, |r| softmax_ref(r).iter().map(|v| v.ln()).collect())
+        rowwise(p, &w, 7, |r| {
+            softmax_ref(r).iter().map(|v| v.ln()).collect()
+        })
     });
     assert!(rel_err(&fused, &fd) <= 1e-5, "{}", rel_err(&fused, &fd));
 }
@@ -141,14 +158,18 @@ fn layer_norm_backward_matches_decomposition_and_finite_differences() {
     let mut ln = LayerNormConfig::new(7).with_epsilon(eps).init::<A>(&device);
     let g32: Vec<f32> = gamma.iter().map(|&v| v as f32).collect();
     let b32: Vec<f32> = beta.iter().map(|&v| v as f32).collect();
-    ln.gamma = ln.gamma.map(|_| Tensor::from_floats(g32.as_slice(), &device).require_grad());
+    ln.gamma = ln
+        .gamma
+        .map(|_| Tensor::from_floats(g32.as_slice(), &device).require_grad());
     ln.beta = ln
         .beta
         .map(|b| b.map(|_| Tensor::from_floats(b32.as_slice(), &device).require_grad()));
 
     // The fused op (burn-nn's LayerNorm calls the backend's layer_norm).
     let xt = tensor(&x, SHAPE).require_grad();
-    let grads = (ln.forward(xt.clone()) * tensor(&w, SHAPE)).sum().backward();
+    let grads = (ln.forward(xt.clone()) * tensor(&w, SHAPE))
+        .sum()
+        .backward();
     let dx = host(xt.grad(&grads).unwrap());
     let dgamma = host(ln.gamma.val().grad(&grads).unwrap());
     let dbeta = host(ln.beta.as_ref().unwrap().val().grad(&grads).unwrap());
@@ -169,11 +190,24 @@ fn layer_norm_backward_matches_decomposition_and_finite_differences() {
     assert!(rel_err(&dbeta, &host(bt.grad(&grads2).unwrap())) <= 1e-5);
 
     // Finite differences of the f64 reference, for x, gamma and beta.
-    let loss = |x: &[f64], g: &[f64], b: &[f64]| rowwise(x, &w, 7, |r| layer_norm_ref(r, g, b, eps));
+    let loss =
+        |x: &[f64], g: &[f64], b: &[f64]| rowwise(x, &w, 7, |r| layer_norm_ref(r, g, b, eps));
     let fd_x = finite_diff(&x, |p| loss(p, &gamma, &beta));
     let fd_g = finite_diff(&gamma, |p| loss(&x, p, &beta));
     let fd_b = finite_diff(&beta, |p| loss(&x, &gamma, p));
-    assert!(rel_err(&dx, &fd_x) <= 1e-5, "dx vs fd {}", rel_err(&dx, &fd_x));
-    assert!(rel_err(&dgamma, &fd_g) <= 1e-5, "dgamma vs fd {}", rel_err(&dgamma, &fd_g));
-    assert!(rel_err(&dbeta, &fd_b) <= 1e-5, "dbeta vs fd {}", rel_err(&dbeta, &fd_b));
+    assert!(
+        rel_err(&dx, &fd_x) <= 1e-5,
+        "dx vs fd {}",
+        rel_err(&dx, &fd_x)
+    );
+    assert!(
+        rel_err(&dgamma, &fd_g) <= 1e-5,
+        "dgamma vs fd {}",
+        rel_err(&dgamma, &fd_g)
+    );
+    assert!(
+        rel_err(&dbeta, &fd_b) <= 1e-5,
+        "dbeta vs fd {}",
+        rel_err(&dbeta, &fd_b)
+    );
 }

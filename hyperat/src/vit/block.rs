@@ -3,6 +3,7 @@
 use burn::nn::{Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::module::linear;
 
 use super::LN_EPS;
 use super::delta::{BlockDeltas, LinearDelta, Target};
@@ -34,22 +35,41 @@ impl<B: Backend> Attention<B> {
     /// `[batch, tokens, dim] -> [batch, tokens, dim]`.
     pub fn forward(&self, x: Tensor<B, 3>, deltas: &BlockDeltas<B>) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
-        let h = self.num_heads;
-        let hd = d / h;
-        // Views only: flex's batched matmul takes strided operands, so q, k and v are
-        // never copied out of the fused qkv output (a squeeze would force a copy).
-        let qkv = linear_with(&self.qkv, x, deltas.get(Target::Qkv))
-            .reshape([b, n, 3, h, hd])
-            .permute([2, 0, 3, 1, 4]); // [3, batch, heads, tokens, head_dim]
+        let hd = d / self.num_heads;
+        let [q, k, v] = self.qkv_heads(x, deltas.get(Target::Qkv));
         // timm scales q before the product: `head_dim` times fewer multiplications
         // (forward and backward) than scaling the `tokens x tokens` scores.
-        let q = qkv.clone().narrow(0, 0, 1).mul_scalar((hd as f64).powf(-0.5));
-        let k = qkv.clone().narrow(0, 1, 1);
-        let v = qkv.narrow(0, 2, 1);
-        let scores = q.matmul(k.swap_dims(3, 4));
-        let ctx = softmax(scores, 4).matmul(v); // [1, batch, heads, tokens, head_dim]
-        let ctx = ctx.swap_dims(2, 3).reshape([b, n, d]);
+        let scores = q
+            .mul_scalar((hd as f64).powf(-0.5))
+            .matmul(k.swap_dims(2, 3));
+        let ctx = softmax(scores, 3).matmul(v); // [batch, heads, tokens, head_dim]
+        let ctx = ctx.swap_dims(1, 2).reshape([b, n, d]);
         linear_with(&self.proj, ctx, deltas.get(Target::Proj))
+    }
+
+    /// q, k and v as `[batch, heads, tokens, head_dim]`, each from its third of the fused
+    /// `qkv` weight (and of the delta's `B`). Slicing the small weight rather than the
+    /// `tokens x 3·dim` output spares the backward three zero-filled output-sized
+    /// gradients and their sum; the products are the same dot products.
+    fn qkv_heads(&self, x: Tensor<B, 3>, delta: Option<&LinearDelta<B>>) -> [Tensor<B, 4>; 3] {
+        let [b, n, d] = x.dims();
+        let h = self.num_heads;
+        let code = delta.map(|delta| delta.down(x.clone()));
+        let weight = self.qkv.weight.val();
+        let bias = self.qkv.bias.as_ref().map(|bias| bias.val());
+        [0, 1, 2].map(|part| {
+            let columns = part * d..(part + 1) * d;
+            let mut y = linear(
+                x.clone(),
+                weight.clone().narrow(1, columns.start, d),
+                bias.clone().map(|bias| bias.narrow(0, columns.start, d)),
+            );
+            if let (Some(delta), Some(code)) = (delta, &code) {
+                y = y + delta.up(code.clone(), Some(columns));
+            }
+            // Views only: flex's batched matmul takes strided operands.
+            y.reshape([b, n, h, d / h]).swap_dims(1, 2)
+        })
     }
 }
 

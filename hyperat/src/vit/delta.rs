@@ -77,18 +77,33 @@ pub struct LinearDelta<B: Backend> {
 impl<B: Backend> LinearDelta<B> {
     /// The low-rank term for `x` `[..., in]` -> `[..., out]`.
     pub fn apply<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.up(self.down(x), None)
+    }
+
+    /// The rank-`r` code `A x` (after the input norm, if any): computed once when several
+    /// column ranges of the output are wanted (see [`Self::up`]).
+    pub fn down<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let x = match &self.input_norm {
             Some((g, b)) => layer_norm(x, g.clone(), b.clone(), crate::vit::LN_EPS),
             None => x,
         };
-        let a = self.lora_a.clone().unsqueeze::<D>();
-        let b = self.lora_b.clone().unsqueeze::<D>();
-        x.matmul(a).matmul(b).mul_scalar(self.scaling)
+        x.matmul(self.lora_a.clone().unsqueeze::<D>())
     }
 
-    /// The same delta cut from the autodiff graph. burn's `detach` keeps a leaf's
-    /// `require_grad` (a plain LoRA's factors are parameters), so that is dropped too:
-    /// otherwise every attack step would compute gradients for the factors.
+    /// `scaling · B code`, for the output columns `columns` (all when `None`). The
+    /// scaling goes on the `rank x out` factor, not on the `tokens x out` product.
+    pub fn up<const D: usize>(
+        &self,
+        code: Tensor<B, D>,
+        columns: Option<core::ops::Range<usize>>,
+    ) -> Tensor<B, D> {
+        let b = match columns {
+            Some(c) => self.lora_b.clone().narrow(1, c.start, c.len()),
+            None => self.lora_b.clone(),
+        };
+        code.matmul(b.mul_scalar(self.scaling).unsqueeze::<D>())
+    }
+
     pub fn detach(&self) -> Self {
         fn cut<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Tensor<B, D> {
             t.clone().detach().set_require_grad(false)

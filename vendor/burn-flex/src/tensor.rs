@@ -252,11 +252,43 @@ impl FlexTensor {
     pub fn empty(shape: Shape, dtype: DType) -> Self {
         let num_elements = shape.num_elements();
         let elem_size = dtype_size(dtype);
-        let bytes = Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]);
+        // HyperAT patch: a vector of the element's width keeps its allocation.
+        // `Bytes::from_bytes_vec` on a `Vec<u8>` (alignment 1) always re-allocated at
+        // 16 bytes and copied: every new tensor was zeroed *and* copied once.
+        let bytes = match elem_size {
+            1 => Bytes::from_elems(alloc::vec![0u8; num_elements]),
+            2 => Bytes::from_elems(alloc::vec![0u16; num_elements]),
+            4 => Bytes::from_elems(alloc::vec![0u32; num_elements]),
+            8 => Bytes::from_elems(alloc::vec![0u64; num_elements]),
+            _ => Bytes::from_bytes_vec(alloc::vec![0u8; num_elements * elem_size]),
+        };
         let layout = Layout::contiguous(shape);
         Self {
             data: Arc::new(bytes),
             layout,
+            dtype,
+        }
+    }
+
+    /// HyperAT patch: a contiguous f32-or-wider tensor whose storage is not zeroed, for
+    /// outputs the caller overwrites entirely before anything reads them (matmul with
+    /// `beta = 0`): the zeroing was a full extra pass over every product.
+    ///
+    /// # Safety
+    /// Every element must be written before the tensor is read or handed out.
+    pub unsafe fn uninit_for_overwrite<T: bytemuck::Pod + Send + Sync>(
+        shape: Shape,
+        dtype: DType,
+    ) -> Self {
+        assert_eq!(dtype_size(dtype), core::mem::size_of::<T>());
+        let n = shape.num_elements();
+        let mut data = alloc::vec::Vec::<T>::with_capacity(n);
+        // SAFETY: `T` is plain old data (any bit pattern is valid) and the caller
+        // overwrites every element before it is read.
+        unsafe { data.set_len(n) };
+        Self {
+            data: Arc::new(Bytes::from_elems(data)),
+            layout: Layout::contiguous(shape),
             dtype,
         }
     }

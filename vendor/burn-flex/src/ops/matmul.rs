@@ -261,7 +261,14 @@ fn matmul_2d_strided<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexTen
     let rhs_ptr = unsafe { rhs_data.as_ptr().add(rhs.layout().start_offset()) };
 
     let out_shape = Shape::from(vec![m, n]);
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
+    // HyperAT patch: gemm overwrites the output (`read_dst = false`), so it is not
+    // zeroed first, except when `k == 0` (nothing is written; the product is zero).
+    let mut output = if k == 0 {
+        FlexTensor::empty(out_shape, T::dtype())
+    } else {
+        // SAFETY: every output element is written by the gemm calls below.
+        unsafe { FlexTensor::uninit_for_overwrite::<T>(out_shape, T::dtype()) }
+    };
     let out_data: &mut [T] = output.storage_mut();
 
     let parallelism = get_parallelism(m, n, k);
@@ -364,7 +371,14 @@ fn matmul_batched_gemm<T: GemmScalar>(lhs: FlexTensor, rhs: FlexTensor) -> FlexT
     out_dims.push(n);
     let out_shape = Shape::from(out_dims);
 
-    let mut output = FlexTensor::empty(out_shape, T::dtype());
+    // HyperAT patch: gemm overwrites the output (`read_dst = false`), so it is not
+    // zeroed first, except when `k == 0` (nothing is written; the product is zero).
+    let mut output = if k == 0 {
+        FlexTensor::empty(out_shape, T::dtype())
+    } else {
+        // SAFETY: every output element is written by the gemm calls below.
+        unsafe { FlexTensor::uninit_for_overwrite::<T>(out_shape, T::dtype()) }
+    };
 
     let lhs_data: &[T] = lhs.storage();
     let rhs_data: &[T] = rhs.storage();
