@@ -36,12 +36,10 @@ impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, deltas: &BlockDeltas<B>) -> Tensor<B, 3> {
         let [b, n, d] = x.dims();
         let hd = d / self.num_heads;
-        let [q, k, v] = self.qkv_heads(x, deltas.get(Target::Qkv));
         // timm scales q before the product: `head_dim` times fewer multiplications
         // (forward and backward) than scaling the `tokens x tokens` scores.
-        let scores = q
-            .mul_scalar((hd as f64).powf(-0.5))
-            .matmul(k.swap_dims(2, 3));
+        let [q, k, v] = self.qkv_heads(x, deltas.get(Target::Qkv), (hd as f64).powf(-0.5));
+        let scores = q.matmul(k.swap_dims(2, 3));
         let ctx = softmax(scores, 3).matmul(v); // [batch, heads, tokens, head_dim]
         let ctx = ctx.swap_dims(1, 2).reshape([b, n, d]);
         linear_with(&self.proj, ctx, deltas.get(Target::Proj))
@@ -50,8 +48,14 @@ impl<B: Backend> Attention<B> {
     /// q, k and v as `[batch, heads, tokens, head_dim]`, each from its third of the fused
     /// `qkv` weight (and of the delta's `B`). Slicing the small weight rather than the
     /// `tokens x 3·dim` output spares the backward three zero-filled output-sized
-    /// gradients and their sum; the products are the same dot products.
-    fn qkv_heads(&self, x: Tensor<B, 3>, delta: Option<&LinearDelta<B>>) -> [Tensor<B, 4>; 3] {
+    /// gradients and their sum; the products are the same dot products. q is multiplied
+    /// by `q_scale` while still contiguous (a strided view takes flex's slow path).
+    fn qkv_heads(
+        &self,
+        x: Tensor<B, 3>,
+        delta: Option<&LinearDelta<B>>,
+        q_scale: f64,
+    ) -> [Tensor<B, 4>; 3] {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
         let code = delta.map(|delta| delta.down(x.clone()));
@@ -66,6 +70,9 @@ impl<B: Backend> Attention<B> {
             );
             if let (Some(delta), Some(code)) = (delta, &code) {
                 y = y + delta.up(code.clone(), Some(columns));
+            }
+            if part == 0 {
+                y = y.mul_scalar(q_scale);
             }
             // Views only: flex's batched matmul takes strided operands.
             y.reshape([b, n, h, d / h]).swap_dims(1, 2)
