@@ -10,6 +10,10 @@ scripts/build-ui.sh
 echo "== results document helpers (McNemar's exact test)" >&2
 python3 scripts/results_doc.py --self-test
 
+echo "== no import cycles among sibling modules" >&2
+python3 scripts/check-cycles.py --self-test
+python3 scripts/check-cycles.py hyperat/src server/src app/src
+
 echo "== cargo test --workspace" >&2
 cargo test --workspace --locked
 

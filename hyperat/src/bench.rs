@@ -230,7 +230,7 @@ fn hyper_times<B: AutodiffBackend>(
         model = opt.step(1e-4, model.clone(), &grads).0;
     });
     let inner = model.valid();
-    let methods = crate::variant::method_loras(&inner, &tc.methods);
+    let methods = inner.method_loras(&tc.methods);
     let merged = fold(inner.vit.clone(), &Uniform.merge(&methods).expect("merge")).expect("fold");
     let plain = inner.vit;
     let (mut tm, mut tp) = (vec![], vec![]);

@@ -157,7 +157,7 @@ async fn predict_uploads_samples_and_errors() {
     )
     .await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let entry = s.state.model("tiny").unwrap();
+    let entry = s.state.models.get("tiny").unwrap();
     let ds = s.state.test_set("fashion-mnist").unwrap();
     let x =
         images::<hyperat::backend::Cpu>(&ds.image(3), [1, 28, 28], &Default::default()).unwrap();
@@ -414,7 +414,7 @@ async fn export_is_a_timm_checkpoint_with_the_variants_logits() {
     )
     .unwrap();
     let vit = ck.build::<A>(&Default::default()).unwrap();
-    let entry = s.state.model("tiny").unwrap();
+    let entry = s.state.models.get("tiny").unwrap();
     let ds = s.state.test_set("fashion-mnist").unwrap();
     let px: Vec<f32> = (0..4).flat_map(|i| ds.image(i)).collect();
     let x = images::<A>(&px, [1, 28, 28], &Default::default()).unwrap();

@@ -370,7 +370,7 @@ fn tune_merge_export_eval_end_to_end() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--holdout 0 must be between 1 and"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a hold-out of at least 1 image"));
     // An unknown variant or a merge of a baseline run is a clear error.
     let out = hyperat()
         .args(["export", "--variant", "merged:nope", "--run"])

@@ -42,7 +42,7 @@ async fn health_answers_while_uploads_decode() {
             tokio::spawn(async move { json(&router, post_form("/api/predict", body)).await.0 })
         })
         .collect();
-    let decoding = || s.state.decode.available_permits() < slots;
+    let decoding = || s.state.decode_slots.available_permits() < slots;
     for _ in 0..10_000 {
         if decoding() {
             break;
@@ -68,7 +68,7 @@ async fn health_answers_while_uploads_decode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_work_frees_its_slot() {
     let limits = Limits {
-        heavy_concurrency: 1,
+        attack_concurrency: 1,
         work_timeout: Duration::from_secs(1),
         queue_timeout: Duration::from_secs(5),
         anonymous_work: usize::MAX,
@@ -91,7 +91,7 @@ async fn abandoned_work_frees_its_slot() {
     let gone = tokio::spawn(async move { json(&router, req).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        s.state.heavy.available_permits(),
+        s.state.attack_slots.available_permits(),
         0,
         "the comparison is running"
     );

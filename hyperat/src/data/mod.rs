@@ -220,6 +220,16 @@ pub fn data_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/share/datasets"))
 }
 
+/// The L-inf radius a dataset's robustness is usually reported at, in [0,1] pixels:
+/// 0.1 for Fashion-MNIST (TRADES, and the shipped models), 8/255 for anything else
+/// (CIFAR, ImageNet). Evaluations default to it, so a number is comparable as given.
+pub fn standard_eps(spec: &str) -> f32 {
+    match spec {
+        "fashion-mnist" | "fmnist" => 0.1,
+        _ => 8.0 / 255.0,
+    }
+}
+
 /// Loads a dataset by spec: `fashion-mnist`, `cifar10`, `cifar100` or `folder:PATH`.
 /// `input` (`[C, H, W]`) is the model's input: folder images are converted to it;
 /// fixed-size datasets must match it.

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Tuned;
 use crate::merge::{MethodLora, dense};
-use crate::variant::method_loras;
 use crate::vit::{Target, Vit};
 
 /// Mean, minimum and maximum of a set of cosines.
@@ -166,7 +165,7 @@ pub fn run_diagnostics<B: Backend>(
     // Generated from a frozen copy: no autodiff graph is recorded (none would be freed).
     let model = &model.clone().no_grad();
     let hyper = model.hyper.as_ref()?;
-    let mut d = delta_diagnostics(&method_loras(model, methods), &weight_norms(&model.vit));
+    let mut d = delta_diagnostics(&model.method_loras(methods), &weight_norms(&model.vit));
     let rows = |t: Tensor<B, 2>| -> Vec<Vec<f32>> {
         let [n, w] = t.dims();
         let flat = t.into_data().convert::<f32>().to_vec::<f32>().expect("f32");

@@ -6,9 +6,11 @@ use burn::prelude::*;
 
 use super::{TuneConfig, TuneKind};
 use crate::config::VitConfig;
+use crate::host::HostTensor;
 use crate::hypernet::{Factors, HyperNet};
 use crate::lora::LoraSet;
-use crate::vit::{Adapters, Vit};
+use crate::merge::MethodLora;
+use crate::vit::{Adapters, Target, Vit};
 
 /// ViT with its trainable side. Frozen parameters carry `require_grad = false`, so the
 /// optimiser never sees them.
@@ -23,6 +25,40 @@ pub struct Tuned<B: Backend> {
 }
 
 impl<B: Backend> Tuned<B> {
+    /// Every method's LoRA, on the host, named after `names` (the run's methods).
+    pub fn method_loras(&self, names: &[String]) -> Vec<MethodLora> {
+        let to_host = |ad: &Adapters<B>, name: &str, scaling: f32| {
+            let mut factors = std::collections::BTreeMap::new();
+            for (layer, b) in ad.blocks.iter().enumerate() {
+                for t in Target::ALL {
+                    if let Some(d) = b.get(t) {
+                        factors.insert(
+                            (layer, t),
+                            (
+                                HostTensor::from_tensor(d.lora_a.clone()),
+                                HostTensor::from_tensor(d.lora_b.clone()),
+                            ),
+                        );
+                    }
+                }
+            }
+            MethodLora {
+                name: name.to_string(),
+                factors,
+                scaling,
+            }
+        };
+        match (&self.hyper, &self.lora) {
+            (Some(h), _) => names
+                .iter()
+                .enumerate()
+                .map(|(m, n)| to_host(&h.generate(m).adapters(), n, h.scaling))
+                .collect(),
+            (None, Some(l)) => vec![to_host(&l.adapters(), &names[0], l.scaling)],
+            _ => vec![],
+        }
+    }
+
     /// Wraps a loaded backbone for `cfg`: freezes what must not train, adds the
     /// trainable side (B factors start at zero: the model starts equal to `vit`).
     pub fn new(vit: Vit<B>, vit_cfg: &VitConfig, cfg: &TuneConfig, device: &B::Device) -> Self {

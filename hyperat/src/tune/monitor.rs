@@ -17,7 +17,6 @@ use crate::error::Result;
 use crate::eval::{EvalConfig, evaluate};
 use crate::merge::weighted_adapters;
 use crate::progress::Silent;
-use crate::variant::method_loras;
 
 /// Iterations of the hold-out attack.
 pub const HOLDOUT_PGD_STEPS: usize = 10;
@@ -55,7 +54,7 @@ pub fn holdout_records<B: AutodiffBackend>(
                     model.adapters(m).map(|a| a.detach()),
                 ));
             }
-            let loras = method_loras(&model, &cfg.methods);
+            let loras = model.method_loras(&cfg.methods);
             let k = loras.len();
             let uniform = Tensor::<B, 2>::full([1, k], 1.0 / k as f32, device);
             let merged = weighted_adapters(&loras, &uniform, vit.blocks.len(), device);

@@ -1,14 +1,13 @@
-//! `hyperat eval`: clean and adversarial accuracy of a model on a dataset.
+//! `hyperat eval`: clean and adversarial accuracy of a model on a dataset
+//! ([`EvalRequest`]: the same settings and defaults as an eval job).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use hyperat::attack::AttackParams;
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
-use hyperat::data::{self, Split};
-use hyperat::eval::{EvalConfig, EvalReport, evaluate};
+use hyperat::eval::{EvalOutcome, EvalRequest, EvalSplit};
 use hyperat::prelude::*;
-use hyperat::variant::load_spec;
+use hyperat::variant::{load_spec, trained_on};
 use serde_json::json;
 
 use super::fraction;
@@ -20,129 +19,121 @@ pub struct Args {
     /// `RUN_DIR#merged:uniform`, `RUN_DIR#method:trades`, `RUN_DIR#base`, `RUN_DIR#tuned`.
     #[arg(long)]
     model: String,
-    /// fashion-mnist, cifar10, cifar100 or folder:PATH.
-    #[arg(long, default_value = "fashion-mnist")]
-    dataset: String,
-    /// train, test, or holdout: the last `--holdout` training images, the ones `hyperat
+    /// fashion-mnist, cifar10, cifar100 or folder:PATH (default: the one the model was
+    /// trained on, else fashion-mnist).
+    #[arg(long)]
+    dataset: Option<String>,
+    /// test, train, or holdout: the last `--holdout` training images, the ones `hyperat
     /// tune` keeps out of training (a validation set for choosing settings without the
     /// test set).
-    #[arg(long, default_value = "test")]
-    split: String,
+    #[arg(long, default_value_t = EvalRequest::default().split)]
+    split: EvalSplit,
     /// Size of the hold-out (as `hyperat tune --holdout`).
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = EvalRequest::default().holdout)]
     holdout: usize,
     /// Evaluate the first N images (file order); all if absent.
     #[arg(long)]
     limit: Option<usize>,
     /// Images per batch.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = EvalRequest::default().batch_size)]
     batch_size: usize,
     /// none, fgsm, pgd, cw, trades-kl, apgd-ce, apgd-dlr, apgd-t, fab-t, square or
     /// autoattack (standard: APGD-CE, APGD-T, FAB-T, Square).
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value_t = EvalRequest::default().attack)]
     attack: String,
     /// AutoAttack's components (default: the standard version).
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "apgd-ce,apgd-t,fab-t,square"
-    )]
+    #[arg(long, value_delimiter = ',', default_values_t = EvalRequest::default().aa_attacks)]
     aa_attacks: Vec<String>,
     /// Square's query budget.
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = EvalRequest::default().queries)]
     queries: usize,
-    /// L-inf radius in [0,1] pixels (`0.1` or `8/255`).
-    #[arg(long, default_value = "8/255", value_parser = fraction)]
-    eps: f32,
+    /// L-inf radius in [0,1] pixels, `0.1` or `8/255` (default: the dataset's standard
+    /// budget, 0.1 for Fashion-MNIST, 8/255 otherwise).
+    #[arg(long, value_parser = fraction)]
+    eps: Option<f32>,
     /// Step size (default eps/4).
     #[arg(long, value_parser = fraction)]
     alpha: Option<f32>,
     /// Attack iterations.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = EvalRequest::default().steps)]
     steps: usize,
     /// Random restarts (pgd, cw).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = EvalRequest::default().restarts)]
     restarts: usize,
     /// CW confidence kappa.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = EvalRequest::default().kappa)]
     kappa: f32,
     /// Seed of the attack's random numbers.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = EvalRequest::default().seed)]
     seed: u64,
     /// Write the full report (with per-sample predictions) here.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
+impl Args {
+    /// The request these flags make.
+    pub fn request(&self) -> EvalRequest {
+        EvalRequest {
+            dataset: self.dataset.clone(),
+            split: self.split,
+            holdout: self.holdout,
+            limit: self.limit,
+            attack: self.attack.clone(),
+            eps: self.eps,
+            alpha: self.alpha,
+            steps: self.steps,
+            restarts: self.restarts,
+            kappa: self.kappa,
+            queries: self.queries,
+            aa_attacks: self.aa_attacks.clone(),
+            batch_size: self.batch_size,
+            seed: self.seed,
+        }
+    }
+}
+
 struct Task(Args);
 
 impl BackendTask for Task {
-    type Output = Result<EvalReport>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<EvalReport> {
+    type Output = Result<EvalOutcome>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let a = self.0;
+        let req = a.request();
+        req.validate()?;
         let model = load_spec::<B>(&a.model, &device)?;
-        let cfg = model.config.clone();
-        let mut ds = if a.split == "holdout" {
-            let mut train = data::load(&a.dataset, Split::Train, Some(cfg.input_shape()))?;
-            if a.holdout == 0 {
-                anyhow::bail!(
-                    "--holdout 0 must be between 1 and {} (the training images)",
-                    train.len() - 1
-                );
-            }
-            train.split_holdout(a.holdout)?
-        } else {
-            data::load(&a.dataset, a.split.parse()?, Some(cfg.input_shape()))?
-        };
-        if ds.classes.len() != cfg.num_classes {
-            anyhow::bail!(
-                "the model has {} classes but dataset `{}` has {}",
-                cfg.num_classes,
-                a.dataset,
-                ds.classes.len()
-            );
-        }
-        if let Some(n) = a.limit {
-            ds.truncate(n);
-        }
-        let ec = EvalConfig {
-            attack: a.attack.clone(),
-            params: AttackParams {
-                eps: a.eps,
-                alpha: a.alpha,
-                steps: a.steps,
-                restarts: a.restarts,
-                kappa: a.kappa,
-                queries: a.queries,
-                aa_attacks: a.aa_attacks.clone(),
-            },
-            batch_size: a.batch_size,
-            seed: a.seed,
-        };
+        let trained = trained_on(&a.model, &model.config);
         let mut bar = Bar::new(&format!("eval {}", a.attack));
-        Ok(evaluate::<B>(&model, &ds, &ec, &device, &mut bar)?)
+        Ok(req.run::<B>(
+            &a.model,
+            &model,
+            &model.config,
+            trained.as_deref(),
+            &device,
+            &mut bar,
+        )?)
     }
 }
 
 pub fn run(a: Args, device: DeviceKind) -> Result<()> {
     let out = a.json.clone();
-    let (model, dataset, split) = (a.model.clone(), a.dataset.clone(), a.split.clone());
-    let r = dispatch(device, Task(a))??;
+    let outcome = dispatch(device, Task(a))??;
+    let r = &outcome.report;
     let pct = |v: f64| format!("{:.2}%", 100.0 * v);
+    let what = format!("{} {} n={}", outcome.dataset, outcome.split, r.n);
     match r.robust_acc {
         Some(rob) => eprintln!(
-            "n={} clean {} (mean confidence {:.3}) robust {} ({} in {:.1}s, max |delta| {:.5})",
-            r.n,
+            "{what}: clean {} (mean confidence {:.3}) robust {} ({} eps {} in {:.1}s, max |delta| {:.5})",
             pct(r.clean_acc),
             r.mean_confidence,
             pct(rob),
             r.attack["name"].as_str().unwrap_or("?"),
+            r.attack["eps"],
             r.seconds,
             r.max_linf.unwrap_or(0.0)
         ),
         None => eprintln!(
-            "n={} clean {} (mean confidence {:.3}) ({:.1}s)",
-            r.n,
+            "{what}: clean {} (mean confidence {:.3}) ({:.1}s)",
             pct(r.clean_acc),
             r.mean_confidence,
             r.seconds
@@ -157,10 +148,7 @@ pub fn run(a: Args, device: DeviceKind) -> Result<()> {
         }
     }
     if let Some(path) = out {
-        let mut v = serde_json::to_value(&r)?;
-        v["model"] = json!(model);
-        v["dataset"] = json!(dataset);
-        v["split"] = json!(split);
+        let mut v = serde_json::to_value(&outcome)?;
         v["device"] = json!(device.name());
         hyperat::io::write_atomic(&path, serde_json::to_string(&v)?.as_bytes())?;
     }

@@ -5,12 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
-use hyperat::data::{self, Split};
 use hyperat::prelude::*;
-use hyperat::report::{Report, ReportConfig, evaluate_row, markdown};
+use hyperat::report::{Report, ReportModel, ReportRequest, markdown};
 use hyperat::tune::diagnostics::{DeltaDiagnostics, run_diagnostics};
 use hyperat::tune::load_run;
-use hyperat::variant::load_spec;
 
 use super::fraction;
 use super::progress::Bar;
@@ -26,31 +24,32 @@ pub struct Args {
     #[arg(long, conflicts_with = "models")]
     deltas: Option<PathBuf>,
     /// fashion-mnist, cifar10, cifar100 or folder:PATH.
-    #[arg(long, default_value = "fashion-mnist")]
+    #[arg(long, default_value_t = ReportRequest::default().dataset)]
     dataset: String,
     /// First N test images.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = ReportRequest::default().limit)]
     limit: usize,
-    /// L-inf radius.
-    #[arg(long, default_value = "8/255", value_parser = fraction)]
-    eps: f32,
+    /// L-inf radius, `0.1` or `8/255` (default: the dataset's standard budget, 0.1 for
+    /// Fashion-MNIST, 8/255 otherwise).
+    #[arg(long, value_parser = fraction)]
+    eps: Option<f32>,
     /// Step size (default eps/4).
     #[arg(long, value_parser = fraction)]
     alpha: Option<f32>,
     /// PGD and CW iterations.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = ReportRequest::default().steps)]
     steps: usize,
     /// Images per batch.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = ReportRequest::default().batch_size)]
     batch_size: usize,
     /// Attack seed.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = ReportRequest::default().seed)]
     seed: u64,
     /// Also run standard AutoAttack on the first N images (0: none; slow: about 10 s
     /// per robust image on a 2-core CPU).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = ReportRequest::default().aa_limit)]
     aa_limit: usize,
-    /// Write the rows as JSON.
+    /// Write the report (threat model and rows) as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
     /// Write the markdown table.
@@ -58,54 +57,49 @@ pub struct Args {
     md: Option<PathBuf>,
 }
 
-struct Task(Args);
+impl Args {
+    /// The request these flags make.
+    pub fn request(&self) -> ReportRequest {
+        ReportRequest {
+            rows: self.models.iter().map(|m| ReportModel::parse(m)).collect(),
+            dataset: self.dataset.clone(),
+            limit: self.limit,
+            eps: self.eps,
+            alpha: self.alpha,
+            steps: self.steps,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            aa_limit: self.aa_limit,
+        }
+    }
+}
+
+/// A row's spec as given on the command line (a folder or `RUN_DIR#variant`).
+fn as_given(row: &ReportModel) -> hyperat::Result<(String, String)> {
+    let spec = match &row.variant {
+        Some(v) => format!("{}#{v}", row.model),
+        None => row.model.clone(),
+    };
+    Ok((spec.clone(), spec))
+}
+
+struct Task(ReportRequest);
 
 impl BackendTask for Task {
     type Output = Result<Report>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let a = self.0;
-        let cfg = ReportConfig {
-            eps: a.eps,
-            alpha: a.alpha.unwrap_or(a.eps / 4.0),
-            steps: a.steps,
-            batch_size: a.batch_size,
-            seed: a.seed,
-            aa_limit: a.aa_limit,
-        };
-        let mut rows = vec![];
-        let mut ds = None;
-        for m in &a.models {
-            let (name, spec) = m.split_once('=').unwrap_or((m.as_str(), m.as_str()));
-            if ds.is_none() {
-                let shape = load_spec::<B>(spec, &device)?.config.input_shape();
-                let mut d = data::load(&a.dataset, Split::Test, Some(shape))?;
-                d.truncate(a.limit);
-                ds = Some(d);
-            }
-            let mut bar = Bar::new(&format!("report {name}"));
-            let row = evaluate_row::<B>(
-                name,
-                spec,
-                ds.as_ref().expect("loaded"),
-                &cfg,
-                &device,
-                &mut bar,
-            )?;
-            drop(bar);
+        let req = self.0;
+        let mut bar = Bar::new("report");
+        let steps = req.steps;
+        Ok(req.run::<B>(&as_given, &device, &mut bar, &mut |row| {
             eprintln!(
-                "{name}: clean {:.2}% PGD-{} {:.2}% CW-{} {:.2}%",
+                "{}: clean {:.2}% PGD-{steps} {:.2}% CW-{steps} {:.2}%",
+                row.name,
                 100.0 * row.clean_acc,
-                cfg.steps,
                 100.0 * row.pgd_acc,
-                cfg.steps,
                 100.0 * row.cw_acc
-            );
-            rows.push(row);
-        }
-        if rows.is_empty() {
-            bail!("no models given");
-        }
-        Ok(Report { config: cfg, rows })
+            )
+        })?)
     }
 }
 
@@ -145,7 +139,7 @@ pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
         }
         return Ok(());
     }
-    let report = dispatch(device, Task(a))??;
+    let report = dispatch(device, Task(a.request()))??;
     let table = markdown(&report.rows, &report.config);
     println!("{table}");
     if let Some(p) = json {

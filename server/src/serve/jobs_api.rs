@@ -15,7 +15,7 @@ use hyperat::prelude::*;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::api::St;
+use super::api::Shared;
 use super::auth::{Peer, authorize, authorize_with};
 use super::error::{ApiError, ApiResult};
 use super::jobs::{JobSpec, check, clean_name};
@@ -48,7 +48,7 @@ fn unknown_job(id: &str) -> ApiError {
 
 /// `POST /api/jobs`: `{"kind": "tune"|"pretrain"|"eval"|"report", "model", "variant", "config"}`.
 pub async fn submit<B: AutodiffBackend>(
-    State(s): St<B>,
+    State(s): Shared<B>,
     headers: HeaderMap,
     peer: Peer,
     body: axum::body::Bytes,
@@ -60,7 +60,7 @@ pub async fn submit<B: AutodiffBackend>(
     {
         let s = s.clone();
         let spec = spec.clone();
-        tokio::task::spawn_blocking(move || check(&s, &spec))
+        tokio::task::spawn_blocking(move || check(&s.models, &spec))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
     }
@@ -70,7 +70,7 @@ pub async fn submit<B: AutodiffBackend>(
 
 /// `GET /api/jobs`.
 pub async fn list<B: AutodiffBackend>(
-    State(s): St<B>,
+    State(s): Shared<B>,
     headers: HeaderMap,
     peer: Peer,
 ) -> ApiResult<Json<Value>> {
@@ -86,7 +86,7 @@ pub async fn list<B: AutodiffBackend>(
 
 /// `GET /api/jobs/{id}`.
 pub async fn get<B: AutodiffBackend>(
-    State(s): St<B>,
+    State(s): Shared<B>,
     headers: HeaderMap,
     peer: Peer,
     Path(id): Path<String>,
@@ -99,14 +99,14 @@ pub async fn get<B: AutodiffBackend>(
 /// `DELETE /api/jobs/{id}`: cancels a queued or running job; deletes a finished one (its
 /// record, events, folder and model).
 pub async fn cancel<B: AutodiffBackend>(
-    State(s): St<B>,
+    State(s): Shared<B>,
     headers: HeaderMap,
     peer: Peer,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     authorize(&s, &headers, &peer)?;
     if let Some(r) = s.jobs.delete_finished(&id) {
-        s.remove_model(&id);
+        s.models.remove(&id);
         return Ok(Json(json!({"deleted": true, "job": r})));
     }
     let r = s.jobs.cancel(&id).ok_or_else(|| unknown_job(&id))?;
@@ -123,7 +123,7 @@ pub struct Rename {
 /// `PATCH /api/jobs/{id}`: `{"name": "…"}` renames a job and the model it made (an
 /// empty or null name removes the name).
 pub async fn rename<B: AutodiffBackend>(
-    State(s): St<B>,
+    State(s): Shared<B>,
     headers: HeaderMap,
     peer: Peer,
     Path(id): Path<String>,
@@ -141,7 +141,7 @@ pub async fn rename<B: AutodiffBackend>(
         .jobs
         .rename(&id, name.clone())
         .ok_or_else(|| unknown_job(&id))??;
-    s.rename_model(&id, name);
+    s.models.rename(&id, name);
     Ok(Json(json!(record)))
 }
 
@@ -155,7 +155,7 @@ pub struct TokenQuery {
 /// every stored `metrics` record, then live `progress`, `metrics` and `status` events;
 /// the stream ends after the final status.
 pub async fn events<B: AutodiffBackend>(
-    State(s): St<B>,
+    State(s): Shared<B>,
     headers: HeaderMap,
     peer: Peer,
     Path(id): Path<String>,

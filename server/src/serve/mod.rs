@@ -2,12 +2,15 @@
 
 pub mod api;
 pub mod auth;
+pub mod blocking;
 pub mod error;
+pub mod form;
 pub mod jobs;
 pub mod jobs_api;
 pub mod listen;
 pub mod models;
 pub mod openapi;
+pub mod registry;
 pub mod showcase;
 pub mod site;
 pub mod state;
@@ -149,7 +152,7 @@ impl BackendTask for Task {
         let a = self.0;
         let mut limits = Limits::default();
         if let Some(n) = a.max_concurrent_attacks {
-            limits.heavy_concurrency = n.max(1);
+            limits.attack_concurrency = n.max(1);
         }
         limits.work_timeout = Duration::from_secs(a.attack_timeout.max(1));
         limits.upload.max_decoded = a.max_decoded_mib.max(1) << 20;
@@ -165,13 +168,7 @@ impl BackendTask for Task {
             },
         };
         let state = AppState::<B>::new(config, device)?;
-        let ids: Vec<String> = state
-            .models
-            .read()
-            .expect("models lock")
-            .keys()
-            .cloned()
-            .collect();
+        let ids: Vec<String> = state.models.all().iter().map(|e| e.id.clone()).collect();
         if ids.is_empty() {
             eprintln!(
                 "serve: warning: no models under {} (run scripts/results-fashion-mnist.sh, or point --models elsewhere)",

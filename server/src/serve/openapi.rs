@@ -142,7 +142,7 @@ pub fn document() -> Value {
                 "JobSpec": {"type": "object", "required": ["kind"], "properties": {
                     "kind": {"type": "string", "enum": ["tune", "pretrain", "eval", "report"]},
                     "model": {"type": "string"}, "variant": {"type": "string"},
-                    "config": {"type": "object", "description": "tune: TuneRequest fields (kind, methods, steps, batch_size, lr, eps, attack_steps, rank, ...); eval: dataset, limit, attack, eps, alpha, steps; report: rows, limit, eps, alpha, steps; pretrain: preset, dataset, epochs, max_steps, lr"}}}
+                    "config": {"type": "object", "description": "The request of the job kind, as the CLI builds it from its flags (same defaults): tune: TuneRequest (kind, methods, steps, batch_size, lr, eps, attack_steps, rank, ...); pretrain: PretrainRequest (preset, dataset, epochs, max_steps, lr, ...); eval: EvalRequest (dataset, split, limit, attack, eps, alpha, steps, restarts, batch_size, seed, ...); report: ReportRequest (rows [{name, model, variant}], dataset, limit, eps, alpha, steps, aa_limit, ...)"}}}
             }
         }
     })

@@ -15,7 +15,8 @@ use hyperat::prelude::*;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::api::{St, heavy, png_url};
+use super::api::{Shared, png_url};
+use super::blocking::run_blocking;
 use super::error::{ApiError, ApiResult};
 use super::models::ModelEntry;
 use super::state::AppState;
@@ -36,11 +37,11 @@ pub struct ShowcaseQuery {
 
 /// `GET /api/models/{id}/showcase?n=&variant=&eps=`.
 pub async fn showcase<B: AutodiffBackend>(
-    State(s): St<B>,
+    State(s): Shared<B>,
     Path(id): Path<String>,
     Query(q): Query<ShowcaseQuery>,
 ) -> ApiResult<Json<Value>> {
-    let entry = s.model(&id)?;
+    let entry = s.models.get(&id)?;
     let n = q.n.unwrap_or(8);
     if n == 0 || n > CANDIDATES {
         return Err(ApiError::invalid(format!(
@@ -124,7 +125,7 @@ async fn rank<B: AutodiffBackend>(
         robust.to_string(),
         params.clone(),
     );
-    let (picks, settings, ms) = heavy(s, &s.heavy, move |token| {
+    let (picks, settings, ms) = run_blocking(s, &s.attack_slots, move |token| {
         let t0 = Instant::now();
         let classes = e2.config.num_classes;
         let wrap = |v: &str| {
@@ -137,7 +138,7 @@ async fn rank<B: AutodiffBackend>(
         let attack = by_name::<B>("pgd", &p2)?;
         let pixels: Vec<f32> = (0..count).flat_map(|i| ds2.image(i)).collect();
         let labels: Vec<usize> = ds2.labels[..count].iter().map(|&l| l as usize).collect();
-        let x = images::<B::InnerBackend>(&pixels, ds2.shape, &st.device)?;
+        let x = images::<B::InnerBackend>(&pixels, ds2.shape, &st.models.device)?;
         let picks =
             playground::showcase::<B>(&wrap(&b2), &wrap(&r2), attack.as_ref(), x, &labels, 0)?;
         Ok((picks, attack.settings(), t0.elapsed().as_secs_f64() * 1e3))

@@ -1,9 +1,9 @@
 //! Shared server state: models, cached datasets, limits, the job runner.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyperat::data::{self, Dataset, Split, UploadLimits};
@@ -12,18 +12,18 @@ use tokio::sync::Semaphore;
 
 use super::error::{ApiError, ApiResult};
 use super::jobs::Jobs;
-use super::models::ModelEntry;
+use super::registry::{DATASETS, ModelRegistry};
 
-/// Limits on heavy requests.
+/// Limits on expensive requests.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// Request bodies above this are refused with 413 (default 10 MB).
     pub max_body: usize,
     /// Attacks and comparisons running at once (default: the CPU count).
-    pub heavy_concurrency: usize,
+    pub attack_concurrency: usize,
     /// Predictions running at once (default: twice the CPU count).
     pub predict_concurrency: usize,
-    /// How long a heavy request waits for a free slot before a 503 (default 30 s).
+    /// How long an expensive request waits for a free slot before a 503 (default 30 s).
     pub queue_timeout: Duration,
     /// How long an attack or comparison may run before a 504 (default 120 s).
     pub work_timeout: Duration,
@@ -51,7 +51,7 @@ impl Default for Limits {
             .unwrap_or(2);
         Self {
             max_body: 10 * 1024 * 1024,
-            heavy_concurrency: cpus,
+            attack_concurrency: cpus,
             predict_concurrency: 2 * cpus,
             queue_timeout: Duration::from_secs(30),
             work_timeout: Duration::from_secs(120),
@@ -85,23 +85,21 @@ pub struct ServeConfig {
 pub struct AppState<B: AutodiffBackend> {
     /// Settings.
     pub config: ServeConfig,
-    /// The device models live on.
-    pub device: B::Device,
-    /// Models by id.
-    pub models: RwLock<BTreeMap<String, Arc<ModelEntry<B>>>>,
+    /// The models served, and their device.
+    pub models: Arc<ModelRegistry<B>>,
     /// Test splits loaded so far, by dataset name.
     datasets: Mutex<HashMap<String, Arc<Dataset>>>,
     /// Held while a dataset loads, so that requests arriving together load it once
     /// (the soak's 50 clients each read the whole test split at start-up otherwise).
     dataset_load: Mutex<()>,
-    /// Slots for attacks and comparisons.
-    pub heavy: Arc<Semaphore>,
-    /// Slots for predictions.
-    pub light: Arc<Semaphore>,
+    /// Slots for attacks, comparisons and showcases (the expensive requests).
+    pub attack_slots: Arc<Semaphore>,
+    /// Slots for predictions and exports.
+    pub predict_slots: Arc<Semaphore>,
     /// Slots for decoding uploads.
-    pub decode: Arc<Semaphore>,
+    pub decode_slots: Arc<Semaphore>,
     /// The job queue and its worker.
-    pub jobs: Jobs<B>,
+    pub jobs: Arc<Jobs<B>>,
     /// Set when the server stops: event streams end so that shutdown does not wait on them.
     closing: tokio::sync::watch::Sender<bool>,
     /// Showcases computed so far, by model, variant and eps (a classroom loading the page
@@ -116,9 +114,6 @@ impl<B: AutodiffBackend> std::fmt::Debug for AppState<B> {
             .finish_non_exhaustive()
     }
 }
-
-/// Datasets the API may read (never a path from a client).
-pub const DATASETS: &[&str] = &["fashion-mnist", "cifar10", "cifar100"];
 
 impl<B: AutodiffBackend> AppState<B> {
     /// Ends every event stream (the server is stopping).
@@ -138,76 +133,25 @@ impl<B: AutodiffBackend> AppState<B> {
     pub fn new(config: ServeConfig, device: B::Device) -> hyperat::Result<Arc<Self>> {
         std::fs::create_dir_all(config.data_dir.join("runs"))
             .map_err(|e| hyperat::Error::io(&config.data_dir, e))?;
-        let mut models: BTreeMap<String, Arc<ModelEntry<B>>> =
-            super::models::load_dir::<B>(&config.models_dir, &device)
-                .into_iter()
-                .map(|(k, v)| (k, Arc::new(v)))
-                .collect();
-        let jobs = Jobs::<B>::open(&config.data_dir)?;
-        for e in jobs.finished_models(&device) {
-            models.insert(e.id.clone(), Arc::new(e));
-        }
+        let jobs = Arc::new(Jobs::<B>::open(&config.data_dir)?);
+        let shipped = super::models::load_dir::<B>(&config.models_dir, &device).into_values();
+        let made_by_jobs = jobs.finished_models(&device);
+        let models = Arc::new(ModelRegistry::new(device, shipped.chain(made_by_jobs)));
         let limits = &config.limits;
         let state = Arc::new(Self {
-            heavy: Arc::new(Semaphore::new(limits.heavy_concurrency.max(1))),
-            light: Arc::new(Semaphore::new(limits.predict_concurrency.max(1))),
-            decode: Arc::new(Semaphore::new(limits.decode_concurrency.max(1))),
+            attack_slots: Arc::new(Semaphore::new(limits.attack_concurrency.max(1))),
+            predict_slots: Arc::new(Semaphore::new(limits.predict_concurrency.max(1))),
+            decode_slots: Arc::new(Semaphore::new(limits.decode_concurrency.max(1))),
             config,
-            device,
-            models: RwLock::new(models),
+            models,
             datasets: Mutex::new(HashMap::new()),
             dataset_load: Mutex::new(()),
-            jobs,
+            jobs: jobs.clone(),
             closing: tokio::sync::watch::channel(false).0,
             showcases: Mutex::new(HashMap::new()),
         });
-        Jobs::start(&state);
+        Jobs::start(&jobs, state.models.clone());
         Ok(state)
-    }
-
-    /// A model by id, or 404.
-    pub fn model(&self, id: &str) -> ApiResult<Arc<ModelEntry<B>>> {
-        self.models
-            .read()
-            .expect("models lock")
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("unknown model `{id}`")))
-    }
-
-    /// The model named, or the first one (the shipped model) when none is named.
-    pub fn model_or_default(&self, id: Option<&str>) -> ApiResult<Arc<ModelEntry<B>>> {
-        match id.filter(|s| !s.is_empty()) {
-            Some(id) => self.model(id),
-            None => self
-                .models
-                .read()
-                .expect("models lock")
-                .values()
-                .next()
-                .cloned()
-                .ok_or_else(|| ApiError::not_found("no models are loaded")),
-        }
-    }
-
-    /// Removes a model (a deleted job's); unknown ids are ignored.
-    pub fn remove_model(&self, id: &str) {
-        self.models.write().expect("models lock").remove(id);
-    }
-
-    /// Renames a model (a finished job's); nothing where there is no such model.
-    pub fn rename_model(&self, id: &str, name: Option<String>) {
-        if let Some(e) = self.models.read().expect("models lock").get(id) {
-            *e.name.write().expect("name lock") = name;
-        }
-    }
-
-    /// Adds (or replaces) a model.
-    pub fn add_model(&self, entry: ModelEntry<B>) {
-        self.models
-            .write()
-            .expect("models lock")
-            .insert(entry.id.clone(), Arc::new(entry));
     }
 
     /// [`AppState::test_set`] from a handler: the first load reads the dataset from disk,

@@ -1,13 +1,14 @@
 //! Checks a job's spec before it is queued.
 
-use hyperat::attack::AttackParams;
+use hyperat::eval::EvalRequest;
 use hyperat::prelude::*;
+use hyperat::report::ReportRequest;
 use hyperat::train::PretrainRequest;
 use hyperat::tune::TuneRequest;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::serve::state::AppState;
+use crate::serve::registry::{DATASETS, ModelRegistry};
 
 /// Parses a job's `config` (absent means every default).
 pub fn parse_config<T: serde::de::DeserializeOwned>(v: &Value) -> Result<T, String> {
@@ -28,19 +29,19 @@ pub(super) fn pretrain_request(v: &Value) -> Result<PretrainRequest, String> {
 /// Jobs read only the datasets the server knows by name: a path (`folder:…`) from a
 /// client would let it probe and read the server's files.
 fn known_dataset(name: &str) -> Result<(), crate::serve::error::ApiError> {
-    if name == "fmnist" || crate::serve::state::DATASETS.contains(&name) {
+    if name == "fmnist" || DATASETS.contains(&name) {
         Ok(())
     } else {
         Err(crate::serve::error::ApiError::invalid(format!(
             "dataset `{name}`: jobs take one of {} (no paths)",
-            crate::serve::state::DATASETS.join(", ")
+            DATASETS.join(", ")
         )))
     }
 }
 
 /// Checks a spec before it is queued (unknown fields, bad values, unknown models).
 pub fn check<B: AutodiffBackend>(
-    s: &AppState<B>,
+    s: &ModelRegistry<B>,
     spec: &JobSpec,
 ) -> Result<(), crate::serve::error::ApiError> {
     use crate::serve::error::ApiError;
@@ -52,7 +53,7 @@ pub fn check<B: AutodiffBackend>(
         JobKind::Tune => {
             let req: TuneRequest = parse_config(&spec.config).map_err(inv)?;
             known_dataset(&req.dataset)?;
-            let entry = s.model_or_default(spec.model.as_deref())?;
+            let entry = s.get_or_default(spec.model.as_deref())?;
             let ck = hyperat::checkpoint::Checkpoint::load(entry.backbone_dir())?;
             req.validate(&ck)?;
             if req.steps > 1_000_000 || req.batch_size > 4096 {
@@ -67,11 +68,11 @@ pub fn check<B: AutodiffBackend>(
             req.validate()?;
         }
         JobKind::Eval => {
-            let e: EvalJob = parse_config(&spec.config).map_err(inv)?;
-            if let Some(d) = &e.dataset {
+            let req: EvalRequest = parse_config(&spec.config).map_err(inv)?;
+            if let Some(d) = &req.dataset {
                 known_dataset(d)?;
             }
-            let entry = s.model_or_default(spec.model.as_deref())?;
+            let entry = s.get_or_default(spec.model.as_deref())?;
             if let Some(v) = &spec.variant
                 && entry.variant(Some(v)).is_none()
             {
@@ -80,24 +81,13 @@ pub fn check<B: AutodiffBackend>(
                     entry.id
                 )));
             }
-            if e.attack != "none" {
-                hyperat::attack::by_name::<B>(
-                    &e.attack,
-                    &AttackParams {
-                        eps: e.eps,
-                        alpha: e.alpha,
-                        steps: e.steps,
-                        restarts: e.restarts,
-                        ..Default::default()
-                    },
-                )?;
-            }
+            req.validate()?;
         }
         JobKind::Report => {
-            let r: ReportJob = parse_config(&spec.config).map_err(inv)?;
-            known_dataset(&r.dataset)?;
-            for row in &r.rows {
-                let entry = s.model(&row.model)?;
+            let req: ReportRequest = parse_config(&spec.config).map_err(inv)?;
+            known_dataset(&req.dataset)?;
+            for row in &req.rows {
+                let entry = s.get(&row.model)?;
                 if let Some(v) = &row.variant
                     && entry.variant(Some(v)).is_none()
                 {
@@ -107,16 +97,10 @@ pub fn check<B: AutodiffBackend>(
                     )));
                 }
             }
-            if r.rows.is_empty() {
-                s.model_or_default(spec.model.as_deref())?;
+            if req.rows.is_empty() {
+                s.get_or_default(spec.model.as_deref())?;
             }
-            AttackParams {
-                eps: r.eps,
-                alpha: Some(r.alpha),
-                steps: r.steps,
-                ..Default::default()
-            }
-            .validate()?;
+            req.validate()?;
         }
     }
     Ok(())

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::models::{ModelEntry, load_entry};
-use super::state::AppState;
+use super::registry::ModelRegistry;
 
 pub use check::{check, parse_config};
 pub use record::*;
@@ -164,14 +164,14 @@ impl<B: AutodiffBackend> Jobs<B> {
             .collect()
     }
 
-    /// Starts the worker thread.
-    pub fn start(state: &Arc<AppState<B>>) {
-        let weak = Arc::downgrade(state);
+    /// Starts the worker thread; it adds the models finished runs make to `models`.
+    pub fn start(jobs: &Arc<Self>, models: Arc<ModelRegistry<B>>) {
+        let weak = Arc::downgrade(jobs);
         let handle = std::thread::Builder::new()
             .name("hyperat-jobs".into())
-            .spawn(move || worker::<B>(weak))
+            .spawn(move || worker::<B>(weak, models))
             .expect("spawning the job worker");
-        *state.jobs.worker.lock().expect("worker lock") = Some(handle);
+        *jobs.worker.lock().expect("worker lock") = Some(handle);
     }
 
     /// Stops the worker after its current unit of work (a tuning step); a running job

@@ -16,9 +16,10 @@ pub enum JobKind {
     Tune,
     /// A backbone from a preset (`config`: a [`PretrainRequest`] without `from`).
     Pretrain,
-    /// Clean and adversarial accuracy of a model's variant (`config`: an [`EvalJob`]).
+    /// Clean and adversarial accuracy of a model's variant (`config`: an `EvalRequest`).
     Eval,
-    /// Clean / PGD / CW table of several variants (`config`: a [`ReportJob`]).
+    /// Clean / PGD / CW table of several variants (`config`: a `ReportRequest` whose rows
+    /// name served models).
     Report,
 }
 
@@ -57,100 +58,6 @@ pub fn clean_name(name: &str) -> Result<Option<String>, String> {
         return Err("name: no control characters".into());
     }
     Ok((!name.is_empty()).then(|| name.to_string()))
-}
-
-/// Settings of an eval job.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct EvalJob {
-    /// Dataset (default: the model's, else `fashion-mnist`).
-    pub dataset: Option<String>,
-    /// First N test images (default 1000).
-    pub limit: usize,
-    /// Attack name (default `pgd`; `none` for clean accuracy only).
-    pub attack: String,
-    /// Radius (default 0.1).
-    pub eps: f32,
-    /// Step (default eps/4).
-    pub alpha: Option<f32>,
-    /// Iterations (default 20).
-    pub steps: usize,
-    /// Restarts (default 1).
-    pub restarts: usize,
-    /// Square's queries (default 5000).
-    pub queries: usize,
-    /// Images per batch (default 128).
-    pub batch_size: usize,
-    /// Seed (default 0).
-    pub seed: u64,
-}
-
-impl Default for EvalJob {
-    fn default() -> Self {
-        Self {
-            dataset: None,
-            limit: 1000,
-            attack: "pgd".into(),
-            eps: 0.1,
-            alpha: None,
-            steps: 20,
-            restarts: 1,
-            queries: 5000,
-            batch_size: 128,
-            seed: 0,
-        }
-    }
-}
-
-/// One row of a report job.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportRowSpec {
-    /// Display name (default `model#variant`).
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Model id.
-    pub model: String,
-    /// Variant (default: the model's default).
-    #[serde(default)]
-    pub variant: Option<String>,
-}
-
-/// Settings of a report job.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ReportJob {
-    /// Rows (default: every variant of the job's model).
-    pub rows: Vec<ReportRowSpec>,
-    /// Dataset (default `fashion-mnist`).
-    pub dataset: String,
-    /// First N test images (default 1000).
-    pub limit: usize,
-    /// Radius (default 0.1), step (default 0.01) and iterations (default 20).
-    pub eps: f32,
-    /// Step size.
-    pub alpha: f32,
-    /// PGD and CW iterations.
-    pub steps: usize,
-    /// Seed.
-    pub seed: u64,
-    /// Standard AutoAttack on the first N images too (default 0: none).
-    pub aa_limit: usize,
-}
-
-impl Default for ReportJob {
-    fn default() -> Self {
-        Self {
-            rows: vec![],
-            dataset: "fashion-mnist".into(),
-            limit: 1000,
-            eps: 0.1,
-            alpha: 0.01,
-            steps: 20,
-            seed: 0,
-            aa_limit: 0,
-        }
-    }
 }
 
 /// Where a job is.

@@ -2,18 +2,16 @@
 //! and subscribers.
 
 use std::path::Path;
-use std::sync::Weak;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
-use hyperat::attack::AttackParams;
 use hyperat::cancel::CancelToken;
-use hyperat::data::{self, Split};
-use hyperat::eval::{EvalConfig, evaluate};
+use hyperat::eval::EvalRequest;
 use hyperat::io::write_atomic;
 use hyperat::prelude::*;
 use hyperat::progress::Progress;
-use hyperat::report::{ReportConfig, evaluate_row, markdown};
+use hyperat::report::{ReportModel, ReportRequest, markdown};
 use hyperat::train::PretrainRequest;
 use hyperat::tune::{RunData, TuneRequest, read_run_info, run};
 use serde_json::{Value, json};
@@ -21,7 +19,7 @@ use serde_json::{Value, json};
 use super::check::pretrain_request;
 use super::*;
 use crate::serve::models::{ModelEntry, load_entry};
-use crate::serve::state::AppState;
+use crate::serve::registry::ModelRegistry;
 
 /// Progress of the running job, fed to its record and subscribers.
 struct Reporter<'a, B: AutodiffBackend> {
@@ -94,10 +92,10 @@ impl<B: AutodiffBackend> Progress for Reporter<'_, B> {
 type Finished<B> = (Value, Option<ModelEntry<B>>);
 
 /// The worker: one job at a time until stopped.
-pub(super) fn worker<B: AutodiffBackend>(state: Weak<AppState<B>>) {
+pub(super) fn worker<B: AutodiffBackend>(jobs: Weak<Jobs<B>>, models: Arc<ModelRegistry<B>>) {
     loop {
-        let Some(s) = state.upgrade() else { return };
-        let jobs = &s.jobs;
+        let Some(jobs) = jobs.upgrade() else { return };
+        let jobs = &*jobs;
         let id = {
             let mut inner = jobs.inner.lock().expect("jobs lock");
             loop {
@@ -139,7 +137,7 @@ pub(super) fn worker<B: AutodiffBackend>(state: Weak<AppState<B>>) {
         };
         let dir = jobs.dir.join(&id);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_job::<B>(&s, &id, &dir, &spec, &mut rep)
+            run_job::<B>(&models, &id, &dir, &spec, &mut rep)
         }))
         .unwrap_or_else(|p| {
             let msg = p
@@ -155,7 +153,7 @@ pub(super) fn worker<B: AutodiffBackend>(state: Weak<AppState<B>>) {
             o.map(|(result, model)| {
                 if let Some(mut m) = model {
                     m.name = jobs.get(&id).and_then(|r| r.spec.name).into();
-                    s.add_model(m);
+                    models.add(m);
                 }
                 result
             })
@@ -193,14 +191,14 @@ pub(super) fn worker<B: AutodiffBackend>(state: Weak<AppState<B>>) {
         );
         drop(inner);
         for gone in jobs.retain(&id) {
-            s.remove_model(&gone);
+            models.remove(&gone);
         }
     }
 }
 
 /// Runs one job; `Ok(None)` when it stopped early (cancel or shutdown).
 fn run_job<B: AutodiffBackend>(
-    s: &AppState<B>,
+    s: &ModelRegistry<B>,
     id: &str,
     dir: &Path,
     spec: &JobSpec,
@@ -215,7 +213,7 @@ fn run_job<B: AutodiffBackend>(
                 read_run_info(dir).map_err(err)?
             } else {
                 let entry = s
-                    .model_or_default(spec.model.as_deref())
+                    .get_or_default(spec.model.as_deref())
                     .map_err(|e| e.detail)?;
                 req.create_run(dir, &entry.backbone_dir()).map_err(err)?
             };
@@ -237,9 +235,9 @@ fn run_job<B: AutodiffBackend>(
             Ok(Some((json!(summary), model)))
         }
         JobKind::Eval => {
-            let e: EvalJob = parse_config(&spec.config)?;
+            let req: EvalRequest = parse_config(&spec.config)?;
             let entry = s
-                .model_or_default(spec.model.as_deref())
+                .get_or_default(spec.model.as_deref())
                 .map_err(|e| e.detail)?;
             let variant = spec
                 .variant
@@ -248,97 +246,64 @@ fn run_job<B: AutodiffBackend>(
             let model = entry
                 .variant(Some(&variant))
                 .ok_or_else(|| format!("model `{}` has no variant `{variant}`", entry.id))?;
-            let name = e
-                .dataset
-                .clone()
-                .or_else(|| entry.dataset.clone())
-                .unwrap_or_else(|| "fashion-mnist".into());
-            let mut ds =
-                data::load(&name, Split::Test, Some(entry.config.input_shape())).map_err(err)?;
-            ds.truncate(e.limit);
-            let ec = EvalConfig {
-                attack: e.attack.clone(),
-                params: AttackParams {
-                    eps: e.eps,
-                    alpha: e.alpha,
-                    steps: e.steps,
-                    restarts: e.restarts,
-                    queries: e.queries,
-                    ..Default::default()
-                },
-                batch_size: e.batch_size,
-                seed: e.seed,
+            let name = format!("{}#{variant}", entry.id);
+            let trained = entry.dataset.as_deref();
+            let outcome = match req.run::<B>(&name, model, &entry.config, trained, device, rep) {
+                Err(hyperat::Error::Cancelled) => return Ok(None),
+                other => other.map_err(err)?,
             };
-            let report = match evaluate::<B>(model, &ds, &ec, device, rep) {
-                Err(_) if rep.cancelled() => return Ok(None),
-                r => r.map_err(err)?,
-            };
-            let full =
-                json!({"model": entry.id, "variant": variant, "dataset": name, "report": report});
-            write_atomic(dir.join("eval.json"), full.to_string().as_bytes()).map_err(err)?;
+            let full = serde_json::to_vec(&outcome).expect("json");
+            write_atomic(dir.join("eval.json"), &full).map_err(err)?;
+            let r = &outcome.report;
             Ok(Some((
-                json!({"model": entry.id, "variant": variant, "dataset": name, "n": report.n,
-                    "clean_acc": report.clean_acc, "robust_acc": report.robust_acc,
-                    "components": report.components, "attack": report.attack, "seconds": report.seconds}),
+                json!({"model": entry.id, "variant": variant, "dataset": outcome.dataset,
+                    "split": outcome.split, "n": r.n, "clean_acc": r.clean_acc,
+                    "robust_acc": r.robust_acc, "components": r.components, "attack": r.attack,
+                    "seconds": r.seconds}),
                 None,
             )))
         }
         JobKind::Report => {
-            let r: ReportJob = parse_config(&spec.config)?;
-            let rows: Vec<(String, String)> = if r.rows.is_empty() {
+            let mut req: ReportRequest = parse_config(&spec.config)?;
+            if req.rows.is_empty() {
                 let entry = s
-                    .model_or_default(spec.model.as_deref())
+                    .get_or_default(spec.model.as_deref())
                     .map_err(|e| e.detail)?;
-                entry
+                req.rows = entry
                     .variants
                     .iter()
-                    .map(|(v, _)| (format!("{}#{v}", entry.id), entry.spec(v)))
-                    .collect()
-            } else {
-                r.rows
-                    .iter()
-                    .map(|row| {
-                        let entry = s.model(&row.model).map_err(|e| e.detail)?;
-                        let v = row
-                            .variant
-                            .clone()
-                            .unwrap_or_else(|| entry.default_variant.clone());
-                        Ok((
-                            row.name
-                                .clone()
-                                .unwrap_or_else(|| format!("{}#{v}", entry.id)),
-                            entry.spec(&v),
-                        ))
+                    .map(|(v, _)| ReportModel {
+                        name: None,
+                        model: entry.id.clone(),
+                        variant: Some(v.clone()),
                     })
-                    .collect::<Result<_, String>>()?
-            };
-            let mut ds = data::load(&r.dataset, Split::Test, None).map_err(err)?;
-            ds.truncate(r.limit);
-            let cfg = ReportConfig {
-                eps: r.eps,
-                alpha: r.alpha,
-                steps: r.steps,
-                batch_size: 128,
-                seed: r.seed,
-                aa_limit: r.aa_limit,
-            };
-            let mut out = vec![];
-            for (name, spec) in rows {
-                if rep.cancelled() {
-                    return Ok(None);
-                }
-                match evaluate_row::<B>(&name, &spec, &ds, &cfg, device, rep) {
-                    Err(_) if rep.cancelled() => return Ok(None),
-                    row => out.push(row.map_err(err)?),
-                }
+                    .collect();
             }
+            // A row names a served model; it is measured from its folder.
+            let resolve = |row: &ReportModel| {
+                let entry = s
+                    .get(&row.model)
+                    .map_err(|e| hyperat::Error::Invalid(e.detail))?;
+                let v = row
+                    .variant
+                    .clone()
+                    .unwrap_or_else(|| entry.default_variant.clone());
+                Ok((format!("{}#{v}", entry.id), entry.spec(&v)))
+            };
+            let report = match req.run::<B>(&resolve, device, rep, &mut |_| {}) {
+                Err(hyperat::Error::Cancelled) => return Ok(None),
+                other => other.map_err(err)?,
+            };
             write_atomic(
                 dir.join("report.json"),
-                serde_json::to_string_pretty(&out).expect("json").as_bytes(),
+                serde_json::to_string_pretty(&report)
+                    .expect("json")
+                    .as_bytes(),
             )
             .map_err(err)?;
-            write_atomic(dir.join("report.md"), markdown(&out, &cfg).as_bytes()).map_err(err)?;
-            Ok(Some((json!(out), None)))
+            let table = markdown(&report.rows, &report.config);
+            write_atomic(dir.join("report.md"), table.as_bytes()).map_err(err)?;
+            Ok(Some((json!(report), None)))
         }
     }
 }

@@ -14,13 +14,14 @@ use crate::attack::Classifier;
 use crate::checkpoint::{Adapt, Checkpoint, load_vit};
 use crate::config::VitConfig;
 use crate::error::{Error, Result};
-use crate::host::{
-    HostTensor, TensorMap, read_safetensors, read_safetensors_metadata, write_safetensors_with,
-};
+use crate::host::{TensorMap, read_safetensors, read_safetensors_metadata, write_safetensors_with};
 use crate::io::{read, write_atomic};
-use crate::merge::{DenseDeltas, MergeStrategy, MethodLora, Uniform, by_name, fold};
-use crate::tune::{RunInfo, TuneKind, Tuned, load_run};
+use crate::merge::{DenseDeltas, MergeStrategy, Uniform, by_name, fold};
+use crate::tune::{RunInfo, TuneKind, load_run};
 use crate::vit::{Adapters, Target, Vit};
+
+mod merge_request;
+pub use merge_request::{MergeOutcome, MergeRequest};
 
 /// One model of a run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,40 +94,6 @@ impl<B: Backend> Classifier<B> for VariantModel<B> {
             Some(a) => self.vit.forward_with(x, a),
             None => self.vit.forward(x),
         }
-    }
-}
-
-/// Every method's LoRA of a tuned model, on the host.
-pub fn method_loras<B: Backend>(model: &Tuned<B>, names: &[String]) -> Vec<MethodLora> {
-    let to_host = |ad: &Adapters<B>, name: &str, scaling: f32| {
-        let mut factors = std::collections::BTreeMap::new();
-        for (layer, b) in ad.blocks.iter().enumerate() {
-            for t in Target::ALL {
-                if let Some(d) = b.get(t) {
-                    factors.insert(
-                        (layer, t),
-                        (
-                            HostTensor::from_tensor(d.lora_a.clone()),
-                            HostTensor::from_tensor(d.lora_b.clone()),
-                        ),
-                    );
-                }
-            }
-        }
-        MethodLora {
-            name: name.to_string(),
-            factors,
-            scaling,
-        }
-    };
-    match (&model.hyper, &model.lora) {
-        (Some(h), _) => names
-            .iter()
-            .enumerate()
-            .map(|(m, n)| to_host(&h.generate(m).adapters(), n, h.scaling))
-            .collect(),
-        (None, Some(l)) => vec![to_host(&l.adapters(), &names[0], l.scaling)],
-        _ => vec![],
     }
 }
 
@@ -259,7 +226,7 @@ fn build_unfrozen<B: AutodiffBackend>(
                 )));
             }
             match kind {
-                TuneKind::LoraAt => folded(&Uniform.merge(&method_loras(&model, methods))?),
+                TuneKind::LoraAt => folded(&Uniform.merge(&model.method_loras(methods))?),
                 TuneKind::FullLoraAt => {
                     let adapters = model.adapters(0);
                     Ok(VariantModel {
@@ -282,7 +249,7 @@ fn build_unfrozen<B: AutodiffBackend>(
                     run.display()
                 ))
             })?;
-            let one = method_loras(&model, methods).swap_remove(i);
+            let one = model.method_loras(methods).swap_remove(i);
             folded(&Uniform.merge(&[one])?)
         }
         Variant::Merged(s) => {
@@ -294,7 +261,7 @@ fn build_unfrozen<B: AutodiffBackend>(
             let deltas = if merge_path(run, s).exists() {
                 load_merge(run, s)?.0
             } else {
-                by_name(s, None, None, info.config.seed)?.merge(&method_loras(&model, methods))?
+                by_name(s, None, None, info.config.seed)?.merge(&model.method_loras(methods))?
             };
             folded(&deltas)
         }
@@ -332,6 +299,20 @@ pub fn load_spec<B: AutodiffBackend>(spec: &str, device: &B::Device) -> Result<V
         adapters: None,
     }
     .frozen())
+}
+
+/// The dataset the model in `spec` was trained on, where it can be told: a run's
+/// `run.json`, a pretraining folder's `pretrain.json`, else a 1×28×28 input means
+/// Fashion-MNIST (the shipped backbones). What evaluations default to.
+pub fn trained_on(spec: &str, config: &VitConfig) -> Option<String> {
+    let dir = Path::new(spec.split('#').next().unwrap_or(spec));
+    if let Ok(info) = crate::tune::read_run_info(dir) {
+        return Some(info.dataset);
+    }
+    if let Ok(req) = crate::train::PretrainRequest::read(dir) {
+        return Some(req.dataset);
+    }
+    (config.in_chans == 1 && config.img_size == [28, 28]).then(|| "fashion-mnist".to_string())
 }
 
 /// A timm checkpoint of a variant (refuses unfoldable variants).

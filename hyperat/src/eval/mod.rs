@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::rng::Rng;
 
+mod request;
+pub use request::{EvalOutcome, EvalRequest, EvalSplit, MAX_BATCH};
+
 /// What to evaluate.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EvalConfig {

@@ -12,7 +12,10 @@ use crate::error::{Error, Result};
 use crate::eval::{ComponentAcc, EvalConfig, EvalReport, evaluate};
 use crate::progress::Progress;
 use crate::tune::TuneSummary;
-use crate::variant::load_spec;
+use crate::variant::{VariantModel, load_spec};
+
+mod request;
+pub use request::{ReportModel, ReportRequest};
 
 /// The threat model of the table.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -166,6 +169,19 @@ pub fn evaluate_row<B: AutodiffBackend>(
     progress: &mut dyn Progress,
 ) -> Result<ReportRow> {
     let model = load_spec::<B>(spec, device)?;
+    evaluate_loaded_row(name, spec, &model, ds, cfg, device, progress)
+}
+
+/// [`evaluate_row`] of a model already loaded from `spec`.
+pub fn evaluate_loaded_row<B: AutodiffBackend>(
+    name: &str,
+    spec: &str,
+    model: &VariantModel<B>,
+    ds: &Dataset,
+    cfg: &ReportConfig,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<ReportRow> {
     let params = AttackParams {
         eps: cfg.eps,
         alpha: Some(cfg.alpha),
@@ -180,7 +196,7 @@ pub fn evaluate_row<B: AutodiffBackend>(
             batch_size: cfg.batch_size,
             seed: cfg.seed,
         };
-        evaluate::<B>(&model, ds, &ec, device, progress)
+        evaluate::<B>(model, ds, &ec, device, progress)
     };
     let pgd = run("pgd", progress)?;
     let cw = run("cw", progress)?;
@@ -196,7 +212,7 @@ pub fn evaluate_row<B: AutodiffBackend>(
             batch_size: cfg.batch_size,
             seed: cfg.seed,
         };
-        Some(evaluate::<B>(&model, &sub, &ec, device, progress)?)
+        Some(evaluate::<B>(model, &sub, &ec, device, progress)?)
     } else {
         None
     };

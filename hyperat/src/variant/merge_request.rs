@@ -1,0 +1,248 @@
+//! Merging a HyperAT run's per-method LoRAs into a new variant, as a caller asks for it
+//! (`hyperat merge`): one set of defaults, one validation, one behaviour.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use super::save_merge;
+use crate::checkpoint::Checkpoint;
+use crate::data::{self, Split};
+use crate::error::{Error, Result};
+use crate::merge::{
+    AdaptiveConfig, HeldOutCheck, MergeStrategy, STRATEGIES, by_name, learn_and_check,
+};
+use crate::progress::Progress;
+use crate::tune::{TuneKind, load_run};
+
+/// A merge; every field has a default.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MergeRequest {
+    /// `uniform` (default, the paper's HyperAT+), `weighted`, `adaptive`, `factor-avg`,
+    /// `ties` or `dare`.
+    pub strategy: String,
+    /// `weighted`: one weight per method, in the run's method order.
+    pub weights: Option<Vec<f32>>,
+    /// TIES: kept fraction (default 0.2); DARE: survival probability (default 0.5).
+    pub density: Option<f32>,
+    /// Adaptive: one weight vector per block instead of one for the model.
+    pub per_layer: bool,
+    /// Adaptive: Adam steps on the weights (default 50).
+    pub merge_steps: usize,
+    /// Adaptive: learning rate (default 0.05).
+    pub merge_lr: f64,
+    /// Adaptive: held-out images per step (default 64).
+    pub batch_size: usize,
+    /// Adaptive: attack radius (default: the run's).
+    pub eps: Option<f32>,
+    /// Adaptive: attack iterations (default: the run's).
+    pub attack_steps: Option<usize>,
+    /// Adaptive: held-out images on which the learned weights are scored against the
+    /// uniform start after the search (default 512; 0 skips it).
+    pub check_images: usize,
+    /// Name of the saved merge (default: the strategy).
+    pub name: Option<String>,
+    /// Seed of DARE's masks and the adaptive search's batches (default 0).
+    pub seed: u64,
+}
+
+impl Default for MergeRequest {
+    fn default() -> Self {
+        Self {
+            strategy: "uniform".into(),
+            weights: None,
+            density: None,
+            per_layer: false,
+            merge_steps: 50,
+            merge_lr: 0.05,
+            batch_size: 64,
+            eps: None,
+            attack_steps: None,
+            check_images: 512,
+            name: None,
+            seed: 0,
+        }
+    }
+}
+
+/// What a merge wrote.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MergeOutcome {
+    /// The merge's name: the run's variant `merged:NAME`.
+    pub name: String,
+    /// Its file.
+    pub path: PathBuf,
+    /// The run's step it merged, and the steps the run asked for.
+    pub step: usize,
+    /// The run's planned steps (`step < steps`: the run had not finished).
+    pub steps: usize,
+    /// The methods, in the run's order.
+    pub methods: Vec<String>,
+    /// The weights, where the strategy has them (weighted; adaptive: one row per block
+    /// or one for the model).
+    pub lambdas: Option<Vec<Vec<f32>>>,
+    /// Adaptive: the learned weights against the uniform start on held-out images.
+    pub check: Option<HeldOutCheck>,
+    /// The metadata saved in the merge's file.
+    pub meta: HashMap<String, String>,
+}
+
+impl MergeRequest {
+    /// The merge's name.
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.strategy.clone())
+    }
+
+    /// Rejects an unknown strategy, a name that is not a plain file name, bad settings.
+    pub fn validate(&self) -> Result<()> {
+        if !STRATEGIES.contains(&self.strategy.as_str()) {
+            return Err(Error::Invalid(format!(
+                "unknown merge strategy `{}` ({})",
+                self.strategy,
+                STRATEGIES.join(", ")
+            )));
+        }
+        let name = self.name();
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            || name.starts_with('.')
+        {
+            return Err(Error::Invalid(format!(
+                "merge name `{name}`: 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.`"
+            )));
+        }
+        if self.strategy == "adaptive" && (self.merge_steps == 0 || self.batch_size == 0) {
+            return Err(Error::Invalid(
+                "adaptive merge: merge_steps and batch_size must be positive".into(),
+            ));
+        }
+        if self.strategy != "adaptive" {
+            by_name(
+                &self.strategy,
+                self.weights.clone(),
+                self.density,
+                self.seed,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Merges the HyperAT run in `run` and saves the merge there.
+    pub fn run<B: AutodiffBackend>(
+        &self,
+        run: &Path,
+        device: &B::Device,
+        progress: &mut dyn Progress,
+    ) -> Result<MergeOutcome> {
+        self.validate()?;
+        let (info, _, model, step) = load_run::<B>(run, device)?;
+        if info.config.kind != TuneKind::Hyperat {
+            return Err(Error::Invalid(format!(
+                "{} is a {} run; merging needs a HyperAT run",
+                run.display(),
+                info.config.kind.name()
+            )));
+        }
+        let methods = model.valid().method_loras(&info.config.methods);
+        let mut meta = HashMap::from([
+            ("strategy".to_string(), self.strategy.clone()),
+            ("methods".to_string(), info.config.methods.join(",")),
+            ("step".to_string(), step.to_string()),
+        ]);
+        let (deltas, lambdas, check) = if self.strategy == "adaptive" {
+            if info.holdout == 0 {
+                return Err(Error::Invalid(
+                    "the run held out no training images (holdout 0); the adaptive merge needs them"
+                        .into(),
+                ));
+            }
+            let shape = Checkpoint::load(run.join("backbone"))?.config.input_shape();
+            let mut train = data::load(&info.dataset, Split::Train, Some(shape))?;
+            let val = train.split_off(info.holdout);
+            let d = &info.config.defense;
+            let cfg = AdaptiveConfig {
+                per_layer: self.per_layer,
+                steps: self.merge_steps,
+                lr: self.merge_lr,
+                batch_size: self.batch_size,
+                eps: self.eps.unwrap_or(d.eps),
+                alpha: self.eps.map(|e| e / 4.0).unwrap_or(d.alpha),
+                attack_steps: self.attack_steps.unwrap_or(d.steps),
+                seed: self.seed,
+                check_images: self.check_images,
+            };
+            let (learned, check) =
+                learn_and_check::<B>(&model.vit, &methods, &val, &cfg, device, progress)?;
+            meta.insert("lambdas".into(), json(&learned.lambdas));
+            if let Some(c) = &check {
+                meta.insert("check".into(), json(c));
+            }
+            meta.insert("adaptive".into(), json(&cfg));
+            let deltas = learned.merge(&methods)?;
+            (deltas, Some(learned.lambdas), check)
+        } else {
+            let s = by_name(
+                &self.strategy,
+                self.weights.clone(),
+                self.density,
+                self.seed,
+            )?;
+            meta.insert("strategy".into(), s.name());
+            if let Some(w) = &self.weights {
+                meta.insert("lambdas".into(), json(w));
+            }
+            let lambdas = self.weights.clone().map(|w| vec![w]);
+            (s.merge(&methods)?, lambdas, None)
+        };
+        let name = self.name();
+        let path = save_merge(run, &name, &deltas, meta.clone())?;
+        Ok(MergeOutcome {
+            name,
+            path,
+            step,
+            steps: info.config.steps,
+            methods: info.config.methods.clone(),
+            lambdas,
+            check,
+            meta,
+        })
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("plain data serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_refusals() {
+        let r: MergeRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(r, MergeRequest::default());
+        r.validate().unwrap();
+        assert_eq!(r.name(), "uniform");
+        for (body, want) in [
+            (r#"{"strategy": "mean"}"#, "unknown merge strategy"),
+            (r#"{"name": "../x"}"#, "merge name"),
+            (r#"{"name": ""}"#, "merge name"),
+            (r#"{"strategy": "weighted"}"#, "weight"),
+            (
+                r#"{"strategy": "adaptive", "merge_steps": 0}"#,
+                "merge_steps",
+            ),
+        ] {
+            let r: MergeRequest = serde_json::from_str(body).unwrap();
+            let e = r.validate().unwrap_err().to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+    }
+}
