@@ -2,8 +2,10 @@
 //! Every failure becomes a sentence for the page (the server's `{error, detail}` where
 //! it sent one), never a silent `None`.
 
+use hyperat::wire::ErrorBody;
 use js_sys::{Array, Uint8Array};
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, FormData, Headers, Request, RequestInit, Response};
@@ -82,9 +84,9 @@ async fn send(
 
 /// The sentence shown for a failed request.
 pub fn error_text(status: u16, body: &str) -> String {
-    match serde_json::from_str::<Value>(body) {
+    match serde_json::from_str::<ErrorBody>(body) {
         // The server's sentence says what was wrong; its status and code are for programs.
-        Ok(v) if v["detail"].is_string() => v["detail"].as_str().unwrap_or_default().to_string(),
+        Ok(e) => e.detail,
         _ if body.trim().is_empty() => format!("the server answered {status}"),
         _ => format!(
             "the server answered {status}: {}",
@@ -93,7 +95,7 @@ pub fn error_text(status: u16, body: &str) -> String {
     }
 }
 
-async fn json_of(resp: Response) -> Result<Value, String> {
+async fn json_of<T: DeserializeOwned>(resp: Response) -> Result<T, String> {
     let text = JsFuture::from(resp.text().map_err(js_err)?)
         .await
         .map_err(js_err)?;
@@ -101,25 +103,28 @@ async fn json_of(resp: Response) -> Result<Value, String> {
     serde_json::from_str(&text).map_err(|e| format!("unreadable answer from the server: {e}"))
 }
 
-/// `GET url` → JSON.
-pub async fn get(url: &str) -> Result<Value, String> {
+/// `GET url` → a `hyperat::wire` answer.
+pub async fn get<T: DeserializeOwned>(url: &str) -> Result<T, String> {
     json_of(send("GET", url, None, false).await?).await
 }
 
-/// `DELETE url` → JSON.
-pub async fn delete(url: &str) -> Result<Value, String> {
+/// `DELETE url` → a `hyperat::wire` answer.
+pub async fn delete<T: DeserializeOwned>(url: &str) -> Result<T, String> {
     json_of(send("DELETE", url, None, false).await?).await
 }
 
-/// `POST url` with a JSON body → JSON.
-pub async fn post_json(url: &str, body: &Value) -> Result<Value, String> {
-    let b = JsValue::from_str(&body.to_string());
+/// `POST url` with a JSON body → a `hyperat::wire` answer.
+pub async fn post_json<T: DeserializeOwned>(url: &str, body: &impl Serialize) -> Result<T, String> {
+    let b = JsValue::from_str(&serde_json::to_string(body).map_err(|e| e.to_string())?);
     json_of(send("POST", url, Some(&b), true).await?).await
 }
 
-/// `PATCH url` with a JSON body → JSON.
-pub async fn patch_json(url: &str, body: &Value) -> Result<Value, String> {
-    let b = JsValue::from_str(&body.to_string());
+/// `PATCH url` with a JSON body → a `hyperat::wire` answer.
+pub async fn patch_json<T: DeserializeOwned>(
+    url: &str,
+    body: &impl Serialize,
+) -> Result<T, String> {
+    let b = JsValue::from_str(&serde_json::to_string(body).map_err(|e| e.to_string())?);
     json_of(send("PATCH", url, Some(&b), true).await?).await
 }
 
@@ -168,8 +173,8 @@ impl Form {
         }
     }
 
-    /// `POST url` with this form → JSON.
-    pub async fn post(self, url: &str) -> Result<Value, String> {
+    /// `POST url` with this form → a `hyperat::wire` answer.
+    pub async fn post<T: DeserializeOwned>(self, url: &str) -> Result<T, String> {
         let fd = FormData::new().map_err(js_err)?;
         for (k, v) in &self.fields {
             fd.append_with_str(k, v).map_err(js_err)?;

@@ -2,8 +2,8 @@
 //! image picker (gallery, file, drag and drop, paste) and probability bars.
 
 use base64::Engine;
+use hyperat::wire::{Evaluation, PredictionView, Sample, SampleList, Showcase};
 use leptos::prelude::*;
-use serde_json::Value;
 use wasm_bindgen::JsCast;
 
 use crate::{Ctx, Picked, api};
@@ -31,27 +31,20 @@ pub fn Busy(busy: Signal<bool>, #[prop(into)] label: String) -> impl IntoView {
 #[component]
 pub fn ModelPicker(#[prop(optional)] no_variant: bool) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let variants = move || {
-        ctx.model_info()
-            .and_then(|m| m["variants"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .map(|v| v.as_str().unwrap_or_default().to_string())
-            .collect::<Vec<_>>()
-    };
+    let variants = move || ctx.model_info().map(|m| m.variants).unwrap_or_default();
     view! {
         <label>"Model "
             <select id="model-select" prop:value=move || ctx.model.get()
                 on:change=move |ev| {
                     let id = event_target_value(&ev);
                     ctx.model.set(id.clone());
-                    if let Some(m) = ctx.models.get_untracked().iter().find(|m| m["id"] == id.as_str()) {
-                        ctx.variant.set(m["default_variant"].as_str().unwrap_or_default().to_string());
+                    if let Some(m) = ctx.models.get_untracked().iter().find(|m| m.id == id) {
+                        ctx.variant.set(m.default_variant.clone());
                     }
                 }>
                 {move || ctx.models.get().into_iter().map(|m| {
-                    let id = m["id"].as_str().unwrap_or_default().to_string();
-                    let label = m["name"].as_str().map_or(id.clone(), |n| format!("{n} ({id})"));
+                    let id = m.id.clone();
+                    let label = m.name.as_ref().map_or(id.clone(), |n| format!("{n} ({id})"));
                     view! { <option value=id.clone() selected=move || ctx.model.get() == id>{label}</option> }
                 }).collect_view()}
             </select>
@@ -106,15 +99,6 @@ fn mime_of(bytes: &[u8]) -> &'static str {
     }
 }
 
-/// Pixels in [0, 1] (`C·H·W` of `shape`) as a PNG data URL.
-pub fn png_data_url(px: &[f32], shape: [usize; 3]) -> Option<String> {
-    let png = hyperat::data::encode_png(px, shape).ok()?;
-    Some(format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(png)
-    ))
-}
-
 /// An upload decoded to a model input of `shape` as the server decodes it, before any
 /// inversion (which `decode_upload` applies last, to each pixel); `None` if it does not decode.
 fn decode_plain(bytes: &[u8], shape: [usize; 3]) -> Option<Vec<u8>> {
@@ -128,22 +112,12 @@ fn preview(plain: &[u8], shape: [usize; 3], invert: bool) -> Option<String> {
         .iter()
         .map(|&p| if invert { 255 - p } else { p } as f32 / 255.0)
         .collect();
-    png_data_url(&f, shape)
+    hyperat::data::png_data_url(&f, shape).ok()
 }
 
 /// The chosen model's input `[C, H, W]` (Fashion-MNIST's until the list has loaded).
 fn input_shape(ctx: &Ctx) -> [usize; 3] {
-    let dims: Vec<usize> = ctx
-        .model_info()
-        .and_then(|m| m["input"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|d| d.as_u64().map(|d| d as usize))
-        .collect();
-    match dims[..] {
-        [c, h, w] => [c, h, w],
-        _ => [1, 28, 28],
-    }
+    ctx.model_info().map_or([1, 28, 28], |m| m.input)
 }
 
 /// Reads a browser `File` and makes it the picked image. "invert" is switched on when
@@ -200,7 +174,7 @@ fn take_file(
 pub fn ImagePicker() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let class = RwSignal::new(String::new());
-    let samples = RwSignal::new(Vec::<Value>::new());
+    let samples = RwSignal::new(Vec::<Sample>::new());
     let dataset = RwSignal::new(String::from("fashion-mnist"));
     let err = RwSignal::new(None::<String>);
     let loading = RwSignal::new(false);
@@ -208,7 +182,7 @@ pub fn ImagePicker() -> impl IntoView {
     let load = move || {
         let ds = ctx
             .model_info()
-            .and_then(|m| m["dataset"].as_str().map(String::from))
+            .and_then(|m| m.dataset)
             .unwrap_or_else(|| "fashion-mnist".into());
         let c = class.get_untracked();
         loading.set(true);
@@ -220,9 +194,9 @@ pub fn ImagePicker() -> impl IntoView {
             if !c.is_empty() {
                 url.push_str(&format!("&class={c}"));
             }
-            match api::get(&url).await {
+            match api::get::<SampleList>(&url).await {
                 Ok(v) => {
-                    let list = v["samples"].as_array().cloned().unwrap_or_default();
+                    let list = v.samples;
                     if ctx.picked.get_untracked().is_none() {
                         // The image a shared link names; else one the lesson can use
                         // (both models right), not whichever comes first; the gallery's
@@ -290,7 +264,7 @@ pub fn ImagePicker() -> impl IntoView {
                 {move || samples.get().into_iter().map(|s| {
                     let ds = dataset.get_untracked();
                     let p = sample_of(&s, &ds);
-                    let id = s["id"].as_u64().unwrap_or(0);
+                    let id = s.id;
                     let p2 = p.clone();
                     let chosen = move || ctx.picked.get().as_ref() == Some(&p2);
                     let chosen2 = chosen.clone();
@@ -302,7 +276,7 @@ pub fn ImagePicker() -> impl IntoView {
                                 title=p.describe() aria-label=p.describe()
                                 on:click={ let p = p.clone(); move |_| ctx.picked.set(Some(p.clone())) }>
                                 <img src=p.url() alt="" width="56" height="56" />
-                                <span>{s["name"].as_str().unwrap_or_default().to_string()}</span>
+                                <span>{s.name.clone()}</span>
                             </button>
                         </div>
                     }
@@ -375,14 +349,14 @@ pub async fn lesson_image(model: &str, variant: Option<&str>, eps: Option<f64>) 
     if let Some(e) = eps {
         url.push_str(&format!("&eps={e}"));
     }
-    let v = api::get(&url).await.ok()?;
-    let s = v["images"].get(0)?;
+    let v = api::get::<Showcase>(&url).await.ok()?;
+    let s = v.images.into_iter().next()?;
     Some(Picked::Sample {
-        id: s["sample"].as_u64()? as usize,
-        dataset: v["dataset"].as_str()?.to_string(),
-        png: s["png"].as_str()?.to_string(),
-        label: s["label"].as_u64()? as usize,
-        name: s["label_name"].as_str().unwrap_or_default().to_string(),
+        id: s.sample,
+        dataset: v.dataset,
+        png: s.png,
+        label: s.label,
+        name: s.label_name.unwrap_or_default(),
     })
 }
 
@@ -392,31 +366,31 @@ async fn test_image(dataset: &str, id: usize) -> Option<Picked> {
         "/api/samples?dataset={}&offset={id}&n=1",
         js_sys::encode_uri_component(dataset)
     );
-    let v = api::get(&url).await.ok()?;
-    let s = v["samples"].get(0)?;
-    (s["id"].as_u64()? as usize == id).then(|| sample_of(s, dataset))
+    let v = api::get::<SampleList>(&url).await.ok()?;
+    let s = v.samples.first()?;
+    (s.id == id).then(|| sample_of(s, dataset))
 }
 
 /// A gallery entry as a [`Picked`].
-pub fn sample_of(s: &Value, dataset: &str) -> Picked {
+pub fn sample_of(s: &Sample, dataset: &str) -> Picked {
     Picked::Sample {
-        id: s["id"].as_u64().unwrap_or(0) as usize,
+        id: s.id,
         dataset: dataset.to_string(),
-        png: s["png"].as_str().unwrap_or_default().to_string(),
-        label: s["label"].as_u64().unwrap_or(0) as usize,
-        name: s["name"].as_str().unwrap_or_default().to_string(),
+        png: s.png.clone(),
+        label: s.label as usize,
+        name: s.name.clone(),
     }
 }
 
-/// Probability bars of a prediction (`{class, probs, ...}`); the true class is marked.
+/// Probability bars of a prediction; the true class is marked.
 #[component]
 pub fn ProbBars(
-    pred: Value,
+    pred: PredictionView,
     classes: Vec<String>,
     label: Option<usize>,
     #[prop(into)] id: String,
 ) -> impl IntoView {
-    let top = pred["class"].as_u64().unwrap_or(0) as usize;
+    let top = pred.class;
     let name = |i: usize| {
         classes
             .get(i)
@@ -428,10 +402,7 @@ pub fn ProbBars(
         Some(_) => "wrong",
         None => "",
     };
-    let probs: Vec<f64> = pred["probs"]
-        .as_array()
-        .map(|a| a.iter().map(|p| p.as_f64().unwrap_or(0.0)).collect())
-        .unwrap_or_default();
+    let probs: Vec<f64> = pred.probs.iter().map(|&p| f64::from(p)).collect();
     view! {
         <div class="probs" id=id>
             <p class=format!("top1 {verdict}")>
@@ -544,13 +515,13 @@ pub fn picked_or_ask(ctx: &Ctx, err: RwSignal<Option<String>>) -> Option<Picked>
 /// What robustness costs, in one sentence a student can read aloud, from the model's
 /// evaluation (`/api/models`' `evaluation`): `robust` against the undefended base on
 /// clean and attacked test images. `None` where either was not evaluated.
-pub fn tradeoff_sentence(evaluation: &Value, robust: &str) -> Option<String> {
+pub fn tradeoff_sentence(evaluation: &Evaluation, robust: &str) -> Option<String> {
     let figures = |v: &str| {
-        evaluation["variants"]
-            .as_array()?
+        evaluation
+            .variants
             .iter()
-            .find(|x| x["variant"] == v)
-            .and_then(|x| Some((x["clean_acc"].as_f64()?, x["robust_acc"].as_f64()?)))
+            .find(|x| x.variant == v)
+            .map(|x| (x.clean_acc, x.robust_acc))
     };
     let ((bc, br), (rc, rr)) = (figures("base")?, figures(robust)?);
     let pct = |x: f64| format!("{:.0}%", 100.0 * x);
@@ -562,22 +533,21 @@ pub fn tradeoff_sentence(evaluation: &Value, robust: &str) -> Option<String> {
     };
     Some(format!(
         "On the first {n} test images, {who} is right on {rc} of clean images (base: {bc}) and on {rr} under {attack} at ε = {eps} (base: {br}): {verdict}.",
-        n = evaluation["n"],
+        n = evaluation.n,
         who = variant_label(robust),
         rc = pct(rc),
         bc = pct(bc),
         rr = pct(rr),
         br = pct(br),
-        attack = evaluation["attack"].as_str().unwrap_or("the attack"),
-        eps = eps_text(&evaluation["eps"]),
+        attack = evaluation.attack,
+        eps = eps_text(evaluation.eps),
     ))
 }
 
 /// An evaluation's ε as people write it: the server's f32 0.1 arrives as
 /// 0.10000000149, shown as "0.1".
-pub fn eps_text(eps: &Value) -> String {
-    eps.as_f64()
-        .map_or("?".into(), |e| format!("{}", (e * 1e4).round() / 1e4))
+pub fn eps_text(eps: f32) -> String {
+    format!("{}", (f64::from(eps) * 1e4).round() / 1e4)
 }
 
 /// [`tradeoff_sentence`] of the chosen model for `robust` (default: the chosen variant),
@@ -588,12 +558,8 @@ pub fn TradeOff(#[prop(optional, into)] robust: Option<String>) -> impl IntoView
     move || {
         let m = ctx.model_info()?;
         let v = robust.clone().unwrap_or_else(|| ctx.variant.get());
-        let v = if v == "base" {
-            m["default_variant"].as_str()?.to_string()
-        } else {
-            v
-        };
-        tradeoff_sentence(&m["evaluation"], &v)
+        let v = if v == "base" { m.default_variant } else { v };
+        tradeoff_sentence(m.evaluation.as_ref()?, &v)
             .map(|s| view! { <p class="tradeoff" data-variant=v>{s}</p> })
     }
 }

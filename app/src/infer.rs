@@ -9,7 +9,6 @@ use std::rc::Rc;
 
 use burn::backend::{Autodiff, Flex};
 use hyperat::attack::{AttackParams, by_name};
-use hyperat::checkpoint::Checkpoint;
 use hyperat::playground::{self, AttackOutcome, Prediction};
 use hyperat::vit::Vit;
 
@@ -113,28 +112,6 @@ async fn gpu_init() -> Result<String, String> {
     Err("this build has no WebGPU backend".into())
 }
 
-/// Reads `name` from a ustar archive (the server's export).
-fn tar_entry<'a>(tar: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    let mut at = 0;
-    while at + 512 <= tar.len() {
-        let h = &tar[at..at + 512];
-        if h.iter().all(|&b| b == 0) {
-            return None;
-        }
-        let n = h[..100].split(|&b| b == 0).next().unwrap_or(&[]);
-        let size = std::str::from_utf8(&h[124..136])
-            .ok()
-            .map(|s| s.trim_matches(|c: char| c == '\0' || c == ' '))
-            .and_then(|s| usize::from_str_radix(s, 8).ok())?;
-        let start = at + 512;
-        if n == name.as_bytes() {
-            return tar.get(start..start + size);
-        }
-        at = start + size.div_ceil(512) * 512;
-    }
-    None
-}
-
 async fn load(
     model: &str,
     variant: &str,
@@ -155,11 +132,7 @@ async fn load(
         js_sys::encode_uri_component(variant)
     );
     let tar = api::get_bytes(&url).await?;
-    let config = tar_entry(&tar, "config.json").ok_or("the export has no config.json")?;
-    let weights =
-        tar_entry(&tar, "model.safetensors").ok_or("the export has no model.safetensors")?;
-    let config = std::str::from_utf8(config).map_err(|e| e.to_string())?;
-    let ck = Checkpoint::from_bytes(config, weights).map_err(|e| e.to_string())?;
+    let ck = hyperat::archive::from_tar(&tar).map_err(|e| e.to_string())?;
     let shape = ck.config.input_shape();
     let cpu = Rc::new(
         ck.build::<Cpu>(&Default::default())
@@ -226,7 +199,7 @@ pub async fn predict(
     };
     let ms = api::now_ms() - t0;
     Ok((
-        Prediction::from_probs(softmax(&logits)),
+        Prediction::from_logits(&logits),
         Ran {
             backend,
             ms,
@@ -234,13 +207,6 @@ pub async fn predict(
             shape: l.shape,
         },
     ))
-}
-
-fn softmax(z: &[f32]) -> Vec<f32> {
-    let m = z.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = z.iter().map(|v| (v - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.iter().map(|v| v / s).collect()
 }
 
 /// FGSM or PGD on `img`, run in this browser on the CPU backend.

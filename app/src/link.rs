@@ -74,7 +74,7 @@ pub fn sync_attack_page(page: &'static str, ctx: Ctx, s: AttackSettings, with_va
         let models = ctx.models.get_untracked();
         // Before the list has loaded the id is taken on trust; `refresh_models` replaces
         // an unknown one (and a variant the model lacks) with the defaults.
-        if models.is_empty() || models.iter().any(|x| x["id"] == m) {
+        if models.is_empty() || models.iter().any(|x| x.id == m) {
             if ctx.model.get_untracked() != m {
                 ctx.model.set(m.to_string());
                 ctx.variant.set(String::new());
@@ -116,11 +116,9 @@ pub fn sync_attack_page(page: &'static str, ctx: Ctx, s: AttackSettings, with_va
     let keep_linked = StoredValue::new(linked_eps.is_some());
     Effect::new(move |seen: Option<Option<String>>| {
         let info = ctx.model_info();
-        let id = info
-            .as_ref()
-            .map(|m| m["id"].as_str().unwrap_or_default().to_string());
+        let id = info.as_ref().map(|m| m.id.clone());
         if id.is_some() && seen.as_ref() != Some(&id) {
-            let trained = info.as_ref().and_then(|m| m["train_eps"].as_f64());
+            let trained = info.as_ref().and_then(|m| m.train_eps).map(f64::from);
             if keep_linked.get_value() {
                 keep_linked.set_value(false);
             } else if let Some(e) = trained {

@@ -10,8 +10,8 @@ mod link;
 mod pages;
 
 use base64::Engine;
+use hyperat::wire::{ModelInfo, ModelList};
 use leptos::prelude::*;
-use serde_json::Value;
 
 /// The image the pages work on: a test-set sample or an uploaded file.
 #[derive(Clone, Debug, PartialEq)]
@@ -83,7 +83,7 @@ pub fn data_url_bytes(url: &str) -> Result<Vec<u8>, String> {
 #[derive(Clone, Copy)]
 pub struct Ctx {
     /// `/api/models`' list.
-    pub models: RwSignal<Vec<Value>>,
+    pub models: RwSignal<Vec<ModelInfo>>,
     /// Why the model list could not be read.
     pub models_error: RwSignal<Option<String>>,
     /// The chosen model id.
@@ -100,61 +100,40 @@ pub struct Ctx {
 
 impl Ctx {
     /// The chosen model's entry.
-    pub fn model_info(&self) -> Option<Value> {
+    pub fn model_info(&self) -> Option<ModelInfo> {
         let id = self.model.get();
-        self.models
-            .get()
-            .into_iter()
-            .find(|m| m["id"] == id.as_str())
+        self.models.get().into_iter().find(|m| m.id == id)
     }
 
     /// Class names of the chosen model.
     pub fn classes(&self) -> Vec<String> {
-        self.model_info()
-            .and_then(|m| m["classes"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .map(|c| c.as_str().unwrap_or("?").to_string())
-            .collect()
+        self.model_info().map(|m| m.classes).unwrap_or_default()
     }
 
     /// Sets the model's default variant where none is chosen or the model lacks it.
     pub fn fill_default_variant(&self) {
         let Some(m) = self.model_info() else { return };
         let v = self.variant.get_untracked();
-        let known = m["variants"]
-            .as_array()
-            .is_some_and(|vs| vs.iter().any(|x| x == v.as_str()));
-        if v.is_empty() || !known {
-            self.variant.set(
-                m["default_variant"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-            );
+        if v.is_empty() || !m.variants.contains(&v) {
+            self.variant.set(m.default_variant);
         }
     }
 
     /// Reads the model list again (after a tuning run finishes).
     pub fn refresh_models(self) {
         leptos::task::spawn_local(async move {
-            match api::get("/api/models").await {
-                Ok(v) => {
-                    let list = v["models"].as_array().cloned().unwrap_or_default();
+            match api::get::<ModelList>("/api/models").await {
+                Ok(ModelList { models, default }) => {
                     let chosen = self.model.get_untracked();
-                    if !list.iter().any(|m| m["id"] == chosen.as_str()) {
-                        // Prefer the shipped default model.
-                        let pick = list
-                            .iter()
-                            .find(|m| m["id"] == "fmnist-vit-tiny")
-                            .or(list.first());
-                        if let Some(m) = pick {
-                            self.model
-                                .set(m["id"].as_str().unwrap_or_default().to_string());
+                    if !models.iter().any(|m| m.id == chosen) {
+                        // The server's default (the shipped model).
+                        let pick = default.or_else(|| models.first().map(|m| m.id.clone()));
+                        if let Some(id) = pick {
+                            self.model.set(id);
                             self.variant.set(String::new());
                         }
                     }
-                    self.models.set(list);
+                    self.models.set(models);
                     self.fill_default_variant();
                     self.models_error.set(None);
                 }

@@ -4,6 +4,7 @@
 //! Model code is generic over `B: Backend` and builds for `wasm32-unknown-unknown` with
 //! default features off; file-system and dataset code sits behind the `native` feature.
 
+pub mod archive;
 pub mod attack;
 #[cfg(feature = "native")]
 pub mod bench;
@@ -23,6 +24,7 @@ pub mod resample;
 pub mod rng;
 pub mod state;
 pub mod vit;
+pub mod wire;
 
 #[cfg(feature = "native")]
 pub mod backend;

@@ -23,6 +23,14 @@ pub struct Prediction {
 }
 
 impl Prediction {
+    /// From one row of logits (a numerically stable softmax first).
+    pub fn from_logits(logits: &[f32]) -> Self {
+        let m = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let e: Vec<f32> = logits.iter().map(|v| (v - m).exp()).collect();
+        let s: f32 = e.iter().sum();
+        Self::from_probs(e.iter().map(|v| v / s).collect())
+    }
+
     /// From one row of probabilities.
     pub fn from_probs(probs: Vec<f32>) -> Self {
         let mut order: Vec<usize> = (0..probs.len()).collect();
@@ -121,6 +129,7 @@ impl AttackOutcome {
 /// the clean image (APGD and FAB do when they find nothing) is told apart from one whose
 /// perturbation the model withstood, so a flat grey δ does not read as a non-attack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// The model was wrong before the attack: nothing to fool.
@@ -134,6 +143,16 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Its name on the wire (`fooled`, `held`, `nothing_found`, `already_wrong`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::AlreadyWrong => "already_wrong",
+            Verdict::Fooled => "fooled",
+            Verdict::Held => "held",
+            Verdict::NothingFound => "nothing_found",
+        }
+    }
+
     /// One line for the result's heading. Without a true label (an upload) the attack
     /// pushes away from the model's own answer, so there is no "right" to speak of.
     pub fn headline(self, label_known: bool) -> &'static str {

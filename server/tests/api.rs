@@ -83,7 +83,7 @@ async fn health_models_and_openapi() {
     let paths = doc["paths"].as_object().unwrap();
     let listed: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(listed, ROUTES.len());
-    for (method, path, _, _) in ROUTES {
+    for (method, path, _, _, _) in ROUTES {
         assert!(
             paths[*path].get(*method).is_some(),
             "{method} {path} not documented"

@@ -1,8 +1,8 @@
 //! Compare: one image, every variant (base, each defense's LoRA, each merge) attacked
 //! side by side, and the transfer matrix as a heat map.
 
+use hyperat::wire::CompareResponse;
 use leptos::prelude::*;
-use serde_json::Value;
 
 use crate::components::{
     AttackControls, AttackSettings, Busy, ErrorBox, ImagePicker, ModelPicker, picked_or_ask,
@@ -17,7 +17,7 @@ pub fn Compare() -> impl IntoView {
     crate::link::sync_attack_page("compare", ctx, s, false);
     let busy = RwSignal::new(false);
     let err = RwSignal::new(None::<String>);
-    let result = RwSignal::new(None::<Value>);
+    let result = RwSignal::new(None::<CompareResponse>);
     let run = move |_| {
         let Some(img) = picked_or_ask(&ctx, err) else {
             return;
@@ -31,7 +31,7 @@ pub fn Compare() -> impl IntoView {
         busy.set(true);
         err.set(None);
         leptos::task::spawn_local(async move {
-            match form.post("/api/compare").await {
+            match form.post::<CompareResponse>("/api/compare").await {
                 Ok(v) => result.set(Some(v)),
                 Err(e) => err.set(Some(e)),
             }
@@ -49,45 +49,31 @@ pub fn Compare() -> impl IntoView {
         </div>
         <Busy busy=busy.into() label="attacking every variant…" />
         <ErrorBox msg=err.into() />
-        {move || result.get().map(|v| view! { <Results v=v classes=ctx.classes() /> })}
+        {move || result.get().map(|v| view! { <Results v=v /> })}
     }
 }
 
 #[component]
-fn Results(v: Value, classes: Vec<String>) -> impl IntoView {
-    let name = move |c: &Value| {
-        let i = c.as_u64().unwrap_or(0) as usize;
-        classes
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("class {i}"))
-    };
-    let variants: Vec<String> = v["variants"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|s| s.as_str().unwrap_or_default().to_string())
-        .collect();
-    let rows = v["rows"].as_array().cloned().unwrap_or_default();
-    let matrix = v["transfer"].as_array().cloned().unwrap_or_default();
+fn Results(v: CompareResponse) -> impl IntoView {
+    let variants = v.variants.clone();
+    let mark = |ok: bool| if ok { "✓" } else { "✗" };
     view! {
         <section class="card" aria-label="Every variant">
-            <h3>{format!("True class: {}", v["label_name"].as_str().unwrap_or("?"))}</h3>
+            <h3>{format!("True class: {}", v.label_name.as_deref().unwrap_or("?"))}</h3>
             <div class="table-wrap" tabindex="0" role="region" aria-label="every variant attacked"><table id="compare-table">
                 <thead><tr><th scope="col">"Variant"</th><th scope="col">"Clean"</th><th scope="col">"Adversarial"</th><th scope="col">"Perturbation"</th></tr></thead>
                 <tbody>
-                    {rows.iter().map(|r| {
-                        let ok = |k: &str| r[k].as_bool().unwrap_or(false);
+                    {v.rows.iter().map(|r| {
+                        let o = &r.outcome;
                         view! {
                             <tr class="variant-row">
-                                <th scope="row">{variant_label(r["variant"].as_str().unwrap_or_default())}</th>
-                                <td class:right=ok("clean_correct") class:wrong=!ok("clean_correct")>
-                                    {format!("{} {:.0}% {}", name(&r["clean"]["class"]), r["clean"]["confidence"].as_f64().unwrap_or(0.0) * 100.0, if ok("clean_correct") {"✓"} else {"✗"})}</td>
-                                <td class:right=ok("adversarial_correct") class:wrong=!ok("adversarial_correct")>
-                                    <img src=r["adversarial_png"].as_str().unwrap_or_default().to_string() alt="adversarial image" width="28" height="28" />
-                                    {format!(" {} {:.0}% {}", name(&r["adversarial"]["class"]), r["adversarial"]["confidence"].as_f64().unwrap_or(0.0) * 100.0, if ok("adversarial_correct") {"✓"} else {"✗"})}</td>
-                                <td><img src=r["perturbation_png"].as_str().unwrap_or_default().to_string() alt="perturbation" width="28" height="28" /></td>
+                                <th scope="row">{variant_label(&r.variant)}</th>
+                                <td class:right=o.clean_correct class:wrong=!o.clean_correct>
+                                    {format!("{} {:.0}% {}", o.clean.name, o.clean.confidence * 100.0, mark(o.clean_correct))}</td>
+                                <td class:right=o.adversarial_correct class:wrong=!o.adversarial_correct>
+                                    <img src=o.adversarial_png.clone() alt="adversarial image" width="28" height="28" />
+                                    {format!(" {} {:.0}% {}", o.adversarial.name, o.adversarial.confidence * 100.0, mark(o.adversarial_correct))}</td>
+                                <td><img src=o.perturbation_png.clone() alt="perturbation" width="28" height="28" /></td>
                             </tr>
                         }
                     }).collect_view()}
@@ -102,20 +88,20 @@ fn Results(v: Value, classes: Vec<String>) -> impl IntoView {
                 <caption>"Each cell: the image attacked on the row's model, shown to the column's model. The % is the probability the column's model gives the true class."</caption>
                 <thead><tr><th scope="col" class="axis-title">"made on ↓ · shown to →"</th>{variants.iter().map(|c| view! { <th scope="col">{variant_label(c)}</th> }).collect_view()}</tr></thead>
                 <tbody>
-                    {matrix.iter().zip(&variants).map(|(row, rv)| view! {
+                    {v.transfer.iter().zip(&variants).map(|(row, rv)| view! {
                         <tr><th scope="row">{variant_label(rv)}</th>
-                            {row.as_array().cloned().unwrap_or_default().iter().zip(&variants).map(|(c, cv)| {
-                                let p = c["label_prob"].as_f64().unwrap_or(0.0);
-                                let ok = c["correct"].as_bool().unwrap_or(false);
+                            {row.iter().zip(&variants).map(|(c, cv)| {
+                                let p = f64::from(c.label_prob.unwrap_or(0.0));
+                                let ok = c.correct;
                                 let title = format!("made on {}, shown to {}: {} {}, true class {:.1}%", variant_label(rv), variant_label(cv),
-                                    if ok { "still right" } else { "fooled" }, name(&c["class"]), p * 100.0);
-                                view! { <td style:background=heat_colour(ok, p) data-correct=ok.to_string() title=title>{if ok {"✓"} else {"✗"}}{format!(" {:.0}%", p * 100.0)}</td> }
+                                    if ok { "still right" } else { "fooled" }, c.name, p * 100.0);
+                                view! { <td style:background=heat_colour(ok, p) data-correct=ok.to_string() title=title>{mark(ok)}{format!(" {:.0}%", p * 100.0)}</td> }
                             }).collect_view()}
                         </tr>
                     }).collect_view()}
                 </tbody>
             </table></div>
-            <p class="meta">{format!("{} in {:.0} ms", v["attack"]["name"].as_str().unwrap_or("attack"), v["ms"].as_f64().unwrap_or(0.0))}</p>
+            <p class="meta">{format!("{} in {:.0} ms", v.attack.name, v.ms)}</p>
         </section>
     }
 }

@@ -1,8 +1,8 @@
 //! Learn: a short classroom page on adversarial examples, adversarial training, LoRA and
 //! HyperAT's merge, with a live example from the default model.
 
+use hyperat::wire::AttackResponse;
 use leptos::prelude::*;
-use serde_json::Value;
 
 use crate::components::{Busy, ErrorBox, TradeOff, lesson_image, variant_label};
 use crate::{Ctx, Picked, api};
@@ -38,15 +38,14 @@ pub fn Learn() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let busy = RwSignal::new(false);
     let err = RwSignal::new(None::<String>);
-    let shown = RwSignal::new(Vec::<(String, Value)>::new());
+    let shown = RwSignal::new(Vec::<(String, AttackResponse)>::new());
     let demo = move || {
         let model = ctx.model.get_untracked();
         let variants: Vec<String> = ctx
             .model_info()
-            .and_then(|m| m["variants"].as_array().cloned())
+            .map(|m| m.variants)
             .unwrap_or_default()
-            .iter()
-            .filter_map(|v| v.as_str().map(String::from))
+            .into_iter()
             .filter(|v| v == "base" || v == "merged:uniform")
             .collect();
         busy.set(true);
@@ -71,7 +70,7 @@ pub fn Learn() -> impl IntoView {
                     .field("steps", 10)
                     .field("sample", id)
                     .field("dataset", &dataset)
-                    .post("/api/attack")
+                    .post::<AttackResponse>("/api/attack")
                     .await;
                 match r {
                     Ok(x) => shown.update(|s| s.push((v, x))),
@@ -132,10 +131,10 @@ pub fn Learn() -> impl IntoView {
             <div class="side-by-side">
                 {move || shown.get().into_iter().map(|(v, x)| view! {
                     <figure>
-                        <img src=x["adversarial_png"].as_str().unwrap_or_default().to_string() alt="adversarial image" width="112" height="112" />
-                        <figcaption data-verdict=x["verdict"].as_str().unwrap_or_default().to_string()>{format!("{}: {} (true class {}): clean → {}, attacked → {}", variant_label(&v),
-                            x["headline"].as_str().unwrap_or_default(), x["label_name"].as_str().unwrap_or("?"),
-                            x["clean"]["name"].as_str().unwrap_or("?"), x["adversarial"]["name"].as_str().unwrap_or("?"))}</figcaption>
+                        <img src=x.outcome.adversarial_png.clone() alt="adversarial image" width="112" height="112" />
+                        <figcaption data-verdict=x.outcome.verdict.name()>{format!("{}: {} (true class {}): clean → {}, attacked → {}", variant_label(&v),
+                            x.outcome.headline, x.outcome.label_name.as_deref().unwrap_or("?"),
+                            x.outcome.clean.name, x.outcome.adversarial.name)}</figcaption>
                     </figure>
                 }).collect_view()}
             </div>

@@ -1,8 +1,8 @@
 //! Models: every model the server holds, its variants (each exportable as a timm
 //! checkpoint) and, where evaluated, its results table.
 
+use hyperat::wire::{Evaluation, ModelDetail, Report};
 use leptos::prelude::*;
-use serde_json::Value;
 
 use crate::components::{Busy, ErrorBox, eps_text, tradeoff_sentence, variant_label};
 use crate::{Ctx, api};
@@ -11,13 +11,13 @@ use crate::{Ctx, api};
 pub fn Models() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     ctx.refresh_models();
-    let detail = RwSignal::new(None::<Value>);
+    let detail = RwSignal::new(None::<ModelDetail>);
     let busy = RwSignal::new(false);
     let err = RwSignal::new(None::<String>);
     let open = move |id: String| {
         busy.set(true);
         leptos::task::spawn_local(async move {
-            match api::get(&format!(
+            match api::get::<ModelDetail>(&format!(
                 "/api/models/{}",
                 js_sys::encode_uri_component(&id)
             ))
@@ -38,25 +38,23 @@ pub fn Models() -> impl IntoView {
         <ErrorBox msg=err.into() />
         <div class="model-list" id="model-list">
             {move || ctx.models.get().into_iter().map(|m| {
-                let id = m["id"].as_str().unwrap_or_default().to_string();
+                let id = m.id.clone();
                 let id2 = id.clone();
-                let a = &m["architecture"];
+                let a = &m.architecture;
                 view! {
                     <article class="card model" data-model=id.clone()>
-                        <h3>{m["name"].as_str().map_or(id.clone(), String::from)}</h3>
-                        {m["name"].is_string().then(|| view! { <p class="meta">{format!("id {id}")}</p> })}
-                        <p class="meta">{format!("{} · {} classes · input {} · ViT {}×{} (dim {}, patch {})",
-                            m["kind"].as_str().unwrap_or("model"), m["classes"].as_array().map(|c| c.len()).unwrap_or(0),
-                            m["input"], a["depth"], a["num_heads"], a["embed_dim"], a["patch_size"])}</p>
+                        <h3>{m.name.clone().unwrap_or_else(|| id.clone())}</h3>
+                        {m.name.is_some().then(|| view! { <p class="meta">{format!("id {id}")}</p> })}
+                        <p class="meta">{format!("{} · {} classes · input {:?} · ViT {}×{} (dim {}, patch {})",
+                            m.kind, m.classes.len(), m.input, a.depth, a.num_heads, a.embed_dim, a.patch_size)}</p>
                         <ul class="variants">
-                            {m["variants"].as_array().cloned().unwrap_or_default().into_iter().map(|v| {
-                                let v = v.as_str().unwrap_or_default().to_string();
-                                let href = format!("/api/models/{}/export?variant={}", id, js_sys::encode_uri_component(&v));
-                                view! { <li>{variant_label(&v)}" · "<a href=href download>"export"</a></li> }
+                            {m.variants.iter().map(|v| {
+                                let href = format!("/api/models/{}/export?variant={}", id, js_sys::encode_uri_component(v));
+                                view! { <li>{variant_label(v)}" · "<a href=href download>"export"</a></li> }
                             }).collect_view()}
                         </ul>
-                        {figures_table(&m)}
-                        {tradeoff_sentence(&m["evaluation"], m["default_variant"].as_str().unwrap_or_default()).map(|t| view! { <p class="tradeoff">{t}</p> })}
+                        {m.evaluation.as_ref().map(|e| figures_table(&m.id, e))}
+                        {m.evaluation.as_ref().and_then(|e| tradeoff_sentence(e, &m.default_variant)).map(|t| view! { <p class="tradeoff">{t}</p> })}
                         <button on:click=move |_| open(id2.clone())>"details"</button>
                     </article>
                 }
@@ -65,66 +63,66 @@ pub fn Models() -> impl IntoView {
         <Busy busy=busy.into() label="loading…" />
         {move || detail.get().map(|d| view! {
             <section class="card" id="model-detail">
-                <h3>{d["id"].as_str().unwrap_or_default().to_string()}</h3>
-                {(!d["summary"].is_null()).then(|| view! { <pre class="json">{serde_json::to_string_pretty(&d["summary"]).unwrap_or_default()}</pre> })}
-                {report_table(&d["results"]).or_else(|| report_table(&d["report"]))}
+                <h3>{d.info.id.clone()}</h3>
+                {d.info.summary.as_ref().map(|s| view! { <pre class="json">{serde_json::to_string_pretty(s).unwrap_or_default()}</pre> })}
+                {d.results.as_ref().or(d.report.as_ref()).map(report_table)}
             </section>
         })}
     }
 }
 
-/// A report's rows as a table (any report with a `rows` array of flat objects).
-fn report_table(r: &Value) -> Option<impl IntoView + use<>> {
-    let rows = r["rows"].as_array()?.clone();
-    let keys: Vec<String> = rows
-        .first()?
-        .as_object()?
-        .iter()
-        .filter(|(_, v)| !v.is_object() && !v.is_array())
-        .map(|(k, _)| k.clone())
-        .collect();
-    Some(view! {
+/// A report's rows as a table.
+fn report_table(r: &Report) -> impl IntoView + use<> {
+    let pct = |x: f64| format!("{:.2}%", 100.0 * x);
+    let opt = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map_or("—".into(), f);
+    let steps = r.config.steps;
+    let aa = r.rows.iter().any(|row| row.aa_acc.is_some());
+    view! {
         <div class="table-wrap" tabindex="0" role="region" aria-label="results table"><table class="report">
-            <thead><tr>{keys.iter().map(|k| view! { <th scope="col">{k.clone()}</th> }).collect_view()}</tr></thead>
-            <tbody>{rows.iter().map(|row| view! {
-                <tr>{keys.iter().map(|k| {
-                    let v = &row[k.as_str()];
-                    let s = match v.as_f64() { Some(x) if v.is_f64() => format!("{x:.4}"), _ => v.as_str().map(String::from).unwrap_or_else(|| v.to_string()) };
-                    view! { <td>{s}</td> }
-                }).collect_view()}</tr>
-            }).collect_view()}</tbody>
-        </table></div>
-    })
-}
-
-/// Each evaluated variant's clean and robust accuracy (`evaluation` of `/api/models`).
-fn figures_table(m: &Value) -> Option<impl IntoView + use<>> {
-    let e = &m["evaluation"];
-    let rows = e["variants"].as_array()?.clone();
-    let pct = |v: &Value| {
-        v.as_f64()
-            .map_or("—".into(), |x| format!("{:.1}%", 100.0 * x))
-    };
-    let aa = e["autoattack_n"].as_u64();
-    let caption = format!(
-        "On the first {} test images; robust: still right under {} at ε = {} (an image counts only when the clean and the attacked copy are both right){}.",
-        e["n"],
-        e["attack"].as_str().unwrap_or("the attack"),
-        eps_text(&e["eps"]),
-        aa.map_or(String::new(), |n| format!("; AutoAttack on the first {n}"))
-    );
-    Some(view! {
-        <div class="table-wrap" tabindex="0" role="region" aria-label="variant figures"><table class="figures" data-model=m["id"].as_str().unwrap_or_default().to_string()>
-            <caption>{caption}</caption>
-            <thead><tr><th scope="col">"variant"</th><th scope="col">"clean"</th><th scope="col">"robust"</th><th scope="col">"mean confidence"</th>
-                {aa.map(|_| view! { <th scope="col">"AutoAttack"</th> })}</tr></thead>
-            <tbody>{rows.into_iter().map(|r| view! {
-                <tr data-variant=r["variant"].as_str().unwrap_or_default().to_string()>
-                    <th scope="row">{variant_label(r["variant"].as_str().unwrap_or_default())}</th>
-                    <td>{pct(&r["clean_acc"])}</td><td>{pct(&r["robust_acc"])}</td><td>{pct(&r["mean_confidence"])}</td>
-                    {aa.map(|_| view! { <td>{pct(&r["autoattack_acc"])}</td> })}
+            <caption>{format!("First {} test images, ε = {}", r.rows.first().map_or(0, |row| row.n), eps_text(r.config.eps))}</caption>
+            <thead><tr>
+                <th scope="col">"model"</th><th scope="col">"clean"</th><th scope="col">"mean confidence"</th>
+                <th scope="col">{format!("PGD-{steps}")}</th><th scope="col">{format!("CW-{steps}")}</th>
+                {aa.then(|| view! { <th scope="col">"AutoAttack"</th> })}
+                <th scope="col">"trainable parameters"</th><th scope="col">"training time"</th>
+            </tr></thead>
+            <tbody>{r.rows.iter().map(|row| view! {
+                <tr>
+                    <th scope="row">{row.name.clone()}</th>
+                    <td>{pct(row.clean_acc)}</td><td>{format!("{:.3}", row.mean_confidence)}</td>
+                    <td>{pct(row.pgd_acc)}</td><td>{pct(row.cw_acc)}</td>
+                    {aa.then(|| view! { <td>{opt(row.aa_acc, &pct)}{row.aa_n.map(|n| format!(" (n={n})"))}</td> })}
+                    <td>{row.trainable_params.map_or("—".into(), |p| p.to_string())}</td>
+                    <td>{opt(row.train_seconds, &|s| format!("{:.0} s", s))}</td>
                 </tr>
             }).collect_view()}</tbody>
         </table></div>
-    })
+    }
+}
+
+/// Each evaluated variant's clean and robust accuracy (a model's `evaluation`).
+fn figures_table(model: &str, e: &Evaluation) -> impl IntoView + use<> {
+    let pct = |x: Option<f64>| x.map_or("—".into(), |x| format!("{:.1}%", 100.0 * x));
+    let aa = e.autoattack_n;
+    let caption = format!(
+        "On the first {} test images; robust: still right under {} at ε = {} (an image counts only when the clean and the attacked copy are both right){}.",
+        e.n,
+        e.attack,
+        eps_text(e.eps),
+        aa.map_or(String::new(), |n| format!("; AutoAttack on the first {n}"))
+    );
+    view! {
+        <div class="table-wrap" tabindex="0" role="region" aria-label="variant figures"><table class="figures" data-model=model.to_string()>
+            <caption>{caption}</caption>
+            <thead><tr><th scope="col">"variant"</th><th scope="col">"clean"</th><th scope="col">"robust"</th><th scope="col">"mean confidence"</th>
+                {aa.map(|_| view! { <th scope="col">"AutoAttack"</th> })}</tr></thead>
+            <tbody>{e.variants.iter().map(|r| view! {
+                <tr data-variant=r.variant.clone()>
+                    <th scope="row">{variant_label(&r.variant)}</th>
+                    <td>{pct(Some(r.clean_acc))}</td><td>{pct(Some(r.robust_acc))}</td><td>{pct(Some(r.mean_confidence))}</td>
+                    {aa.map(|_| view! { <td>{pct(r.autoattack_acc)}</td> })}
+                </tr>
+            }).collect_view()}</tbody>
+        </table></div>
+    }
 }

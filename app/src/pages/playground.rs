@@ -3,14 +3,37 @@
 //! chosen robust variant side by side, the lesson's point in one line.
 
 use hyperat::attack::AttackParams;
+use hyperat::playground::Verdict;
+use hyperat::wire::{AttackResponse, AttackView, PredictResponse, PredictionView};
 use leptos::prelude::*;
-use serde_json::{Value, json};
 
 use crate::components::{
     AttackControls, AttackSettings, Busy, ErrorBox, ImagePicker, ModelPicker, ProbBars, TradeOff,
-    picked_or_ask, png_data_url, variant_label,
+    picked_or_ask, variant_label,
 };
 use crate::{Ctx, api, infer};
+
+/// A prediction, and where it ran.
+#[derive(Clone)]
+struct Predicted {
+    prediction: PredictionView,
+    /// "on the server", "in this browser on WebGPU (…)".
+    place: String,
+    /// `server` or the browser backend's name.
+    backend: String,
+    latency_ms: f64,
+    /// Time spent fetching the weights into the browser (0: cached or on the server).
+    load_ms: f64,
+}
+
+/// An attack's outcome, and where it ran.
+#[derive(Clone)]
+struct Attacked {
+    outcome: AttackView,
+    clean_png: String,
+    place: String,
+    ms: f64,
+}
 
 /// eps values (in /255) of the confidence curve.
 const CURVE: [f64; 7] = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0];
@@ -22,13 +45,13 @@ pub fn Playground() -> impl IntoView {
     crate::link::sync_attack_page("playground", ctx, settings, true);
     let busy = RwSignal::new(false);
     let err = RwSignal::new(None::<String>);
-    let result = RwSignal::new(None::<Value>);
-    let predicted = RwSignal::new(None::<Value>);
+    let result = RwSignal::new(None::<Attacked>);
+    let predicted = RwSignal::new(None::<Predicted>);
     // Per variant (the base first), the true-class confidence at each ε of CURVE so far.
     let curve = RwSignal::new(Vec::<(String, Vec<f64>)>::new());
     let curve_busy = RwSignal::new(false);
     // The base's and the chosen variant's outcomes of the last attack, base first.
-    let duel = RwSignal::new(Vec::<(String, Value)>::new());
+    let duel = RwSignal::new(Vec::<(String, Attacked)>::new());
     // Each request carries the generation it was made in; an answer from an older one
     // (the image, model, variant or attack changed meanwhile) is dropped.
     let generation = StoredValue::new(0u64);
@@ -60,29 +83,40 @@ pub fn Playground() -> impl IntoView {
         };
         let (model, variant) = (ctx.model.get_untracked(), ctx.variant.get_untracked());
         let local = ctx.in_browser.get_untracked();
+        let classes = ctx.classes();
         busy.set(true);
         err.set(None);
         let g = next();
         leptos::task::spawn_local(async move {
             let r = if local {
-                infer::predict(&model, &variant, &img, true).await.map(|(p, ran)| {
-                    // Where WebGPU was not there, say why the CPU ran it.
-                    let why = infer::why_no_gpu().map(|w| format!(" (no WebGPU: {w})")).unwrap_or_default();
-                    json!({"prediction": {"class": p.class, "probs": p.probs},
-                           "where": format!("in this browser on {}{why}", ran.backend), "backend": ran.backend,
-                           "latency_ms": ran.ms, "load_ms": ran.load_ms})
-                })
+                infer::predict(&model, &variant, &img, true)
+                    .await
+                    .map(|(p, ran)| {
+                        // Where WebGPU was not there, say why the CPU ran it.
+                        let why = infer::why_no_gpu()
+                            .map(|w| format!(" (no WebGPU: {w})"))
+                            .unwrap_or_default();
+                        Predicted {
+                            prediction: PredictionView::of(&p, &classes),
+                            place: format!("in this browser on {}{why}", ran.backend),
+                            backend: ran.backend,
+                            latency_ms: ran.ms,
+                            load_ms: ran.load_ms,
+                        }
+                    })
             } else {
                 api::Form::default()
                     .field("model", &model)
                     .field("variant", &variant)
                     .input(&img)
-                    .post("/api/predict")
+                    .post::<PredictResponse>("/api/predict")
                     .await
-                    .map(|mut v| {
-                        v["where"] = json!("on the server");
-                        v["backend"] = json!("server");
-                        v
+                    .map(|r| Predicted {
+                        prediction: r.prediction,
+                        place: "on the server".into(),
+                        backend: "server".into(),
+                        latency_ms: r.latency_ms,
+                        load_ms: 0.0,
                     })
             };
             if stale(g) {
@@ -107,6 +141,7 @@ pub fn Playground() -> impl IntoView {
             settings.steps.get_untracked(),
         );
         let local = ctx.in_browser.get_untracked() && matches!(name.as_str(), "fgsm" | "pgd");
+        let classes = ctx.classes();
         busy.set(true);
         err.set(None);
         curve.set(vec![]);
@@ -114,8 +149,9 @@ pub fn Playground() -> impl IntoView {
         let g = next();
         leptos::task::spawn_local(async move {
             let one = |v: String| {
-                let (model, img, name) = (model.clone(), img.clone(), name.clone());
-                async move { attack_variant(local, &model, &v, &img, &name, eps, n).await }
+                let (model, img, name, classes) =
+                    (model.clone(), img.clone(), name.clone(), classes.clone());
+                async move { attack_variant(local, &model, &v, &img, &name, eps, n, &classes).await }
             };
             let r = one(variant.clone()).await;
             if stale(g) {
@@ -148,7 +184,7 @@ pub fn Playground() -> impl IntoView {
             outcomes.push((variant.clone(), v.clone()));
             busy.set(false);
             // Both models followed for the same class (the true one where known).
-            let label = v["label"].as_u64().unwrap_or(0) as usize;
+            let label = v.outcome.label;
             // This image's true-class confidence against eps, on the server; at eps = 0
             // it is the clean confidence each answer already holds.
             curve_busy.set(true);
@@ -159,13 +195,13 @@ pub fn Playground() -> impl IntoView {
             'eps: for e in CURVE {
                 for (k, (which, outcome)) in outcomes.iter().enumerate() {
                     let conf = if e == 0.0 {
-                        Ok(outcome["clean"]["probs"][label].as_f64().unwrap_or(0.0))
+                        Ok(f64::from(outcome.outcome.clean.prob(label)))
                     } else {
                         attack_form(&model, which, &img, &name, e / 255.0, n)
                             .field("label", label)
-                            .post("/api/attack")
+                            .post::<AttackResponse>("/api/attack")
                             .await
-                            .map(|v| v["adversarial"]["probs"][label].as_f64().unwrap_or(0.0))
+                            .map(|v| f64::from(v.outcome.adversarial.prob(label)))
                     };
                     if stale(g) {
                         return;
@@ -207,19 +243,18 @@ pub fn Playground() -> impl IntoView {
         <Busy busy=busy.into() label="working…" />
         <ErrorBox msg=err.into() />
         <div aria-live="polite">{move || (!duel.get().is_empty()).then(|| {
-            let classes = ctx.classes();
             let rows = duel.get();
-            let line = rows.iter().map(|(v, x)| verdict_line(v, x, &classes)).collect::<Vec<_>>().join("; ");
+            let line = rows.iter().map(|(v, x)| verdict_line(v, x)).collect::<Vec<_>>().join("; ");
             view! {
                 <section class="card" id="duel" aria-label="Base and robust side by side">
                     <h3>"Side by side: the same attack on both models"</h3>
                     <p id="verdict-line" class="verdict-line">{line}</p>
                     <div class="side-by-side">
                         {rows.into_iter().map(|(v, x)| view! {
-                            <figure class="duel-card" data-variant=v.clone() data-verdict=x["verdict"].as_str().unwrap_or_default().to_string()>
+                            <figure class="duel-card" data-variant=v.clone() data-verdict=x.outcome.verdict.name()>
                                 <figcaption><strong>{variant_label(&v)}</strong></figcaption>
-                                <img src=x["adversarial_png"].as_str().unwrap_or_default().to_string() alt=format!("the attacked image, as shown to {}", variant_label(&v)) width="112" height="112" />
-                                <p>{x["headline"].as_str().unwrap_or_default().to_string()}</p>
+                                <img src=x.outcome.adversarial_png.clone() alt=format!("the attacked image, as shown to {}", variant_label(&v)) width="112" height="112" />
+                                <p>{x.outcome.headline.clone()}</p>
                             </figure>
                         }).collect_view()}
                     </div>
@@ -233,10 +268,10 @@ pub fn Playground() -> impl IntoView {
             view! {
                 <section class="card" id="predict-result" aria-label="Prediction">
                     <h3>"Prediction"</h3>
-                    <ProbBars pred=v["prediction"].clone() classes=classes label=label id="predict-probs" />
-                    <p class="meta" id="predict-where" data-backend=v["backend"].as_str().unwrap_or_default().to_string()>
-                        {format!("Ran {} in {:.1} ms", v["where"].as_str().unwrap_or_default(), v["latency_ms"].as_f64().unwrap_or(0.0))}
-                        {v["load_ms"].as_f64().filter(|m| *m > 0.0).map(|m| format!(" (weights loaded in {m:.0} ms)"))}
+                    <ProbBars pred=v.prediction.clone() classes=classes label=label id="predict-probs" />
+                    <p class="meta" id="predict-where" data-backend=v.backend.clone()>
+                        {format!("Ran {} in {:.1} ms", v.place, v.latency_ms)}
+                        {(v.load_ms > 0.0).then(|| format!(" (weights loaded in {:.0} ms)", v.load_ms))}
                     </p>
                 </section>
             }
@@ -244,23 +279,23 @@ pub fn Playground() -> impl IntoView {
         {move || result.get().map(|v| {
             let classes = ctx.classes();
             // Marked "(true)" only where the true class is known (not for an upload).
-            let label = v["label"].as_u64().map(|l| l as usize).filter(|_| v["label_known"].as_bool().unwrap_or(true));
+            let o = &v.outcome;
+            let label = Some(o.label).filter(|_| o.label_known);
             view! {
                 <section class="card" id="attack-result" aria-label="Attack result" data-variant=ctx.variant.get_untracked()>
-                    <h3 id="attack-verdict" data-verdict=v["verdict"].as_str().unwrap_or_default().to_string()>
-                        {v["headline"].as_str().unwrap_or_default().to_string()}</h3>
+                    <h3 id="attack-verdict" data-verdict=o.verdict.name()>
+                        {o.headline.clone()}</h3>
                     <div class="triptych">
-                        <figure><img src=v["clean_png"].as_str().unwrap_or_default().to_string() alt="clean image" /><figcaption>"clean"</figcaption></figure>
-                        <figure><img id="adv-img" src=v["adversarial_png"].as_str().unwrap_or_default().to_string() alt="adversarial image" /><figcaption>"adversarial"</figcaption></figure>
-                        <figure><img id="perturbation" src=v["perturbation_png"].as_str().unwrap_or_default().to_string() alt="perturbation, amplified around grey" /><figcaption>"perturbation (grey = 0, black/white = ∓ε)"</figcaption></figure>
+                        <figure><img src=v.clean_png.clone() alt="clean image" /><figcaption>"clean"</figcaption></figure>
+                        <figure><img id="adv-img" src=o.adversarial_png.clone() alt="adversarial image" /><figcaption>"adversarial"</figcaption></figure>
+                        <figure><img id="perturbation" src=o.perturbation_png.clone() alt="perturbation, amplified around grey" /><figcaption>"perturbation (grey = 0, black/white = ∓ε)"</figcaption></figure>
                     </div>
                     <div class="side-by-side">
-                        <div><h4>"Clean"</h4><ProbBars pred=v["clean"].clone() classes=classes.clone() label=label id="clean-pred" /></div>
-                        <div><h4>"Adversarial"</h4><ProbBars pred=v["adversarial"].clone() classes=classes label=label id="adv-pred" /></div>
+                        <div><h4>"Clean"</h4><ProbBars pred=o.clean.clone() classes=classes.clone() label=label id="clean-pred" /></div>
+                        <div><h4>"Adversarial"</h4><ProbBars pred=o.adversarial.clone() classes=classes label=label id="adv-pred" /></div>
                     </div>
                     <p class="meta">{format!("‖δ‖∞ = {:.4}, ‖δ‖₂ = {:.3}; ran {} in {:.0} ms",
-                        v["linf"].as_f64().unwrap_or(0.0), v["l2"].as_f64().unwrap_or(0.0),
-                        v["where"].as_str().unwrap_or_default(), v["ms"].as_f64().unwrap_or(0.0))}</p>
+                        o.linf, o.l2, v.place, v.ms)}</p>
                 </section>
             }
         })}
@@ -270,6 +305,7 @@ pub fn Playground() -> impl IntoView {
 }
 
 /// Attacks `img` on `variant`: in this browser (`local`, FGSM and PGD) or on the server.
+#[allow(clippy::too_many_arguments)]
 async fn attack_variant(
     local: bool,
     model: &str,
@@ -278,44 +314,43 @@ async fn attack_variant(
     name: &str,
     eps: f64,
     steps: usize,
-) -> Result<Value, String> {
+    classes: &[String],
+) -> Result<Attacked, String> {
     if local {
         let p = AttackParams {
             eps: eps as f32,
             steps,
             ..Default::default()
         };
-        infer::attack(model, variant, img, name, &p, img.label())
-            .await
-            .map(|(o, ran)| local_outcome(&o, img, eps, ran))
+        let (o, ran) = infer::attack(model, variant, img, name, &p, img.label()).await?;
+        local_outcome(&o, img, eps, ran, classes)
     } else {
         attack_form(model, variant, img, name, eps, steps)
-            .post("/api/attack")
+            .post::<AttackResponse>("/api/attack")
             .await
-            .map(|mut v| {
-                v["where"] = json!("on the server");
-                v
+            .map(|r| Attacked {
+                outcome: r.outcome,
+                clean_png: r.clean_png,
+                place: "on the server".into(),
+                ms: r.ms,
             })
     }
 }
 
 /// "base (undefended) fooled: Sneaker → Sandal 99%": one model's outcome in a line.
-fn verdict_line(variant: &str, v: &Value, classes: &[String]) -> String {
-    let name = |k: &str| {
-        let c = v[k]["class"].as_u64().unwrap_or(0) as usize;
-        let p = v[k]["probs"][c].as_f64().unwrap_or(0.0);
-        (classes.get(c).cloned().unwrap_or_else(|| c.to_string()), p)
-    };
-    let ((clean, _), (adv, p)) = (name("clean"), name("adversarial"));
+fn verdict_line(variant: &str, v: &Attacked) -> String {
+    let o = &v.outcome;
+    let (clean, adv) = (&o.clean.name, &o.adversarial.name);
+    let p = o.adversarial.confidence;
     let who = variant_label(variant);
-    match v["verdict"].as_str().unwrap_or_default() {
-        "fooled" => format!("{who} fooled: {clean} → {adv} {:.0}%", 100.0 * p),
-        "already_wrong" => format!("{who} already wrong before the attack: {clean}"),
-        "nothing_found" => format!(
+    match o.verdict {
+        Verdict::Fooled => format!("{who} fooled: {clean} → {adv} {:.0}%", 100.0 * p),
+        Verdict::AlreadyWrong => format!("{who} already wrong before the attack: {clean}"),
+        Verdict::NothingFound => format!(
             "{who} held (no adversarial example found): {adv} {:.0}%",
             100.0 * p
         ),
-        _ => format!("{who} held: {adv} {:.0}%", 100.0 * p),
+        Verdict::Held => format!("{who} held: {adv} {:.0}%", 100.0 * p),
     }
 }
 
@@ -336,29 +371,33 @@ fn attack_form(
         .input(img)
 }
 
-/// An in-browser attack outcome in the server's JSON shape.
+/// An in-browser attack outcome as the server would answer it.
 fn local_outcome(
     o: &hyperat::playground::AttackOutcome,
     img: &crate::Picked,
     eps: f64,
     ran: infer::Ran,
-) -> Value {
-    let png = |px: &[f32]| png_data_url(px, ran.shape).unwrap_or_default();
-    let clean: Vec<f32> = o
-        .adv_pixels
-        .iter()
-        .zip(&o.delta)
-        .map(|(a, d)| a - d)
-        .collect();
-    json!({
-        "label": o.label, "fooled": o.fooled(), "clean_correct": o.clean.class == o.label, "linf": o.linf, "l2": o.l2,
-        "verdict": o.verdict(), "headline": o.verdict().headline(img.label().is_some()), "label_known": img.label().is_some(),
-        "clean": {"class": o.clean.class, "probs": o.clean.probs},
-        "adversarial": {"class": o.adversarial.class, "probs": o.adversarial.probs},
-        "clean_png": if matches!(img, crate::Picked::Sample{..}) { img.url() } else { png(&clean) },
-        "adversarial_png": png(&o.adv_pixels),
-        "perturbation_png": png(&hyperat::playground::amplify(&o.delta, eps as f32)),
-        "where": format!("in this browser on {}", ran.backend), "ms": ran.ms,
+    classes: &[String],
+) -> Result<Attacked, String> {
+    let outcome = AttackView::of(o, img.label().is_some(), classes, ran.shape, eps as f32)
+        .map_err(|e| e.to_string())?;
+    let clean_png = match img {
+        crate::Picked::Sample { .. } => img.url(),
+        crate::Picked::Upload { .. } => {
+            let clean: Vec<f32> = o
+                .adv_pixels
+                .iter()
+                .zip(&o.delta)
+                .map(|(a, d)| a - d)
+                .collect();
+            hyperat::data::png_data_url(&clean, ran.shape).map_err(|e| e.to_string())?
+        }
+    };
+    Ok(Attacked {
+        outcome,
+        clean_png,
+        place: format!("in this browser on {}", ran.backend),
+        ms: ran.ms,
     })
 }
 

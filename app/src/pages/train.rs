@@ -1,8 +1,12 @@
 //! Train: start a HyperAT tuning run on the server, watch its curves live (the job's
 //! event stream), cancel it, and see past runs. Finished runs become models.
 
+use hyperat::wire::{
+    JobCancelled, JobEvent, JobKind, JobList, JobProgress, JobRecord, JobRename, JobSpec,
+    JobStatus, MetricRecord, Series,
+};
 use leptos::prelude::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
@@ -49,17 +53,18 @@ pub fn Train() -> impl IntoView {
     let token = RwSignal::new(api::token().unwrap_or_default());
     let err = RwSignal::new(None::<String>);
     let busy = RwSignal::new(false);
-    let jobs = RwSignal::new(Vec::<Value>::new());
+    let jobs = RwSignal::new(Vec::<JobRecord>::new());
     let watching = RwSignal::new(None::<String>);
-    let metrics = RwSignal::new(Vec::<Value>::new());
-    let progress = RwSignal::new(None::<Value>);
+    let metrics = RwSignal::new(Vec::<MetricRecord>::new());
+    let progress = RwSignal::new(None::<JobProgress>);
+    // The watched job's status, or what the stream is doing ("connecting…").
     let status = RwSignal::new(String::new());
     let source = StoredValue::new_local(None::<web_sys::EventSource>);
 
     let refresh = move || {
         leptos::task::spawn_local(async move {
-            match api::get("/api/jobs").await {
-                Ok(v) => jobs.set(v["jobs"].as_array().cloned().unwrap_or_default()),
+            match api::get::<JobList>("/api/jobs").await {
+                Ok(list) => jobs.set(list.jobs),
                 Err(e) => err.set(Some(format!("job list: {e}"))),
             }
         })
@@ -88,44 +93,41 @@ pub fn Train() -> impl IntoView {
                 return;
             }
         };
-        let on = |kind: &str, f: Box<dyn Fn(Value)>| {
+        let es2 = es.clone();
+        let on_event = std::rc::Rc::new(move |event: JobEvent| match event {
+            JobEvent::Snapshot { job } => status.set(status_name(job.status)),
+            JobEvent::Metrics(r) => metrics.update(|m| m.push(r)),
+            JobEvent::Progress(p) => progress.set(Some(p)),
+            JobEvent::Status {
+                status: s, error, ..
+            } => {
+                if let Some(e) = error {
+                    err.set(Some(format!("the job failed: {e}")));
+                }
+                if s.terminal() {
+                    es2.close();
+                    ctx.refresh_models();
+                }
+                status.set(status_name(s));
+                refresh();
+            }
+        });
+        // Each event type has its own `event:` name; the data says the same in `type`.
+        for kind in ["snapshot", "metrics", "progress", "status"] {
+            let on_event = on_event.clone();
             let cb =
                 Closure::<dyn Fn(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
-                    if let Some(v) = ev
+                    if let Some(e) = ev
                         .data()
                         .as_string()
-                        .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+                        .and_then(|s| serde_json::from_str::<JobEvent>(&s).ok())
                     {
-                        f(v)
+                        on_event(e)
                     }
                 });
             let _ = es.add_event_listener_with_callback(kind, cb.as_ref().unchecked_ref());
             cb.forget();
-        };
-        on(
-            "snapshot",
-            Box::new(move |v| {
-                status.set(v["job"]["status"].as_str().unwrap_or_default().to_string())
-            }),
-        );
-        on("metrics", Box::new(move |v| metrics.update(|m| m.push(v))));
-        on("progress", Box::new(move |v| progress.set(Some(v))));
-        let es2 = es.clone();
-        on(
-            "status",
-            Box::new(move |v| {
-                let s = v["status"].as_str().unwrap_or_default().to_string();
-                if let Some(e) = v["error"].as_str() {
-                    err.set(Some(format!("the job failed: {e}")));
-                }
-                if matches!(s.as_str(), "done" | "failed" | "cancelled") {
-                    es2.close();
-                    ctx.refresh_models();
-                }
-                status.set(s);
-                refresh();
-            }),
-        );
+        }
         let onerror = Closure::<dyn Fn(web_sys::Event)>::new(move |_| {
             if !matches!(
                 status.get_untracked().as_str(),
@@ -157,11 +159,13 @@ pub fn Train() -> impl IntoView {
         } else {
             given
         };
-        let spec = json!({
-            "kind": "tune",
-            "name": run_name,
-            "model": ctx.model.get_untracked(),
-            "config": {
+        let spec = JobSpec {
+            kind: JobKind::Tune,
+            name: Some(run_name),
+            model: Some(ctx.model.get_untracked()),
+            variant: None,
+            // A `TuneRequest` (the core's, native-only type): these fields, the rest default.
+            config: json!({
                 "methods": m.join(","),
                 "steps": steps.get_untracked() as usize,
                 "batch_size": batch.get_untracked() as usize,
@@ -173,15 +177,15 @@ pub fn Train() -> impl IntoView {
                 "train_limit": limit.get_untracked() as usize,
                 "holdout": 500,
                 "checkpoint_every": 20,
-            }
-        });
+            }),
+        };
         busy.set(true);
         err.set(None);
         leptos::task::spawn_local(async move {
-            match api::post_json("/api/jobs", &spec).await {
+            match api::post_json::<JobRecord>("/api/jobs", &spec).await {
                 Ok(r) => {
                     refresh();
-                    watch(r["id"].as_str().unwrap_or_default().to_string());
+                    watch(r.id);
                 }
                 Err(e) => err.set(Some(e)),
             }
@@ -192,7 +196,7 @@ pub fn Train() -> impl IntoView {
     // DELETE cancels a queued or running job and deletes a finished one with its model.
     let cancel = move |id: String| {
         leptos::task::spawn_local(async move {
-            if let Err(e) = api::delete(&format!("/api/jobs/{id}")).await {
+            if let Err(e) = api::delete::<JobCancelled>(&format!("/api/jobs/{id}")).await {
                 err.set(Some(e));
             }
             refresh();
@@ -221,7 +225,8 @@ pub fn Train() -> impl IntoView {
             return;
         };
         leptos::task::spawn_local(async move {
-            match api::patch_json(&format!("/api/jobs/{id}"), &json!({"name": new})).await {
+            let body = JobRename { name: Some(new) };
+            match api::patch_json::<JobRecord>(&format!("/api/jobs/{id}"), &body).await {
                 Ok(_) => err.set(None),
                 Err(e) => err.set(Some(e)),
             }
@@ -277,29 +282,29 @@ pub fn Train() -> impl IntoView {
         </section>
         {move || watching.get().map(|id| view! {
             <section class="card" id="job-live" aria-label="Live run">
-                <h3>{move || format!("{}: ", run_label(jobs.get().iter().find(|j| j["id"] == id.as_str()).unwrap_or(&json!({"id": id}))))}<span id="job-status">{move || status.get()}</span></h3>
+                <h3>{move || format!("{}: ", jobs.get().iter().find(|j| j.id == id).map_or(id.clone(), run_label))}<span id="job-status">{move || status.get()}</span></h3>
                 {move || progress.get().map(|p| {
-                    let (d, t) = (p["done"].as_f64().unwrap_or(0.0), p["total"].as_f64().unwrap_or(1.0).max(1.0));
+                    let (d, t) = (p.done as f64, (p.total as f64).max(1.0));
                     view! {
                         <progress id="job-progress" max=t value=d></progress>
                         // An estimate of time left only while the run runs.
                         <span class="meta" id="job-eta">{move || match status.get().as_str() {
                             "done" | "failed" | "cancelled" => format!(" stopped at {d:.0}/{t:.0}"),
-                            _ => format!(" {d:.0}/{t:.0}{}", p["eta_s"].as_f64().map(|e| format!(", about {e:.0} s left")).unwrap_or_default()),
+                            _ => format!(" {d:.0}/{t:.0}{}", p.eta_s.map(|e| format!(", about {e:.0} s left")).unwrap_or_default()),
                         }}</span>
                     }
                 })}
-                <p class="meta" id="job-steps">{move || format!("{} steps reported", metrics.get().iter().filter(|r| r.get("kind").is_none()).count())}</p>
+                <p class="meta" id="job-steps">{move || format!("{} steps reported", metrics.get().iter().filter(|r| r.kind.is_none()).count())}</p>
                 <div class="charts">
                     <Chart title="loss" key="loss" metrics=metrics.into() unit=false />
                     <Chart title="clean accuracy (batch)" key="clean_acc" metrics=metrics.into() unit=true />
                     <Chart title="adversarial accuracy (batch)" key="adv_acc" metrics=metrics.into() unit=true />
-                    {move || metrics.get().iter().any(|r| r["kind"] == "holdout").then(|| view! {
-                        <Chart title="hold-out robust accuracy (PGD-10), per model" key="robust_acc" kind="holdout" series="model" metrics=metrics.into() unit=true />
-                        <Chart title="hold-out clean accuracy, per model" key="clean_acc" kind="holdout" series="model" metrics=metrics.into() unit=true />
+                    {move || metrics.get().iter().any(|r| r.kind.as_deref() == Some("holdout")).then(|| view! {
+                        <Chart title="hold-out robust accuracy (PGD-10), per model" key="robust_acc" kind="holdout" series=Series::Model metrics=metrics.into() unit=true />
+                        <Chart title="hold-out clean accuracy, per model" key="clean_acc" kind="holdout" series=Series::Model metrics=metrics.into() unit=true />
                     })}
-                    {move || metrics.get().iter().any(|r| r["kind"] == "diagnostics").then(|| view! {
-                        <Chart title="LoRA delta cosine between methods (1 = collapsed into one)" key="delta_cosine_mean" kind="diagnostics" series="kind" metrics=metrics.into() unit=false />
+                    {move || metrics.get().iter().any(|r| r.kind.as_deref() == Some("diagnostics")).then(|| view! {
+                        <Chart title="LoRA delta cosine between methods (1 = collapsed into one)" key="delta_cosine_mean" kind="diagnostics" series=Series::Kind metrics=metrics.into() unit=false />
                     })}
                 </div>
             </section>
@@ -310,13 +315,13 @@ pub fn Train() -> impl IntoView {
                 <thead><tr><th scope="col">"Run"</th><th scope="col">"Kind"</th><th scope="col">"Status"</th><th scope="col">"Progress"</th><th scope="col"></th></tr></thead>
                 <tbody>
                     {move || jobs.get().into_iter().map(|j| {
-                        let id = j["id"].as_str().unwrap_or_default().to_string();
+                        let id = j.id.clone();
                         let label = run_label(&j);
-                        let st = j["status"].as_str().unwrap_or_default().to_string();
-                        let live = matches!(st.as_str(), "queued" | "running");
+                        let st = status_name(j.status);
+                        let live = !j.status.terminal();
                         let (i1, i2) = (id.clone(), id.clone());
                         let (i3, l3, i4, l4) = (id.clone(), label.clone(), id.clone(), label.clone());
-                        let (row_id, stored) = (id.clone(), j["progress"].clone());
+                        let (row_id, stored) = (id.clone(), j.progress.clone());
                         // The watched run's progress as its live panel shows it (the record
                         // on the server is saved every few seconds).
                         let shown = move || {
@@ -324,15 +329,15 @@ pub fn Train() -> impl IntoView {
                                 (true, Some(p)) => p,
                                 _ => stored.clone(),
                             };
-                            match (p["done"].as_u64(), p["total"].as_u64()) {
-                                (Some(d), Some(t)) if t > 0 => format!("{d}/{t}"),
+                            match (p.done, p.total) {
+                                (d, t) if t > 0 => format!("{d}/{t}"),
                                 _ => "—".into(),
                             }
                         };
                         view! {
                             <tr data-job=id.clone()>
-                                <td title=id.clone()>{label.clone()}</td><td>{j["spec"]["kind"].as_str().unwrap_or_default().to_string()}</td>
-                                <td class="job-state">{st.clone()}{j["error"].as_str().map(|e| format!(": {e}"))}</td>
+                                <td title=id.clone()>{label.clone()}</td><td>{j.spec.kind.name()}</td>
+                                <td class="job-state">{st.clone()}{j.error.as_ref().map(|e| format!(": {e}"))}</td>
                                 <td class="job-progress">{shown}</td>
                                 <td>
                                     <button on:click=move |_| watch(i1.clone())>"curves"</button>
@@ -355,12 +360,13 @@ pub fn Train() -> impl IntoView {
 }
 
 /// A run's name for people: the one it was given, else its id.
-fn run_label(job: &Value) -> String {
-    job["spec"]["name"]
-        .as_str()
-        .or(job["id"].as_str())
-        .unwrap_or_default()
-        .to_string()
+fn run_label(job: &JobRecord) -> String {
+    job.spec.name.clone().unwrap_or_else(|| job.id.clone())
+}
+
+/// A status as the page shows it (the API's name).
+fn status_name(s: JobStatus) -> String {
+    s.name().to_string()
 }
 
 /// The name a run gets when none is typed: "tune · 3 methods · 60 steps · 10:42" (the
@@ -382,24 +388,24 @@ fn default_name(methods: usize, steps: usize) -> String {
 fn Chart(
     #[prop(into)] title: String,
     #[prop(into)] key: String,
-    metrics: Signal<Vec<Value>>,
+    metrics: Signal<Vec<MetricRecord>>,
     unit: bool,
     #[prop(optional)] kind: Option<&'static str>,
-    #[prop(default = "method")] series: &'static str,
+    #[prop(default = Series::Method)] series: Series,
 ) -> impl IntoView {
     let lines = move || {
-        let m: Vec<Value> = metrics
+        let m: Vec<MetricRecord> = metrics
             .get()
             .into_iter()
-            .filter(|r| r["kind"].as_str() == kind)
+            .filter(|r| r.kind.as_deref() == kind)
             .collect();
         let mut methods: Vec<String> = m
             .iter()
-            .filter_map(|r| r[series].as_str().map(String::from))
+            .filter_map(|r| r.series(series).map(String::from))
             .collect();
         methods.sort();
         methods.dedup();
-        let ys: Vec<f64> = m.iter().filter_map(|r| r[key.as_str()].as_f64()).collect();
+        let ys: Vec<f64> = m.iter().filter_map(|r| r.number(&key)).collect();
         let (lo, hi) = if unit {
             (0.0, 1.0)
         } else {
@@ -410,7 +416,7 @@ fn Chart(
         };
         let smax = m
             .iter()
-            .filter_map(|r| r["step"].as_f64())
+            .filter_map(|r| r.step.map(|s| s as f64))
             .fold(1.0, f64::max);
         let lines: Vec<(usize, String, String)> = methods
             .iter()
@@ -418,9 +424,9 @@ fn Chart(
             .map(|(i, meth)| {
                 let pts = m
                     .iter()
-                    .filter(|r| r[series] == meth.as_str())
+                    .filter(|r| r.series(series) == Some(meth.as_str()))
                     .filter_map(|r| {
-                        let (s, y) = (r["step"].as_f64()?, r[key.as_str()].as_f64()?);
+                        let (s, y) = (r.step? as f64, r.number(&key)?);
                         Some(format!(
                             "{:.1},{:.1}",
                             30.0 + 260.0 * s / smax,

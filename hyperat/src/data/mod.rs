@@ -25,6 +25,7 @@ pub use folder::{load_folder, to_input};
 pub use idx::{load_fashion_mnist, read_idx};
 pub use upload::{
     MAX_DECODED, MAX_SIDE, UploadError, UploadLimits, decode_upload, encode_png, light_border,
+    png_data_url,
 };
 
 /// Fashion-MNIST's class names, in label order.

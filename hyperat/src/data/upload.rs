@@ -165,6 +165,14 @@ fn flatten_on_white(img: &mut DynamicImage) {
     }
 }
 
+/// `[C, H, W]` pixels in [0,1] as a PNG `data:` URL (what an `<img>` shows directly).
+pub fn png_data_url(pixels: &[f32], shape: [usize; 3]) -> crate::error::Result<String> {
+    use base64::Engine;
+    let png = encode_png(pixels, shape)?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(png);
+    Ok(format!("data:image/png;base64,{b64}"))
+}
+
 /// PNG bytes of `[C, H, W]` pixels in [0,1] (grey for one channel, RGB for three).
 pub fn encode_png(pixels: &[f32], [c, h, w]: [usize; 3]) -> crate::error::Result<Vec<u8>> {
     let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;

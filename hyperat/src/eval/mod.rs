@@ -22,6 +22,7 @@ use crate::progress::Progress;
 use crate::rng::Rng;
 
 mod request;
+pub use crate::wire::ComponentAcc;
 pub use request::{EvalOutcome, EvalRequest, EvalSplit, MAX_BATCH};
 
 /// What to evaluate.
@@ -46,15 +47,6 @@ impl Default for EvalConfig {
             seed: 0,
         }
     }
-}
-
-/// Robust accuracy after one component of a composite attack.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ComponentAcc {
-    /// Component name.
-    pub name: String,
-    /// Robust accuracy after it (and every earlier one).
-    pub robust_acc: f64,
 }
 
 /// Results of one evaluation.

@@ -10,14 +10,16 @@ use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use hyperat::attack::{Classifier, by_name};
 use hyperat::cancel::Cancellable;
-use hyperat::data::encode_png;
-use hyperat::playground::{self, AttackOutcome, Prediction, amplify, images};
+use hyperat::data::png_data_url;
+use hyperat::playground::{self, images};
 use hyperat::prelude::*;
+use hyperat::wire::{
+    AttackResponse, AttackSettings, AttackView, CompareResponse, CompareRow, Health, ModelDetail,
+    ModelList, PredictResponse, PredictionView, Report, Sample, SampleList, TransferCell,
+};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::blocking::run_blocking;
 use super::error::{ApiError, ApiResult};
@@ -27,72 +29,50 @@ use super::state::AppState;
 /// Shared state as handlers see it.
 pub type Shared<B> = State<Arc<AppState<B>>>;
 
-pub fn png_url(pixels: &[f32], shape: [usize; 3]) -> ApiResult<String> {
-    let bytes = encode_png(pixels, shape)?;
-    Ok(format!(
-        "data:image/png;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    ))
-}
-
-fn pred_json(p: &Prediction, classes: &[String]) -> Value {
-    let name = |i: usize| {
-        classes
-            .get(i)
-            .cloned()
-            .unwrap_or_else(|| format!("class {i}"))
-    };
-    json!({
-        "class": p.class,
-        "name": name(p.class),
-        "confidence": p.probs.get(p.class).copied().unwrap_or(0.0),
-        "probs": p.probs,
-        "top5": p.top5.iter().map(|(c, pr)| json!({"class": c, "name": name(*c), "prob": pr})).collect::<Vec<_>>(),
+/// `GET /api/health`.
+pub async fn health<B: AutodiffBackend>(State(s): Shared<B>) -> Json<Health> {
+    let backend = std::any::type_name::<B>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("?");
+    Json(Health {
+        status: "ok".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        models: s.models.len(),
+        backend: backend.trim_end_matches('>').into(),
+        jobs: s.jobs.counts(),
     })
 }
 
-/// `GET /api/health`.
-pub async fn health<B: AutodiffBackend>(State(s): Shared<B>) -> Json<Value> {
-    Json(json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "models": s.models.len(),
-        "backend": std::any::type_name::<B>().rsplit("::").next().unwrap_or("?").trim_end_matches('>'),
-        "jobs": s.jobs.counts(),
-    }))
-}
-
 /// `GET /api/models`.
-pub async fn models<B: AutodiffBackend>(State(s): Shared<B>) -> Json<Value> {
-    let list: Vec<_> = s.models.all().iter().map(|e| e.info()).collect();
-    Json(json!({ "models": list }))
+pub async fn models<B: AutodiffBackend>(State(s): Shared<B>) -> Json<ModelList> {
+    let models = s.models.all().iter().map(|e| e.info()).collect();
+    let default = s.models.get_or_default(None).ok().map(|e| e.id.clone());
+    Json(ModelList { models, default })
 }
 
 /// `GET /api/models/{id}`.
 pub async fn model<B: AutodiffBackend>(
     State(s): Shared<B>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ModelDetail>> {
     let e = s.models.get(&id)?;
-    let mut v = serde_json::to_value(e.info()).map_err(|e| ApiError::internal(e.to_string()))?;
-    if let Some(run) = &e.run {
-        for (key, file) in [("report", "report.json"), ("results", "../report.json")] {
-            if let Some(r) = std::fs::read(run.join(file))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            {
-                v[key] = r;
-            }
-        }
-    }
-    Ok(Json(v))
+    let table = |file: &str| {
+        let run = e.run.as_ref()?;
+        serde_json::from_slice::<Report>(&std::fs::read(run.join(file)).ok()?).ok()
+    };
+    Ok(Json(ModelDetail {
+        info: e.info(),
+        report: table("report.json"),
+        results: table("../report.json"),
+    }))
 }
 
 /// `POST /api/predict`: multipart `image` (or `sample`), `model`, `variant`, `invert`.
 pub async fn predict<B: AutodiffBackend>(
     State(s): Shared<B>,
     mp: Multipart,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<PredictResponse>> {
     let form = Form::read(mp).await?;
     let entry = s.models.get_or_default(form.get("model"))?;
     let (variant, _) = variant_of(&entry, form.get("variant"))?;
@@ -107,35 +87,11 @@ pub async fn predict<B: AutodiffBackend>(
         Ok((p, t0.elapsed().as_secs_f64() * 1e3))
     })
     .await?;
-    Ok(Json(json!({
-        "model": entry.id, "variant": variant,
-        "prediction": pred_json(&pred, &entry.classes),
-        "latency_ms": ms,
-    })))
-}
-
-fn outcome_json(
-    o: &AttackOutcome,
-    label_known: bool,
-    classes: &[String],
-    shape: [usize; 3],
-    eps: f32,
-) -> ApiResult<Value> {
-    Ok(json!({
-        "label": o.label,
-        "label_name": classes.get(o.label),
-        "clean": pred_json(&o.clean, classes),
-        "adversarial": pred_json(&o.adversarial, classes),
-        "clean_correct": o.clean.class == o.label,
-        "adversarial_correct": o.adversarial.class == o.label,
-        "fooled": o.fooled(),
-        "verdict": o.verdict(),
-        "headline": o.verdict().headline(label_known),
-        "label_known": label_known,
-        "linf": o.linf,
-        "l2": o.l2,
-        "adversarial_png": png_url(&o.adv_pixels, shape)?,
-        "perturbation_png": png_url(&amplify(&o.delta, eps), shape)?,
+    Ok(Json(PredictResponse {
+        model: entry.id.clone(),
+        variant,
+        prediction: PredictionView::of(&pred, &entry.classes),
+        latency_ms: ms,
     }))
 }
 
@@ -145,7 +101,7 @@ pub async fn attack<B: AutodiffBackend>(
     State(s): Shared<B>,
     headers: HeaderMap,
     mp: Multipart,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<AttackResponse>> {
     let form = Form::read(mp).await?;
     let entry = s.models.get_or_default(form.get("model"))?;
     let (variant, _) = variant_of(&entry, form.get("variant"))?;
@@ -155,7 +111,7 @@ pub async fn attack<B: AutodiffBackend>(
     let inp = input(&s, &entry, &form).await?;
     let label_known = inp.label.is_some();
     let shape = entry.config.input_shape();
-    let clean_png = png_url(&inp.pixels, shape)?;
+    let clean_png = png_data_url(&inp.pixels, shape)?;
     let (st, e2, v2, p2) = (s.clone(), entry.clone(), variant.clone(), params.clone());
     let (outcome, settings, ms) = run_blocking(&s, &s.attack_slots, move |token| {
         let t0 = Instant::now();
@@ -169,14 +125,15 @@ pub async fn attack<B: AutodiffBackend>(
         Ok((o, attack.settings(), t0.elapsed().as_secs_f64() * 1e3))
     })
     .await?;
-    let mut v = outcome_json(&outcome, label_known, &entry.classes, shape, params.eps)?;
-    v["model"] = json!(entry.id);
-    v["variant"] = json!(variant);
-    v["attack"] = settings;
-    v["clean_png"] = json!(clean_png);
-    v["source"] = inp.source;
-    v["ms"] = json!(ms);
-    Ok(Json(v))
+    Ok(Json(AttackResponse {
+        outcome: AttackView::of(&outcome, label_known, &entry.classes, shape, params.eps)?,
+        model: entry.id.clone(),
+        variant,
+        attack: AttackSettings::from_value(settings),
+        clean_png,
+        source: inp.source,
+        ms,
+    }))
 }
 
 /// `POST /api/compare`: for every variant, an attack made against it, and the transfer
@@ -185,7 +142,7 @@ pub async fn compare<B: AutodiffBackend>(
     State(s): Shared<B>,
     headers: HeaderMap,
     mp: Multipart,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CompareResponse>> {
     let form = Form::read(mp).await?;
     let entry = s.models.get_or_default(form.get("model"))?;
     let (name, params) = attack_params(&s, &form)?;
@@ -194,7 +151,7 @@ pub async fn compare<B: AutodiffBackend>(
     let inp = input(&s, &entry, &form).await?;
     let label_known = inp.label.is_some();
     let shape = entry.config.input_shape();
-    let clean_png = png_url(&inp.pixels, shape)?;
+    let clean_png = png_data_url(&inp.pixels, shape)?;
     let (st, e2, p2) = (s.clone(), entry.clone(), params.clone());
     let (t, settings, ms) = run_blocking(&s, &s.attack_slots, move |token| {
         let t0 = Instant::now();
@@ -212,32 +169,45 @@ pub async fn compare<B: AutodiffBackend>(
         Ok((t, attack.settings(), t0.elapsed().as_secs_f64() * 1e3))
     })
     .await?;
-    let names: Vec<&str> = entry.variants.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<String> = entry.variants.iter().map(|(n, _)| n.clone()).collect();
     let rows = t
         .own
         .iter()
         .zip(&names)
         .map(|(o, n)| {
-            let mut v = outcome_json(o, label_known, &entry.classes, shape, params.eps)?;
-            v["variant"] = json!(n);
-            Ok(v)
+            Ok(CompareRow {
+                outcome: AttackView::of(o, label_known, &entry.classes, shape, params.eps)?,
+                variant: n.clone(),
+            })
         })
         .collect::<ApiResult<Vec<_>>>()?;
     let label = t.own.first().map(|o| o.label).unwrap_or(0);
-    let matrix: Vec<Vec<Value>> = t
+    let transfer = t
         .matrix
         .iter()
         .map(|row| {
             row.iter()
-                .map(|p| json!({"class": p.class, "correct": p.class == label, "label_prob": p.probs.get(label)}))
+                .map(|p| TransferCell {
+                    class: p.class,
+                    name: PredictionView::of(p, &entry.classes).name,
+                    correct: p.class == label,
+                    label_prob: p.probs.get(label).copied(),
+                })
                 .collect()
         })
         .collect();
-    Ok(Json(json!({
-        "model": entry.id, "variants": names, "attack": settings, "label": label,
-        "label_name": entry.classes.get(label), "clean_png": clean_png, "source": inp.source,
-        "rows": rows, "transfer": matrix, "ms": ms,
-    })))
+    Ok(Json(CompareResponse {
+        model: entry.id.clone(),
+        variants: names,
+        attack: AttackSettings::from_value(settings),
+        label,
+        label_name: entry.classes.get(label).cloned(),
+        clean_png,
+        source: inp.source,
+        rows,
+        transfer,
+        ms,
+    }))
 }
 
 /// Query of `GET /api/samples`.
@@ -253,7 +223,7 @@ pub struct SamplesQuery {
 pub async fn samples<B: AutodiffBackend>(
     State(s): Shared<B>,
     Query(q): Query<SamplesQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SampleList>> {
     let name = q.dataset.unwrap_or_else(|| "fashion-mnist".into());
     let n = q.n.unwrap_or(8);
     if n == 0 || n > 200 {
@@ -276,15 +246,20 @@ pub async fn samples<B: AutodiffBackend>(
     let samples = picked
         .iter()
         .map(|&i| {
-            Ok(json!({
-                "id": i, "label": ds.labels[i], "name": ds.classes[ds.labels[i] as usize],
-                "png": png_url(&ds.image(i), ds.shape)?,
-            }))
+            Ok(Sample {
+                id: i,
+                label: ds.labels[i],
+                name: ds.classes[ds.labels[i] as usize].clone(),
+                png: png_data_url(&ds.image(i), ds.shape)?,
+            })
         })
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(
-        json!({"dataset": name, "classes": ds.classes, "shape": ds.shape, "samples": samples}),
-    ))
+    Ok(Json(SampleList {
+        dataset: name,
+        classes: ds.classes.clone(),
+        shape: ds.shape,
+        samples,
+    }))
 }
 
 /// Query of the export endpoint.
@@ -305,21 +280,7 @@ pub async fn export<B: AutodiffBackend>(
     let tar = run_blocking(&s, &s.predict_slots, move |_| {
         let model = e2.variant(Some(&v2)).expect("checked");
         let ck = hyperat::variant::export(model)?;
-        let weights = ck.safetensors_bytes()?;
-        let mut b = tar::Builder::new(Vec::new());
-        let mut add = |name: &str, bytes: &[u8]| -> std::io::Result<()> {
-            let mut h = tar::Header::new_ustar();
-            h.set_size(bytes.len() as u64);
-            h.set_mode(0o644);
-            h.set_mtime(0);
-            h.set_cksum();
-            b.append_data(&mut h, name, bytes)
-        };
-        add("config.json", ck.config.to_hub_json().as_bytes())
-            .and_then(|_| add("model.safetensors", &weights))
-            .map_err(|e| ApiError::internal(e.to_string()))?;
-        b.into_inner()
-            .map_err(|e| ApiError::internal(e.to_string()))
+        Ok(hyperat::archive::to_tar(&ck)?)
     })
     .await?;
     let file = format!("{id}-{}.tar", variant.replace(':', "-"));

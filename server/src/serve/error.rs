@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use hyperat::data::UploadError;
-use serde_json::json;
+use hyperat::wire::ErrorBody;
 
 /// An error answered to the client.
 #[derive(Debug)]
@@ -51,7 +51,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (
             self.status,
-            Json(json!({"error": self.error, "detail": self.detail})),
+            Json(ErrorBody {
+                error: self.error.into(),
+                detail: self.detail,
+            }),
         )
             .into_response()
     }

@@ -12,13 +12,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream, StreamExt};
 use hyperat::prelude::*;
-use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::api::Shared;
 use super::auth::{Peer, authorize, authorize_with};
 use super::error::{ApiError, ApiResult};
-use super::jobs::{JobSpec, check, clean_name};
+use super::jobs::{JobSpec, check, clean_name, event_value};
+use hyperat::wire::{
+    CorruptJob, JobCancelled, JobDeleted, JobEvent, JobList, JobRecord, JobRename,
+};
 
 /// Job bodies must say they are JSON: a cross-site page can post `text/plain` (or a form)
 /// without the browser asking first, but not `application/json`.
@@ -73,15 +75,18 @@ pub async fn list<B: AutodiffBackend>(
     State(s): Shared<B>,
     headers: HeaderMap,
     peer: Peer,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobList>> {
     authorize(&s, &headers, &peer)?;
-    let corrupt: Vec<Value> = s
+    let corrupt = s
         .jobs
         .corrupt()
         .into_iter()
-        .map(|(folder, error)| json!({"folder": folder, "error": error}))
+        .map(|(folder, error)| CorruptJob { folder, error })
         .collect();
-    Ok(Json(json!({ "jobs": s.jobs.list(), "corrupt": corrupt })))
+    Ok(Json(JobList {
+        jobs: s.jobs.list(),
+        corrupt,
+    }))
 }
 
 /// `GET /api/jobs/{id}`.
@@ -90,10 +95,10 @@ pub async fn get<B: AutodiffBackend>(
     headers: HeaderMap,
     peer: Peer,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobRecord>> {
     authorize(&s, &headers, &peer)?;
     let r = s.jobs.get(&id).ok_or_else(|| unknown_job(&id))?;
-    Ok(Json(json!(r)))
+    Ok(Json(r))
 }
 
 /// `DELETE /api/jobs/{id}`: cancels a queued or running job; deletes a finished one (its
@@ -103,21 +108,17 @@ pub async fn cancel<B: AutodiffBackend>(
     headers: HeaderMap,
     peer: Peer,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobCancelled>> {
     authorize(&s, &headers, &peer)?;
-    if let Some(r) = s.jobs.delete_finished(&id) {
+    if let Some(job) = s.jobs.delete_finished(&id) {
         s.models.remove(&id);
-        return Ok(Json(json!({"deleted": true, "job": r})));
+        return Ok(Json(JobCancelled::Deleted(JobDeleted {
+            deleted: true,
+            job,
+        })));
     }
     let r = s.jobs.cancel(&id).ok_or_else(|| unknown_job(&id))?;
-    Ok(Json(json!(r)))
-}
-
-/// Body of `PATCH /api/jobs/{id}`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rename {
-    name: Option<String>,
+    Ok(Json(JobCancelled::Cancelled(r)))
 }
 
 /// `PATCH /api/jobs/{id}`: `{"name": "…"}` renames a job and the model it made (an
@@ -128,10 +129,10 @@ pub async fn rename<B: AutodiffBackend>(
     peer: Peer,
     Path(id): Path<String>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<JobRecord>> {
     authorize(&s, &headers, &peer)?;
     require_json(&headers)?;
-    let r: Rename =
+    let r: JobRename =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("rename: {e}")))?;
     let name = match r.name {
         Some(n) => clean_name(&n).map_err(ApiError::invalid)?,
@@ -142,7 +143,7 @@ pub async fn rename<B: AutodiffBackend>(
         .rename(&id, name.clone())
         .ok_or_else(|| unknown_job(&id))??;
     s.models.rename(&id, name);
-    Ok(Json(json!(record)))
+    Ok(Json(record))
 }
 
 /// Query of the event stream.
@@ -164,11 +165,14 @@ pub async fn events<B: AutodiffBackend>(
     authorize_with(&s, &headers, &peer, q.access_token.as_deref())?;
     let (record, history, rx) = s.jobs.subscribe(&id).ok_or_else(|| unknown_job(&id))?;
     let done = record.status.terminal();
-    let mut first = vec![json!({"type": "snapshot", "job": record})];
+    let end = done.then(|| JobEvent::Status {
+        status: record.status,
+        error: record.error.clone(),
+        result: record.result.clone(),
+    });
+    let mut first = vec![event_value(&JobEvent::Snapshot { job: record })];
     first.extend(history);
-    if done {
-        first.push(json!({"type": "status", "status": record.status, "error": record.error, "result": record.result}));
-    }
+    first.extend(end.as_ref().map(event_value));
     let head = stream::iter(first);
     let tail = stream::unfold((rx, done), |(mut rx, done)| async move {
         if done {

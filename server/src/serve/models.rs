@@ -12,7 +12,7 @@ use hyperat::prelude::*;
 use hyperat::report::{Evaluation, Report};
 use hyperat::tune::read_run_info;
 use hyperat::variant::{Variant, VariantModel, build, list_variants};
-use serde::Serialize;
+use hyperat::wire::{Architecture, ModelInfo};
 
 /// One model and its ready-to-run variants.
 #[derive(Debug)]
@@ -48,41 +48,6 @@ pub struct ModelEntry<B: AutodiffBackend> {
     pub evaluation: Option<Evaluation>,
 }
 
-/// What `GET /api/models` says about a model.
-#[derive(Debug, Serialize)]
-pub struct ModelInfo {
-    /// Id.
-    pub id: String,
-    /// A name for people, where one was given (else show the id).
-    pub name: Option<String>,
-    /// `checkpoint` or the run's kind.
-    pub kind: String,
-    /// Class names.
-    pub classes: Vec<String>,
-    /// `[C, H, W]`.
-    pub input: [usize; 3],
-    /// Input channels.
-    pub channels: usize,
-    /// Normalisation mean (inside the model).
-    pub mean: Vec<f32>,
-    /// Normalisation std.
-    pub std: Vec<f32>,
-    /// Variant names.
-    pub variants: Vec<String>,
-    /// The variant used when none is named.
-    pub default_variant: String,
-    /// The training dataset, where known.
-    pub dataset: Option<String>,
-    /// Architecture summary.
-    pub architecture: serde_json::Value,
-    /// The run's summary (trainable parameters, seconds), where there is one.
-    pub summary: Option<serde_json::Value>,
-    /// The L-inf budget it was tuned against, where it is a tuning run.
-    pub train_eps: Option<f32>,
-    /// Each variant's clean and robust accuracy, where the model was evaluated.
-    pub evaluation: Option<Evaluation>,
-}
-
 impl<B: AutodiffBackend> ModelEntry<B> {
     /// The public description.
     pub fn info(&self) -> ModelInfo {
@@ -99,11 +64,15 @@ impl<B: AutodiffBackend> ModelEntry<B> {
             variants: self.variants.iter().map(|(n, _)| n.clone()).collect(),
             default_variant: self.default_variant.clone(),
             dataset: self.dataset.clone(),
-            architecture: serde_json::json!({
-                "img_size": c.img_size, "patch_size": c.patch_size, "embed_dim": c.embed_dim,
-                "depth": c.depth, "num_heads": c.num_heads, "mlp_ratio": c.mlp_ratio,
-                "num_classes": c.num_classes,
-            }),
+            architecture: Architecture {
+                img_size: c.img_size,
+                patch_size: c.patch_size,
+                embed_dim: c.embed_dim,
+                depth: c.depth,
+                num_heads: c.num_heads,
+                mlp_ratio: c.mlp_ratio,
+                num_classes: c.num_classes,
+            },
             summary: self.summary.clone(),
             train_eps: self.train_eps,
             evaluation: self.evaluation.clone(),

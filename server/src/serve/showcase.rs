@@ -12,14 +12,15 @@ use hyperat::cancel::Cancellable;
 use hyperat::data::Dataset;
 use hyperat::playground::{self, images};
 use hyperat::prelude::*;
+use hyperat::wire::{AttackSettings, Showcase, ShowcaseImage};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
-use super::api::{Shared, png_url};
+use super::api::Shared;
 use super::blocking::run_blocking;
 use super::error::{ApiError, ApiResult};
 use super::models::ModelEntry;
 use super::state::AppState;
+use hyperat::data::png_data_url;
 
 /// Test images ranked (the first ones of the test split).
 const CANDIDATES: usize = 64;
@@ -40,7 +41,7 @@ pub async fn showcase<B: AutodiffBackend>(
     State(s): Shared<B>,
     Path(id): Path<String>,
     Query(q): Query<ShowcaseQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Showcase>> {
     let entry = s.models.get(&id)?;
     let n = q.n.unwrap_or(8);
     if n == 0 || n > CANDIDATES {
@@ -96,15 +97,16 @@ pub async fn showcase<B: AutodiffBackend>(
         }
     };
     // The cached answer holds every ranked image; copy only the first `n`.
-    let mut out = serde_json::Map::new();
-    for (k, v) in full.as_object().expect("an object") {
-        let v = match (k.as_str(), v.as_array()) {
-            ("images", Some(all)) => Value::Array(all.iter().take(n).cloned().collect()),
-            _ => v.clone(),
-        };
-        out.insert(k.clone(), v);
-    }
-    Ok(Json(Value::Object(out)))
+    let images = full.images.iter().take(n).cloned().collect();
+    Ok(Json(Showcase {
+        images,
+        model: full.model.clone(),
+        dataset: full.dataset.clone(),
+        base: full.base.clone(),
+        robust: full.robust.clone(),
+        attack: full.attack.clone(),
+        ..*full.as_ref()
+    }))
 }
 
 /// Ranks the first [`CANDIDATES`] test images (the whole answer, before `n` is applied).
@@ -115,7 +117,7 @@ async fn rank<B: AutodiffBackend>(
     base: &str,
     robust: &str,
     params: &AttackParams,
-) -> ApiResult<Value> {
+) -> ApiResult<Showcase> {
     let count = CANDIDATES.min(ds.len());
     let (st, e2, ds2, b2, r2, p2) = (
         s.clone(),
@@ -151,17 +153,28 @@ async fn rank<B: AutodiffBackend>(
     let items = picks
         .iter()
         .map(|p| {
-            Ok(json!({
-                "sample": p.index, "label": p.label, "label_name": ds.classes.get(p.label),
-                "png": png_url(&ds.image(p.index), ds.shape)?,
-                "base_fooled": p.base_fooled, "robust_held": p.robust_held,
-                "base_confidence": p.base_confidence, "robust_confidence": p.robust_confidence,
-            }))
+            Ok(ShowcaseImage {
+                sample: p.index,
+                label: p.label,
+                label_name: ds.classes.get(p.label).cloned(),
+                png: png_data_url(&ds.image(p.index), ds.shape)?,
+                base_fooled: p.base_fooled,
+                robust_held: p.robust_held,
+                base_confidence: p.base_confidence,
+                robust_confidence: p.robust_confidence,
+            })
         })
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(json!({
-        "model": entry.id, "dataset": ds.name, "base": base, "robust": robust,
-        "attack": settings, "ranked": count, "both_right": picks.len(),
-        "base_fooled_robust_held": lessons, "images": items, "ms": ms,
-    }))
+    Ok(Showcase {
+        model: entry.id.clone(),
+        dataset: ds.name.clone(),
+        base: base.to_string(),
+        robust: robust.to_string(),
+        attack: AttackSettings::from_value(settings),
+        ranked: count,
+        both_right: picks.len(),
+        base_fooled_robust_held: lessons,
+        images: items,
+        ms,
+    })
 }

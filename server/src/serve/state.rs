@@ -104,7 +104,7 @@ pub struct AppState<B: AutodiffBackend> {
     closing: tokio::sync::watch::Sender<bool>,
     /// Showcases computed so far, by model, variant and eps (a classroom loading the page
     /// at once asks for the same one thirty times).
-    pub showcases: Mutex<HashMap<String, Arc<serde_json::Value>>>,
+    pub showcases: Mutex<HashMap<String, Arc<hyperat::wire::Showcase>>>,
 }
 
 impl<B: AutodiffBackend> std::fmt::Debug for AppState<B> {

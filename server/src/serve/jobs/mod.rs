@@ -5,6 +5,7 @@
 //! queued jobs stay queued in order.
 
 mod check;
+mod events;
 mod record;
 mod worker;
 
@@ -16,14 +17,15 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use hyperat::cancel::CancelToken;
 use hyperat::prelude::*;
-use hyperat::tune::checkpoint_step_of;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::broadcast;
 
 use super::models::{ModelEntry, load_entry};
 use super::registry::ModelRegistry;
 
 pub use check::{check, parse_config};
+pub use events::event_value;
+use events::{emit, metrics_event, saved_metrics};
 pub use record::*;
 use worker::worker;
 
@@ -188,14 +190,14 @@ impl<B: AutodiffBackend> Jobs<B> {
     }
 
     /// Job counts by status.
-    pub fn counts(&self) -> Value {
+    pub fn counts(&self) -> BTreeMap<String, usize> {
         let inner = self.inner.lock().expect("jobs lock");
         let mut m = BTreeMap::<String, usize>::new();
         for r in inner.records.values() {
             *m.entry(format!("{:?}", r.status).to_lowercase())
                 .or_default() += 1;
         }
-        json!(m)
+        m
     }
 
     /// Queues a job (checked beforehand by the caller).
@@ -284,7 +286,11 @@ impl<B: AutodiffBackend> Jobs<B> {
                 emit(
                     &mut inner,
                     id,
-                    json!({"type": "status", "status": "cancelled"}),
+                    JobEvent::Status {
+                        status: JobStatus::Cancelled,
+                        error: None,
+                        result: None,
+                    },
                     false,
                 );
                 Some(r)
@@ -364,33 +370,4 @@ impl<B: AutodiffBackend> Jobs<B> {
         }
         gone
     }
-}
-
-/// Sends an event to subscribers; `keep` also stores it for late ones.
-fn emit(inner: &mut Inner, id: &str, event: Value, keep: bool) {
-    if let Some(l) = inner.live.get_mut(id) {
-        if keep && l.history.len() < HISTORY {
-            l.history.push(event.clone());
-        }
-        let _ = l.tx.send(event);
-    }
-}
-
-/// A tuning run's metric records up to its last checkpoint (what it resumes from).
-fn saved_metrics(dir: &Path, r: &JobRecord) -> Vec<Value> {
-    let upto = if r.spec.kind == JobKind::Tune {
-        checkpoint_step_of(dir).unwrap_or(0)
-    } else {
-        usize::MAX
-    };
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["step"].as_u64().is_none_or(|s| s as usize <= upto))
-        .map(|mut v| {
-            v["type"] = json!("metrics");
-            v
-        })
-        .collect()
 }

@@ -47,12 +47,8 @@ impl<B: AutodiffBackend> Progress for Reporter<'_, B> {
             eta_s: eta,
         };
         let snapshot = (self.last_save.elapsed().as_secs_f64() > 2.0).then(|| r.clone());
-        emit(
-            &mut inner,
-            &self.id,
-            json!({"type": "progress", "done": done, "total": total, "message": message, "eta_s": eta}),
-            false,
-        );
+        let event = JobEvent::Progress(r.progress.clone());
+        emit(&mut inner, &self.id, event, false);
         drop(inner);
         if let Some(r) = snapshot {
             let _ = self.jobs.save(&r);
@@ -61,10 +57,8 @@ impl<B: AutodiffBackend> Progress for Reporter<'_, B> {
     }
 
     fn metrics(&mut self, record: &Value) {
-        let mut event = record.clone();
-        event["type"] = json!("metrics");
         let mut inner = self.jobs.inner.lock().expect("jobs lock");
-        emit(&mut inner, &self.id, event, true);
+        emit(&mut inner, &self.id, metrics_event(record), true);
     }
 
     fn cancel_token(&self) -> Option<CancelToken> {
@@ -124,7 +118,11 @@ pub(super) fn worker<B: AutodiffBackend>(jobs: Weak<Jobs<B>>, models: Arc<ModelR
             emit(
                 &mut inner,
                 &id,
-                json!({"type": "status", "status": "running"}),
+                JobEvent::Status {
+                    status: JobStatus::Running,
+                    error: None,
+                    result: None,
+                },
                 false,
             );
             spec
@@ -186,7 +184,11 @@ pub(super) fn worker<B: AutodiffBackend>(jobs: Weak<Jobs<B>>, models: Arc<ModelR
         emit(
             &mut inner,
             &id,
-            json!({"type": "status", "status": r.status, "error": r.error, "result": r.result}),
+            JobEvent::Status {
+                status: r.status,
+                error: r.error,
+                result: r.result,
+            },
             false,
         );
         drop(inner);
