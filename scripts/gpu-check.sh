@@ -18,7 +18,7 @@ case "${1:-}" in
 prep)
   cargo build --release --locked -p hyperat-server --features cuda
   mkdir -p gpu/data/fashion-mnist
-  cp target/release/hyperat gpu/hyperat
+  cp "${CARGO_TARGET_DIR:-target}/release/hyperat" gpu/hyperat
   # The test split whole, the train split cut to 12000 images (the hold-out takes 5000):
   # the lent machine cannot reach /usr/share/datasets, and carried files are capped at 64 MiB.
   cp /usr/share/datasets/fashion-mnist/t10k-* gpu/data/fashion-mnist/

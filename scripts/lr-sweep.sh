@@ -30,7 +30,7 @@ val_n=${VAL_N:-1000}
   exit 1
 }
 cargo build --release --locked -p hyperat-server
-bin=target/release/hyperat
+bin="${CARGO_TARGET_DIR:-target}/release/hyperat"
 mkdir -p "$out"
 # kind methods extra-flags | learning rates
 grid=("full-at|pgd-at||3e-4 1e-3 3e-3 1e-2"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked -p hyperat-server
-bin=target/release/hyperat
+bin="${CARGO_TARGET_DIR:-target}/release/hyperat"
 out=runs/quickstart
 steps=${STEPS:-300}
 n=${N:-1000}

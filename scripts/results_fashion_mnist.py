@@ -16,7 +16,7 @@ import sys
 import time
 
 env = os.environ.get
-BIN = env("BIN", "target/release/hyperat")
+BIN = env("BIN", os.path.join(env("CARGO_TARGET_DIR", "target"), "release", "hyperat"))
 OUT = os.path.expanduser(env("OUT", "~/hyperat-runs/results-fashion-mnist"))
 PRESET = env("PRESET", "vit-tiny-fmnist")
 PRE_EPOCHS = int(env("PRE_EPOCHS", "40"))

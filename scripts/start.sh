@@ -11,4 +11,4 @@ if [ -f app/Cargo.toml ] && [ -x scripts/build-ui.sh ]; then
 fi
 addr=${ADDR:-127.0.0.1:3000}
 echo "start: HyperAT Studio on http://$addr/ (Ctrl-C stops it; jobs resume at the next start)" >&2
-exec target/release/hyperat serve --addr "$addr" --models public/models --data-dir data --dist dist
+exec "${CARGO_TARGET_DIR:-target}/release/hyperat" serve --addr "$addr" --models public/models --data-dir data --dist dist
