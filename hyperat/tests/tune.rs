@@ -134,9 +134,8 @@ fn trains_only_the_trainable_side_and_every_part_of_it() {
             .filter(|(k, _)| !trainable_tensors(&before).contains_key(k))
             .collect();
         let trainable_before = trainable_tensors(&before);
-        let summary = run::<A>(dir, &data(32), None, &Default::default(), &mut Silent, None)
-            .unwrap()
-            .unwrap();
+        let summary =
+            run::<A>(dir, &data(32), None, &Default::default(), &mut Silent, None).unwrap();
         assert_eq!(summary.steps, 4);
         let after = final_model(dir);
         let all_after = named_tensors(&after);
@@ -195,24 +194,19 @@ fn resume_after_a_kill_reaches_the_same_weights() {
     start(b.path(), cfg);
     let ds = data(24);
     let dev = Default::default();
-    run::<A>(a.path(), &ds, None, &dev, &mut Silent, None)
-        .unwrap()
-        .unwrap();
+    run::<A>(a.path(), &ds, None, &dev, &mut Silent, None).unwrap();
     // Interrupted after 3 steps (checkpoint at 3), then resumed in a fresh call.
-    assert!(
-        run::<A>(b.path(), &ds, None, &dev, &mut Silent, Some(3))
-            .unwrap()
-            .is_none()
-    );
+    assert!(matches!(
+        run::<A>(b.path(), &ds, None, &dev, &mut Silent, Some(3)),
+        Err(hyperat::Error::Cancelled)
+    ));
     // A killed run may have logged past its checkpoint: those records are dropped.
     let mut m = std::fs::OpenOptions::new()
         .append(true)
         .open(b.path().join("metrics.jsonl"))
         .unwrap();
     std::io::Write::write_all(&mut m, b"{\"step\": 4, \"stale\": true}\n").unwrap();
-    run::<A>(b.path(), &ds, None, &dev, &mut Silent, None)
-        .unwrap()
-        .unwrap();
+    run::<A>(b.path(), &ds, None, &dev, &mut Silent, None).unwrap();
     let ta =
         read_safetensors(&std::fs::read(a.path().join("checkpoint.safetensors")).unwrap()).unwrap();
     let tb =
@@ -270,9 +264,7 @@ fn the_method_warm_up_trains_the_first_method_alone_then_samples() {
     cfg.method_warmup = 4;
     cfg.lora.rank = 2;
     start(dir, cfg);
-    run::<A>(dir, &data(32), None, &Default::default(), &mut Silent, None)
-        .unwrap()
-        .unwrap();
+    run::<A>(dir, &data(32), None, &Default::default(), &mut Silent, None).unwrap();
     let methods: Vec<String> = std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -318,9 +310,7 @@ fn run_variants_load_frozen_for_evaluation() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path();
         start(dir, config(kind, methods, 2));
-        run::<A>(dir, &data(16), None, &Default::default(), &mut Silent, None)
-            .unwrap()
-            .unwrap();
+        run::<A>(dir, &data(16), None, &Default::default(), &mut Silent, None).unwrap();
         let spec = format!("{}#{variant}", dir.display());
         let model = hyperat::variant::load_spec::<A>(&spec, &Default::default()).unwrap();
         assert_eq!(model.adapters.is_some(), kind == TuneKind::FullLoraAt);
@@ -421,7 +411,6 @@ fn a_run_records_holdout_evaluations_and_diagnostics() {
         &mut sink,
         None,
     )
-    .unwrap()
     .unwrap();
     let of = |kind: &str| -> Vec<&serde_json::Value> {
         sink.0.iter().filter(|r| r["kind"] == kind).collect()
@@ -487,9 +476,7 @@ fn balanced_sampling_parameter_groups_and_method_aware_heads() {
             "method {m}"
         );
     }
-    run::<A>(dir, &data(32), None, &dev, &mut Silent, None)
-        .unwrap()
-        .unwrap();
+    run::<A>(dir, &data(32), None, &dev, &mut Silent, None).unwrap();
     let methods: Vec<String> = std::fs::read_to_string(dir.join("metrics.jsonl"))
         .unwrap()
         .lines()

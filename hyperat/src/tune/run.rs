@@ -106,7 +106,9 @@ pub fn checkpoint_step_of(dir: &Path) -> Result<usize> {
 }
 
 /// Runs (or resumes) the run in `dir` on `train` until its last step, or until
-/// `stop_at` steps (to simulate an interruption). Returns the summary when finished.
+/// `stop_at` steps (to simulate an interruption). Returns the summary when finished;
+/// [`Error::Cancelled`] when it stopped before (a cancel through `progress`, or
+/// `stop_at`), the folder holding its last checkpoint to resume from.
 /// With a `holdout` set (and `eval_every` in the config), every model of the run is
 /// evaluated on it as it trains; HyperAT runs also record their delta diagnostics at
 /// every checkpoint.
@@ -117,7 +119,7 @@ pub fn run<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn Progress,
     stop_at: Option<usize>,
-) -> Result<Option<TuneSummary>> {
+) -> Result<TuneSummary> {
     let (info, _vit_cfg, mut model, start) = load_run::<B>(dir, device)?;
     let cfg = &info.config;
     if train.len() < cfg.batch_size {
@@ -283,7 +285,7 @@ pub fn run<B: AutodiffBackend>(
         }
     }
     if last_save < cfg.steps {
-        return Ok(None);
+        return Err(Error::Cancelled);
     }
     let summary = TuneSummary {
         steps: cfg.steps,
@@ -297,7 +299,7 @@ pub fn run<B: AutodiffBackend>(
             .expect("json")
             .as_bytes(),
     )?;
-    Ok(Some(summary))
+    Ok(summary)
 }
 
 /// Peak resident set size of this process (Linux), in MiB.

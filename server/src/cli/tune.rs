@@ -168,8 +168,8 @@ impl Args {
 }
 
 impl BackendTask for Task {
-    type Output = Result<Option<TuneSummary>>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Option<TuneSummary>> {
+    type Output = Result<TuneSummary>;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TuneSummary> {
         let a = self.0;
         let info = if a.resume {
             read_run_info(&a.out)?
@@ -202,8 +202,8 @@ impl BackendTask for Task {
 }
 
 pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
-    match dispatch(device, Task(a))?? {
-        Some(s) => eprintln!(
+    match dispatch(device, Task(a))? {
+        Ok(s) => eprintln!(
             "tune: done, {} steps in {:.0}s, {} trainable parameters, peak memory {}",
             s.steps,
             s.seconds,
@@ -212,7 +212,10 @@ pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
                 .map(|m| format!("{m:.0} MiB"))
                 .unwrap_or_else(|| "n/a".into())
         ),
-        None => eprintln!("tune: stopped before the last step; continue with --resume"),
+        Err(e) if matches!(e.downcast_ref(), Some(hyperat::Error::Cancelled)) => {
+            eprintln!("tune: stopped before the last step; continue with --resume")
+        }
+        Err(e) => return Err(e),
     }
     Ok(())
 }

@@ -93,7 +93,6 @@ pub fn make_models(root: &Path) {
         &mut Silent,
         None,
     )
-    .unwrap()
     .expect("finished");
     // Its evaluation, as `hyperat report --json` writes it (rows named by variant; a
     // row of no variant is left out).

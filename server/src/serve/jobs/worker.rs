@@ -221,8 +221,9 @@ fn run_job<B: AutodiffBackend>(
             };
             let data = RunData::load(dir, &info).map_err(err)?;
             let ran = run::<B>(dir, &data.train, data.holdout.as_ref(), device, rep, None);
-            let Some(summary) = ran.map_err(err)? else {
-                return Ok(None);
+            let summary = match ran {
+                Err(hyperat::Error::Cancelled) => return Ok(None),
+                other => other.map_err(err)?,
             };
             let model = load_entry::<B>(id, dir, device).map_err(err)?;
             Ok(Some((json!(summary), model)))
