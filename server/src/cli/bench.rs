@@ -20,18 +20,18 @@ pub struct Args {
     json: Option<PathBuf>,
 }
 
-struct Task(Args, &'static str);
+struct Benchmarks(Args, &'static str);
 
-impl BackendTask for Task {
+impl BackendTask for Benchmarks {
     type Output = BenchReport;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> BenchReport {
         hyperat::bench::run::<B>(&device, self.1, self.0.reps, !self.0.skip_small)
     }
 }
 
-pub fn run(a: Args, device: DeviceKind) -> Result<()> {
+pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
     let out = a.json.clone();
-    let r = dispatch(device, Task(a, device.name()))?;
+    let r = dispatch(device, Benchmarks(a, device.name()))?;
     let t = &r.tiny_vit_28;
     println!("device: {}", r.device);
     println!("tiny ViT 28px, batch 128:");

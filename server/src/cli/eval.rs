@@ -93,9 +93,9 @@ impl Args {
     }
 }
 
-struct Task(Args);
+struct Evaluation(Args);
 
-impl BackendTask for Task {
+impl BackendTask for Evaluation {
     type Output = Result<EvalOutcome>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let a = self.0;
@@ -115,9 +115,9 @@ impl BackendTask for Task {
     }
 }
 
-pub fn run(a: Args, device: DeviceKind) -> Result<()> {
+pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
     let out = a.json.clone();
-    let outcome = dispatch(device, Task(a))??;
+    let outcome = dispatch(device, Evaluation(a))??;
     let r = &outcome.report;
     let pct = |v: f64| format!("{:.2}%", 100.0 * v);
     let what = format!("{} {} n={}", outcome.dataset, outcome.split, r.n);

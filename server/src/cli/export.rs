@@ -20,9 +20,9 @@ pub struct Args {
     out: PathBuf,
 }
 
-struct Task(Args);
+struct Export(Args);
 
-impl BackendTask for Task {
+impl BackendTask for Export {
     type Output = Result<()>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
@@ -33,9 +33,9 @@ impl BackendTask for Task {
     }
 }
 
-pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
+pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
     let (v, out) = (a.variant.clone(), a.out.clone());
-    dispatch(device, Task(a))??;
+    dispatch(device, Export(a))??;
     eprintln!("export: {v} written to {} (timm format)", out.display());
     Ok(())
 }

@@ -24,9 +24,9 @@ pub struct Args {
     batch_size: usize,
 }
 
-struct Task(Args);
+struct Logits(Args);
 
-impl BackendTask for Task {
+impl BackendTask for Logits {
     type Output = Result<usize>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<usize> {
         let a = self.0;
@@ -64,8 +64,8 @@ impl BackendTask for Task {
     }
 }
 
-pub fn run(a: Args, device: DeviceKind) -> Result<()> {
-    let n = dispatch(device, Task(a))??;
+pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
+    let n = dispatch(device, Logits(a))??;
     eprintln!("wrote logits for {n} images");
     Ok(())
 }

@@ -75,9 +75,9 @@ impl Args {
     }
 }
 
-struct Task(PathBuf, MergeRequest);
+struct Merging(PathBuf, MergeRequest);
 
-impl BackendTask for Task {
+impl BackendTask for Merging {
     type Output = Result<MergeOutcome>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let mut bar = Bar::new(&format!("{} merge", self.1.strategy));
@@ -85,8 +85,8 @@ impl BackendTask for Task {
     }
 }
 
-pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
-    let o = dispatch(device, Task(a.run.clone(), a.request()))??;
+pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
+    let o = dispatch(device, Merging(a.run.clone(), a.request()))??;
     if o.step < o.steps {
         eprintln!(
             "merge: note: the run stopped at step {} of {}",

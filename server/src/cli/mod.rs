@@ -53,15 +53,15 @@ enum Command {
 pub fn run(cli: Cli) -> Result<()> {
     let device: DeviceKind = cli.device.parse()?;
     match cli.command {
-        Command::Logits(a) => logits::run(a, device),
-        Command::Eval(a) => eval::run(a, device),
-        Command::Pretrain(a) => pretrain::run(a, device),
-        Command::Tune(a) => tune::run_cli(a, device),
-        Command::Merge(a) => merge::run_cli(a, device),
-        Command::Export(a) => export::run_cli(a, device),
-        Command::Report(a) => report::run_cli(a, device),
-        Command::Bench(a) => bench::run(a, device),
-        Command::Serve(a) => crate::serve::run_cli(a, device),
+        Command::Logits(a) => logits::execute(a, device),
+        Command::Eval(a) => eval::execute(a, device),
+        Command::Pretrain(a) => pretrain::execute(a, device),
+        Command::Tune(a) => tune::execute(a, device),
+        Command::Merge(a) => merge::execute(a, device),
+        Command::Export(a) => export::execute(a, device),
+        Command::Report(a) => report::execute(a, device),
+        Command::Bench(a) => bench::execute(a, device),
+        Command::Serve(a) => crate::serve::execute(a, device),
     }
 }
 

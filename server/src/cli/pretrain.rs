@@ -99,9 +99,9 @@ impl Args {
     }
 }
 
-struct Task(Args);
+struct Pretraining(Args);
 
-impl BackendTask for Task {
+impl BackendTask for Pretraining {
     type Output = Result<PretrainSummary>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<PretrainSummary> {
         let req = self.0.request()?;
@@ -123,9 +123,9 @@ impl BackendTask for Task {
     }
 }
 
-pub fn run(a: Args, device: DeviceKind) -> Result<()> {
+pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
     let out = a.out.clone();
-    let s = dispatch(device, Task(a))??;
+    let s = dispatch(device, Pretraining(a))??;
     eprintln!(
         "pretrain: {} steps in {:.0}s, {} accuracy {}; checkpoint in {}",
         s.steps,

@@ -83,9 +83,9 @@ fn as_given(row: &ReportModel) -> hyperat::Result<(String, String)> {
     Ok((spec.clone(), spec))
 }
 
-struct Task(ReportRequest);
+struct Table(ReportRequest);
 
-impl BackendTask for Task {
+impl BackendTask for Table {
     type Output = Result<Report>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let req = self.0;
@@ -125,7 +125,7 @@ impl BackendTask for Deltas {
     }
 }
 
-pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
+pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
     let (json, md) = (a.json.clone(), a.md.clone());
     if let Some(run) = a.deltas {
         let d = dispatch(device, Deltas(run))??;
@@ -139,7 +139,7 @@ pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
         }
         return Ok(());
     }
-    let report = dispatch(device, Task(a.request()))??;
+    let report = dispatch(device, Table(a.request()))??;
     let table = markdown(&report.rows, &report.config);
     println!("{table}");
     if let Some(p) = json {

@@ -126,7 +126,7 @@ pub struct Args {
     eval_images: usize,
 }
 
-struct Task(Args);
+struct Tuning(Args);
 
 impl Args {
     fn request(&self) -> TuneRequest {
@@ -167,7 +167,7 @@ impl Args {
     }
 }
 
-impl BackendTask for Task {
+impl BackendTask for Tuning {
     type Output = Result<TuneSummary>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TuneSummary> {
         let a = self.0;
@@ -201,8 +201,8 @@ impl BackendTask for Task {
     }
 }
 
-pub fn run_cli(a: Args, device: DeviceKind) -> Result<()> {
-    match dispatch(device, Task(a))? {
+pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
+    match dispatch(device, Tuning(a))? {
         Ok(s) => eprintln!(
             "tune: done, {} steps in {:.0}s, {} trainable parameters, peak memory {}",
             s.steps,

@@ -144,9 +144,9 @@ pub struct Args {
     max_decoded_mib: u64,
 }
 
-struct Task(Args);
+struct Serving(Args);
 
-impl BackendTask for Task {
+impl BackendTask for Serving {
     type Output = anyhow::Result<()>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
         let a = self.0;
@@ -205,6 +205,6 @@ impl BackendTask for Task {
 }
 
 /// Runs `hyperat serve`.
-pub fn run_cli(a: Args, device: DeviceKind) -> anyhow::Result<()> {
-    dispatch(device, Task(a))?
+pub fn execute(a: Args, device: DeviceKind) -> anyhow::Result<()> {
+    dispatch(device, Serving(a))?
 }
