@@ -9,7 +9,7 @@ use std::rc::Rc;
 
 use burn::backend::{Autodiff, Flex};
 use hyperat::attack::{AttackParams, by_name};
-use hyperat::playground::{self, AttackOutcome, Prediction};
+use hyperat::inspect::{self, AttackOutcome, Prediction};
 use hyperat::vit::Vit;
 
 use crate::api;
@@ -175,7 +175,7 @@ pub async fn predict(
     let logits: Vec<f32> = match &l.engine {
         Engine::Cpu => {
             let vit = &l.cpu;
-            let x = playground::images::<Cpu>(&px, l.shape, &Default::default())
+            let x = inspect::images::<Cpu>(&px, l.shape, &Default::default())
                 .map_err(|e| e.to_string())?;
             vit.forward(x)
                 .into_data()
@@ -185,7 +185,7 @@ pub async fn predict(
         }
         #[cfg(feature = "webgpu")]
         Engine::Gpu(vit) => {
-            let x = playground::images::<Gpu>(&px, l.shape, &Default::default())
+            let x = inspect::images::<Gpu>(&px, l.shape, &Default::default())
                 .map_err(|e| e.to_string())?;
             // WebGPU reads back asynchronously; a blocking read would stall the page.
             vit.forward(x)
@@ -223,10 +223,10 @@ pub async fn attack(
     let t0 = api::now_ms();
     let attack = by_name::<Cpu>(name, params).map_err(|e| e.to_string())?;
     let x =
-        playground::images::<Flex>(&px, l.shape, &Default::default()).map_err(|e| e.to_string())?;
+        inspect::images::<Flex>(&px, l.shape, &Default::default()).map_err(|e| e.to_string())?;
     let labels = label.map(|l| vec![l]);
     let mut o =
-        playground::attack_images::<Cpu>(l.cpu.as_ref(), attack.as_ref(), x, labels.as_deref(), 0)
+        inspect::attack_images::<Cpu>(l.cpu.as_ref(), attack.as_ref(), x, labels.as_deref(), 0)
             .map_err(|e| e.to_string())?;
     let ms = api::now_ms() - t0;
     Ok((

@@ -26,7 +26,7 @@ use burn::prelude::*;
 
 use crate::config::{GlobalPool, VitConfig};
 use crate::error::{Error, Result};
-use crate::host::{HostTensor, TensorMap};
+use crate::host_tensor::{HostTensor, TensorMap};
 use crate::resample::{resample_patch_kernel, resample_pos_embed};
 use crate::vit::{Attention, Block, LN_EPS, Mlp, PatchEmbed, Vit, channel_constant};
 
@@ -307,7 +307,7 @@ impl Checkpoint {
     pub fn from_bytes(config_json: &str, safetensors: &[u8]) -> Result<Self> {
         Ok(Self {
             config: VitConfig::from_hub_json(config_json)?,
-            tensors: crate::host::read_safetensors(safetensors)?,
+            tensors: crate::host_tensor::read_safetensors(safetensors)?,
         })
     }
 
@@ -332,7 +332,7 @@ impl Checkpoint {
 
     /// `model.safetensors` bytes.
     pub fn safetensors_bytes(&self) -> Result<Vec<u8>> {
-        crate::host::write_safetensors(&self.tensors)
+        crate::host_tensor::write_safetensors(&self.tensors)
     }
 }
 

@@ -15,8 +15,8 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::host::{HostTensor, TensorMap};
-use crate::state::Path;
+use crate::host_tensor::{HostTensor, TensorMap};
+use crate::named_params::Path;
 
 /// AdamW hyper-parameters (PyTorch's defaults, weight decay 0 as method.md gives for the
 /// hypernetwork side).
@@ -259,7 +259,7 @@ mod tests {
 
     use super::*;
     use crate::backend::CpuAutodiff;
-    use crate::state::named_tensors;
+    use crate::named_params::named_tensors;
 
     type A = CpuAutodiff;
 

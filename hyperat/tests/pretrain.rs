@@ -3,10 +3,10 @@
 
 use hyperat::backend::{Cpu, CpuAutodiff};
 use hyperat::data::{Augment, Dataset};
+use hyperat::named_params::named_tensors;
 use hyperat::prelude::*;
 use hyperat::progress::Progress;
 use hyperat::rng::Rng;
-use hyperat::state::named_tensors;
 use hyperat::train::{PretrainConfig, TrainSnapshot, pretrain};
 use hyperat::{Error, Vit, VitConfig};
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use hyperat::backend::Cpu;
 use hyperat::checkpoint::{Adapt, Checkpoint, load_vit};
-use hyperat::host::f32_from_le;
+use hyperat::host_tensor::f32_from_le;
 use hyperat::prelude::*;
 
 fn fixture_dirs() -> Vec<PathBuf> {
@@ -91,14 +91,14 @@ fn names_missing_unexpected_and_misshaped_tensors() {
     let w = ck.tensors.remove("head.weight").unwrap();
     ck.tensors.insert(
         "head.weight".into(),
-        hyperat::host::HostTensor::new(
+        hyperat::host_tensor::HostTensor::new(
             vec![w.shape[0] + 1, w.shape[1]],
             vec![0.0; (w.shape[0] + 1) * w.shape[1]],
         ),
     );
     ck.tensors.insert(
         "blocks.9.extra".into(),
-        hyperat::host::HostTensor::new(vec![1], vec![0.0]),
+        hyperat::host_tensor::HostTensor::new(vec![1], vec![0.0]),
     );
     let err = ck
         .build::<Cpu>(&Default::default())

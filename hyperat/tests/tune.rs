@@ -8,11 +8,11 @@ use hyperat::backend::{Cpu, CpuAutodiff};
 use hyperat::checkpoint::Checkpoint;
 use hyperat::data::Dataset;
 use hyperat::defense::DefenseParams;
-use hyperat::host::{TensorMap, read_safetensors};
+use hyperat::host_tensor::{TensorMap, read_safetensors};
+use hyperat::named_params::{named_tensors, trainable_tensors};
 use hyperat::prelude::*;
 use hyperat::progress::Silent;
 use hyperat::rng::Rng;
-use hyperat::state::{named_tensors, trainable_tensors};
 use hyperat::tune::diagnostics::run_diagnostics;
 use hyperat::tune::{RunInfo, TuneConfig, TuneKind, Tuned, load_run, run, start_run};
 use hyperat::{Vit, VitConfig};
@@ -314,7 +314,7 @@ fn run_variants_load_frozen_for_evaluation() {
         let spec = format!("{}#{variant}", dir.display());
         let model = hyperat::variant::load_spec::<A>(&spec, &Default::default()).unwrap();
         assert_eq!(model.adapters.is_some(), kind == TuneKind::FullLoraAt);
-        let tracked = hyperat::state::trainable_ids(&model.vit);
+        let tracked = hyperat::named_params::trainable_ids(&model.vit);
         assert!(tracked.is_empty(), "{kind:?}: trainable {tracked:?}");
         for d in model
             .adapters

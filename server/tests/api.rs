@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode};
 use common::*;
 use hyperat::attack::Classifier;
 use hyperat::checkpoint::Checkpoint;
-use hyperat::playground::images;
+use hyperat::inspect::images;
 use hyperat_server::serve::openapi::ROUTES;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -161,7 +161,7 @@ async fn predict_uploads_samples_and_errors() {
     let ds = s.state.test_set("fashion-mnist").unwrap();
     let x =
         images::<hyperat::backend::Cpu>(&ds.image(3), [1, 28, 28], &Default::default()).unwrap();
-    let direct = hyperat::playground::predict::<A>(entry.variant(Some("base")).unwrap(), x);
+    let direct = hyperat::inspect::predict::<A>(entry.variant(Some("base")).unwrap(), x);
     assert_eq!(v["prediction"]["class"], direct[0].class);
 
     let cases: Vec<(Vec<u8>, StatusCode)> = vec![

@@ -3,7 +3,7 @@
 //! chosen robust variant side by side, the lesson's point in one line.
 
 use hyperat::attack::AttackParams;
-use hyperat::playground::Verdict;
+use hyperat::inspect::Verdict;
 use hyperat::wire::{AttackResponse, AttackView, PredictResponse, PredictionView};
 use leptos::prelude::*;
 
@@ -373,7 +373,7 @@ fn attack_form(
 
 /// An in-browser attack outcome as the server would answer it.
 fn local_outcome(
-    o: &hyperat::playground::AttackOutcome,
+    o: &hyperat::inspect::AttackOutcome,
     img: &crate::Picked,
     eps: f64,
     ran: infer::Ran,

@@ -3,7 +3,7 @@
 
 use super::{DenseDeltas, MergeStrategy, MethodLora, check_same_keys, dense};
 use crate::error::{Error, Result};
-use crate::host::HostTensor;
+use crate::host_tensor::HostTensor;
 use crate::rng::Rng;
 
 /// Drop and rescale, then average.

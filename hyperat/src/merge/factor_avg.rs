@@ -5,7 +5,7 @@
 
 use super::{DenseDeltas, MergeStrategy, MethodLora, check_same_keys, dense};
 use crate::error::Result;
-use crate::host::HostTensor;
+use crate::host_tensor::HostTensor;
 
 /// Average A and B separately, then multiply.
 #[derive(Clone, Copy, Debug)]

@@ -27,7 +27,7 @@ use burn::module::Param;
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::host::HostTensor;
+use crate::host_tensor::HostTensor;
 use crate::vit::{Adapters, LinearDelta, Target, Vit};
 
 /// One method's LoRA on the host: `(A [in, r], B [r, out])` per (block, target).

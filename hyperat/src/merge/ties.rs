@@ -4,7 +4,7 @@
 
 use super::{DenseDeltas, MergeStrategy, MethodLora, check_same_keys, dense};
 use crate::error::{Error, Result};
-use crate::host::HostTensor;
+use crate::host_tensor::HostTensor;
 
 /// Trim, elect sign, disjoint mean.
 #[derive(Clone, Copy, Debug)]

@@ -10,10 +10,12 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::error::{Error, Result};
-use crate::host::{TensorMap, read_safetensors, read_safetensors_metadata, write_safetensors_with};
+use crate::host_tensor::{
+    TensorMap, read_safetensors, read_safetensors_metadata, write_safetensors_with,
+};
 use crate::io::{read, write_atomic};
+use crate::named_params::{load_named, trainable_tensors};
 use crate::optim::AdamW;
-use crate::state::{load_named, trainable_tensors};
 
 /// A training checkpoint as read from or written to disk.
 #[derive(Clone, Debug)]

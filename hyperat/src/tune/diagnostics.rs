@@ -247,7 +247,7 @@ impl DeltaDiagnostics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::HostTensor;
+    use crate::host_tensor::HostTensor;
 
     fn lora(name: &str, a: Vec<f32>, b: Vec<f32>) -> MethodLora {
         let mut factors = BTreeMap::new();

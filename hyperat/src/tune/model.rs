@@ -6,7 +6,7 @@ use burn::prelude::*;
 
 use super::{TuneConfig, TuneKind};
 use crate::config::VitConfig;
-use crate::host::HostTensor;
+use crate::host_tensor::HostTensor;
 use crate::hypernet::{Factors, HyperNet};
 use crate::lora::LoraSet;
 use crate::merge::MethodLora;

@@ -27,10 +27,10 @@ use crate::defense::{Defense, by_name};
 use crate::error::{Error, Result};
 use crate::io::{read, truncate_metrics, write_atomic};
 use crate::loss::cross_entropy;
+use crate::named_params::{count_trainable, load_named};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::progress::Progress;
 use crate::rng::{Rng, mix, step_batch};
-use crate::state::{count_trainable, load_named};
 use crate::train::{TrainSnapshot, WarmupCosine};
 
 /// `run.json`: the config plus what the run is tuning.

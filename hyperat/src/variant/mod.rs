@@ -14,7 +14,9 @@ use crate::attack::Classifier;
 use crate::checkpoint::{Adapt, Checkpoint, load_vit};
 use crate::config::VitConfig;
 use crate::error::{Error, Result};
-use crate::host::{TensorMap, read_safetensors, read_safetensors_metadata, write_safetensors_with};
+use crate::host_tensor::{
+    TensorMap, read_safetensors, read_safetensors_metadata, write_safetensors_with,
+};
 use crate::io::{read, write_atomic};
 use crate::merge::{DenseDeltas, MergeStrategy, Uniform, by_name, fold};
 use crate::tune::{RunInfo, TuneKind, load_run};

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::playground::{Prediction, Verdict};
+use crate::inspect::{Prediction, Verdict};
 
 /// A model's answer on one image.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -119,7 +119,7 @@ impl AttackView {
     /// An attack's outcome on one image of `shape` as the API shows it: answers named,
     /// the attacked image and the change amplified to ±`eps` as PNG data URLs.
     pub fn of(
-        o: &crate::playground::AttackOutcome,
+        o: &crate::inspect::AttackOutcome,
         label_known: bool,
         classes: &[String],
         shape: [usize; 3],
@@ -140,7 +140,7 @@ impl AttackView {
             linf: o.linf,
             l2: o.l2,
             adversarial_png: png_data_url(&o.adv_pixels, shape)?,
-            perturbation_png: png_data_url(&crate::playground::amplify(&o.delta, eps), shape)?,
+            perturbation_png: png_data_url(&crate::inspect::amplify(&o.delta, eps), shape)?,
         })
     }
 }

@@ -20,7 +20,7 @@ pub use schemars;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::playground::Verdict;
+    use crate::inspect::Verdict;
 
     fn serde_name<T: serde::Serialize>(v: T) -> String {
         serde_json::to_value(v)

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::checkpoint::{Adapt, load_vit};
-use hyperat::host::{f32_from_le, f32_to_le};
+use hyperat::host_tensor::{f32_from_le, f32_to_le};
 use hyperat::prelude::*;
 
 #[derive(Debug, clap::Args)]

@@ -1,6 +1,6 @@
 //! The HTTP API over the core library: models, predictions, attacks, comparisons,
 //! samples and exports. Handlers parse, check and format; the ML is in
-//! `hyperat::playground` and runs off the async executor.
+//! `hyperat::inspect` and runs off the async executor.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use hyperat::attack::{Classifier, by_name};
 use hyperat::cancel::Cancellable;
 use hyperat::data::png_data_url;
-use hyperat::playground::{self, images};
+use hyperat::inspect::{self, images};
 use hyperat::prelude::*;
 use hyperat::wire::{
     AttackResponse, AttackSettings, AttackView, CompareResponse, CompareRow, Health, ModelDetail,
@@ -83,7 +83,7 @@ pub async fn predict<B: AutodiffBackend>(
         let t0 = Instant::now();
         let model = e2.variant(Some(&v2)).expect("checked");
         let x = images::<B::InnerBackend>(&inp.pixels, shape, &st.models.device)?;
-        let p = playground::predict::<B>(model, x).remove(0);
+        let p = inspect::predict::<B>(model, x).remove(0);
         Ok((p, t0.elapsed().as_secs_f64() * 1e3))
     })
     .await?;
@@ -120,7 +120,7 @@ pub async fn attack<B: AutodiffBackend>(
         let attack = by_name::<B>(&name, &p2)?;
         let x = images::<B::InnerBackend>(&inp.pixels, shape, &st.models.device)?;
         let label = inp.label.map(|l| vec![l]);
-        let o = playground::attack_images::<B>(&model, attack.as_ref(), x, label.as_deref(), seed)?
+        let o = inspect::attack_images::<B>(&model, attack.as_ref(), x, label.as_deref(), seed)?
             .remove(0);
         Ok((o, attack.settings(), t0.elapsed().as_secs_f64() * 1e3))
     })
@@ -165,7 +165,7 @@ pub async fn compare<B: AutodiffBackend>(
         let models: Vec<&dyn Classifier<B>> =
             wrapped.iter().map(|m| m as &dyn Classifier<B>).collect();
         let x = images::<B::InnerBackend>(&inp.pixels, shape, &st.models.device)?;
-        let t = playground::transfer::<B>(&models, attack.as_ref(), x, inp.label, seed)?;
+        let t = inspect::transfer::<B>(&models, attack.as_ref(), x, inp.label, seed)?;
         Ok((t, attack.settings(), t0.elapsed().as_secs_f64() * 1e3))
     })
     .await?;

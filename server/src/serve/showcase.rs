@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use hyperat::attack::{AttackParams, Classifier, by_name};
 use hyperat::cancel::Cancellable;
 use hyperat::data::Dataset;
-use hyperat::playground::{self, images};
+use hyperat::inspect::{self, images};
 use hyperat::prelude::*;
 use hyperat::wire::{AttackSettings, Showcase, ShowcaseImage};
 use serde::Deserialize;
@@ -141,8 +141,7 @@ async fn rank<B: AutodiffBackend>(
         let pixels: Vec<f32> = (0..count).flat_map(|i| ds2.image(i)).collect();
         let labels: Vec<usize> = ds2.labels[..count].iter().map(|&l| l as usize).collect();
         let x = images::<B::InnerBackend>(&pixels, ds2.shape, &st.models.device)?;
-        let picks =
-            playground::showcase::<B>(&wrap(&b2), &wrap(&r2), attack.as_ref(), x, &labels, 0)?;
+        let picks = inspect::showcase::<B>(&wrap(&b2), &wrap(&r2), attack.as_ref(), x, &labels, 0)?;
         Ok((picks, attack.settings(), t0.elapsed().as_secs_f64() * 1e3))
     })
     .await?;

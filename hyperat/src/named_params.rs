@@ -6,7 +6,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::host::{HostTensor, TensorMap};
+use crate::host_tensor::{HostTensor, TensorMap};
 
 /// Tracks the dotted path while a visitor or mapper walks a module.
 #[derive(Debug, Default)]
