@@ -219,3 +219,25 @@ pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    /// `hyperat tune` with only the required flags.
+    #[derive(Parser)]
+    struct Bare {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn the_flags_defaults_are_the_requests() {
+        let bare = Bare::try_parse_from(["tune", "--backbone", "b", "--out", "o"]).unwrap();
+        let from_flags = serde_json::to_value(bare.args.request()).unwrap();
+        let from_job = serde_json::to_value(TuneRequest::default()).unwrap();
+        assert_eq!(from_flags, from_job);
+    }
+}
