@@ -11,7 +11,7 @@ use hyperat::data::FASHION_MNIST_CLASSES;
 use hyperat::prelude::*;
 use hyperat::report::{Evaluation, Report};
 use hyperat::tune::read_run_info;
-use hyperat::variant::{Variant, VariantModel, build, list_variants};
+use hyperat::variant::{Variant, VariantModel, build, list_variants, trained_on};
 use hyperat::wire::{Architecture, ModelInfo};
 
 /// One model and its ready-to-run variants.
@@ -179,8 +179,7 @@ fn load_model<B: AutodiffBackend>(
         return Ok(None);
     };
     let (config, vit) = load_vit::<B>(&ck_dir, &Adapt::default(), device)?;
-    let dataset =
-        (config.in_chans == 1 && config.img_size == [28, 28]).then(|| "fashion-mnist".to_string());
+    let dataset = trained_on(&ck_dir.to_string_lossy(), &config);
     Ok(Some(ModelEntry {
         id: id.to_string(),
         name: Default::default(),
