@@ -14,7 +14,7 @@ use hyperat::prelude::*;
 use hyperat::progress::Silent;
 use hyperat::rng::Rng;
 use hyperat::tune::diagnostics::run_diagnostics;
-use hyperat::tune::{RunInfo, TuneConfig, TuneKind, Tuned, load_run, run, start_run};
+use hyperat::tune::{RunDir, RunInfo, Trainer, TuneConfig, TuneKind, Tuned, Variant, run};
 use hyperat::{Vit, VitConfig};
 
 type A = CpuAutodiff;
@@ -86,11 +86,12 @@ fn start(dir: &Path, cfg: TuneConfig) {
         holdout: 0,
         train_limit: None,
     };
-    start_run(dir, &info, &backbone()).unwrap();
+    RunDir::create(dir, &info, &backbone()).unwrap();
 }
 
 fn final_model(dir: &Path) -> Tuned<A> {
-    load_run::<A>(dir, &Default::default()).unwrap().2
+    let run = RunDir::open(dir).unwrap();
+    run.load_model::<A>(&Default::default()).unwrap().2
 }
 
 #[test]
@@ -227,6 +228,127 @@ fn resume_after_a_kill_reaches_the_same_weights() {
     assert_eq!(lines(b.path()), 5);
 }
 
+/// The trainer, stepped by hand: each step counts, logs what it did and adds to the
+/// training time; saved and resumed mid-way, it goes on from the same state.
+#[test]
+fn a_trainer_steps_saves_and_resumes_where_it_stopped() {
+    let _turn = training();
+    let cfg = config(TuneKind::Hyperat, &["pgd-at", "trades"], 4);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    start(a.path(), cfg.clone());
+    start(b.path(), cfg.clone());
+    let (ds, dev) = (data(16), Default::default());
+    let mut straight = Trainer::<A>::resume(RunDir::open(a.path()).unwrap(), &dev).unwrap();
+    let mut records = vec![];
+    while !straight.finished() {
+        records.push(straight.step(&ds).unwrap());
+    }
+    assert_eq!(
+        records.iter().map(|r| r.step).collect::<Vec<_>>(),
+        [1, 2, 3, 4]
+    );
+    assert!(records.windows(2).all(|w| w[1].seconds > w[0].seconds));
+    for r in &records {
+        assert!(cfg.methods.contains(&r.method), "{r:?}");
+        assert!(r.loss.is_finite() && r.adv_acc.is_some() && r.grad_tensors > 0);
+    }
+    straight.save().unwrap();
+    let mut first = Trainer::<A>::resume(RunDir::open(b.path()).unwrap(), &dev).unwrap();
+    first.step(&ds).unwrap();
+    first.step(&ds).unwrap();
+    first.save().unwrap();
+    let run_b = RunDir::open(b.path()).unwrap();
+    assert_eq!(run_b.checkpoint_step().unwrap(), 2);
+    let mut resumed = Trainer::<A>::resume(run_b, &dev).unwrap();
+    assert_eq!(resumed.steps_taken(), 2);
+    let rest = [resumed.step(&ds).unwrap(), resumed.step(&ds).unwrap()];
+    assert!(resumed.finished());
+    for (r, want) in rest.iter().zip(&records[2..]) {
+        assert_eq!(
+            (r.step, &r.method, r.loss),
+            (want.step, &want.method, want.loss)
+        );
+    }
+    resumed.save().unwrap();
+    assert_eq!(
+        read_safetensors(&std::fs::read(a.path().join("checkpoint.safetensors")).unwrap()).unwrap(),
+        read_safetensors(&std::fs::read(b.path().join("checkpoint.safetensors")).unwrap()).unwrap()
+    );
+}
+
+/// The run folder answers for its layout: what it offers, which model it stands for,
+/// its saved merges and the metrics a resumption keeps.
+#[test]
+fn a_run_dir_lists_its_variants_merges_and_saved_metrics() {
+    let _turn = training();
+    let tmp = tempfile::tempdir().unwrap();
+    let shipped = tmp.path().join("model");
+    let dir = shipped.join("hyperat");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(RunDir::open(&dir).is_err(), "an empty folder is no run");
+    start(&dir, config(TuneKind::Hyperat, &["pgd-at", "trades"], 3));
+    assert_eq!(RunDir::find(&shipped), Some(RunDir::open(&dir).unwrap()));
+    let rd = RunDir::open(&dir).unwrap();
+    assert!(!rd.has_checkpoint());
+    assert_eq!(rd.checkpoint_step().unwrap(), 0);
+    assert_eq!(
+        rd.default_variant().unwrap(),
+        Variant::Merged("uniform".into())
+    );
+    run::<A>(
+        &dir,
+        &data(16),
+        None,
+        &Default::default(),
+        &mut Silent,
+        Some(2),
+    )
+    .unwrap_err();
+    assert_eq!(rd.checkpoint_step().unwrap(), 2);
+    // Records logged past the checkpoint (a killed run) are not the run's yet.
+    let mut m = std::fs::OpenOptions::new()
+        .append(true)
+        .open(rd.metrics_path())
+        .unwrap();
+    std::io::Write::write_all(&mut m, b"{\"step\": 3, \"loss\": 1.0}\n").unwrap();
+    let saved = rd.saved_metrics();
+    assert!(!saved.is_empty());
+    assert!(
+        saved.iter().all(|r| r["step"].as_u64().unwrap() <= 2),
+        "{saved:?}"
+    );
+    assert!(rd.summary().is_none(), "unfinished");
+    let deltas = hyperat::merge::DenseDeltas::new();
+    hyperat::variant::save_merge(&rd, "ties", &deltas, Default::default()).unwrap();
+    hyperat::variant::save_merge(&rd, "adaptive", &deltas, Default::default()).unwrap();
+    assert_eq!(rd.merge_names(), ["adaptive", "ties"]);
+    let names: Vec<String> = rd
+        .variants()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "base",
+            "method:pgd-at",
+            "method:trades",
+            "merged:uniform",
+            "merged:adaptive",
+            "merged:ties"
+        ]
+    );
+    let tmp2 = tempfile::tempdir().unwrap();
+    start(tmp2.path(), config(TuneKind::LoraAt, &["pgd-at"], 2));
+    let baseline = RunDir::open(tmp2.path()).unwrap();
+    assert_eq!(baseline.default_variant().unwrap(), Variant::Tuned);
+    assert_eq!(
+        baseline.variants().unwrap(),
+        [Variant::Base, Variant::Tuned]
+    );
+}
+
 #[test]
 fn refuses_bad_configs() {
     assert!(
@@ -250,7 +372,7 @@ fn refuses_bad_configs() {
         train_limit: None,
     };
     assert!(
-        start_run(tmp.path(), &info, &backbone()).is_err(),
+        RunDir::create(tmp.path(), &info, &backbone()).is_err(),
         "an existing run is not overwritten"
     );
 }

@@ -10,7 +10,7 @@ use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, EvalReport, evaluate};
 use crate::progress::Progress;
-use crate::tune::TuneSummary;
+use crate::tune::{RunDir, TuneSummary};
 use crate::variant::{VariantModel, load_spec};
 pub use crate::wire::{Evaluation, Report, ReportConfig, ReportRow, VariantFigures};
 
@@ -51,9 +51,9 @@ impl Report {
 }
 
 fn run_summary(spec: &str) -> Option<TuneSummary> {
-    let dir = spec.split('#').next()?;
-    let text = std::fs::read(Path::new(dir).join("summary.json")).ok()?;
-    serde_json::from_slice(&text).ok()
+    RunDir::open(Path::new(spec.split('#').next()?))
+        .ok()?
+        .summary()
 }
 
 /// Evaluates one model: clean, PGD-k and CW-k on `ds`.

@@ -10,10 +10,16 @@ mod model;
 pub mod monitor;
 mod request;
 mod run;
+mod run_dir;
+mod trainer;
+mod variants;
 
 pub use model::Tuned;
-pub use request::{RunData, TuneRequest, read_run_info};
-pub use run::{RunInfo, TuneSummary, checkpoint_step_of, load_run, peak_mem_mib, run, start_run};
+pub use request::{RunData, TuneRequest};
+pub use run::{peak_mem_mib, run};
+pub use run_dir::{MetricsLog, RunDir, RunInfo, TuneSummary};
+pub use trainer::{StepRecord, Trainer};
+pub use variants::Variant;
 
 use serde::{Deserialize, Serialize};
 

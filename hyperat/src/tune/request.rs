@@ -5,13 +5,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{RunInfo, Sampling, TuneConfig, TuneKind, param_groups, start_run};
+use super::{RunDir, RunInfo, Sampling, TuneConfig, TuneKind, param_groups};
 use crate::checkpoint::{Adapt, Checkpoint};
 use crate::data::{self, Dataset, Split};
 use crate::defense::{DefenseParams, parse_list};
 use crate::error::{Error, Result};
 use crate::hypernet::HyperConfig;
-use crate::io::read;
 use crate::lora::LoraConfig;
 
 /// What a new tuning run needs; every field but the backbone has a default.
@@ -225,7 +224,7 @@ impl TuneRequest {
     }
 
     /// Creates the run folder `dir` (config and a copy of the backbone in `backbone_dir`).
-    pub fn create_run(&self, dir: &Path, backbone_dir: &Path) -> Result<RunInfo> {
+    pub fn create_run(&self, dir: &Path, backbone_dir: &Path) -> Result<RunDir> {
         let ck = Checkpoint::load(backbone_dir)?;
         let train_images = RunData::split(
             data::load(&self.dataset, Split::Train, Some(ck.config.input_shape()))?,
@@ -241,15 +240,8 @@ impl TuneRequest {
             holdout: self.holdout,
             train_limit: self.train_limit,
         };
-        start_run(dir, &info, &ck.adapt(&Adapt::default())?)?;
-        Ok(info)
+        RunDir::create(dir, &info, &ck.adapt(&Adapt::default())?)
     }
-}
-
-/// Reads a run folder's `run.json`.
-pub fn read_run_info(dir: &Path) -> Result<RunInfo> {
-    serde_json::from_slice(&read(dir.join("run.json"))?)
-        .map_err(|e| Error::Config(format!("{}/run.json: {e}", dir.display())))
 }
 
 /// A run's images: the training set and the hold-out kept out of it.
@@ -276,9 +268,10 @@ impl RunData {
         })
     }
 
-    /// A run folder's images: its dataset at the backbone's input size.
-    pub fn load(dir: &Path, info: &RunInfo) -> Result<Self> {
-        let input = Checkpoint::load(dir.join("backbone"))?.config.input_shape();
+    /// A run's images: its dataset at the backbone's input size.
+    pub fn load(run: &RunDir) -> Result<Self> {
+        let info = run.info()?;
+        let input = run.backbone()?.config.input_shape();
         Self::split(
             data::load(&info.dataset, Split::Train, Some(input))?,
             info.holdout,

@@ -10,13 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use super::save_merge;
 use crate::checkpoint::Checkpoint;
+use crate::config::VitConfig;
 use crate::data::{self, Split};
 use crate::error::{Error, Result};
 use crate::merge::{
-    AdaptiveConfig, HeldOutCheck, MergeStrategy, STRATEGIES, by_name, learn_and_check,
+    AdaptiveConfig, DenseDeltas, HeldOutCheck, MergeStrategy, STRATEGIES, by_name, fold,
+    learn_and_check,
 };
 use crate::progress::Progress;
-use crate::tune::{TuneKind, load_run};
+use crate::tune::{RunDir, TuneKind};
+use crate::vit::Vit;
 
 /// A merge; every field has a default.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,19 +137,59 @@ impl MergeRequest {
         Ok(())
     }
 
-    /// Merges the HyperAT run in `run` and saves the merge there.
+    /// Merges the HyperAT run in `run` and saves the merge there (its variant
+    /// `merged:NAME` from then on).
     pub fn run<B: AutodiffBackend>(
         &self,
-        run: &Path,
+        run: &RunDir,
         device: &B::Device,
         progress: &mut dyn Progress,
     ) -> Result<MergeOutcome> {
+        let merged = self.merge::<B>(run, device, progress)?;
+        let path = save_merge(
+            run,
+            &merged.outcome.name,
+            &merged.deltas,
+            merged.outcome.meta.clone(),
+        )?;
+        Ok(MergeOutcome {
+            path,
+            ..merged.outcome
+        })
+    }
+
+    /// Merges the HyperAT run in `run` and writes the merged model, folded into a plain
+    /// ViT, as a timm checkpoint in `out`, leaving the run as it was (what a served
+    /// merge job does: the weights `run` then `export --variant merged:NAME` give).
+    pub fn export<B: AutodiffBackend>(
+        &self,
+        run: &RunDir,
+        out: &Path,
+        device: &B::Device,
+        progress: &mut dyn Progress,
+    ) -> Result<MergeOutcome> {
+        let merged = self.merge::<B>(run, device, progress)?;
+        let vit = fold(merged.vit, &merged.deltas)?;
+        Checkpoint::from_vit(&merged.config, &vit).save(out)?;
+        Ok(MergeOutcome {
+            path: out.to_path_buf(),
+            ..merged.outcome
+        })
+    }
+
+    fn merge<B: AutodiffBackend>(
+        &self,
+        run: &RunDir,
+        device: &B::Device,
+        progress: &mut dyn Progress,
+    ) -> Result<Merged<B>> {
         self.validate()?;
-        let (info, _, model, step) = load_run::<B>(run, device)?;
+        let (info, vit_config, model, step) = run.load_model::<B>(device)?;
+        let shape = vit_config.input_shape();
         if info.config.kind != TuneKind::Hyperat {
             return Err(Error::Invalid(format!(
                 "{} is a {} run; merging needs a HyperAT run",
-                run.display(),
+                run.path().display(),
                 info.config.kind.name()
             )));
         }
@@ -163,7 +206,6 @@ impl MergeRequest {
                         .into(),
                 ));
             }
-            let shape = Checkpoint::load(run.join("backbone"))?.config.input_shape();
             let mut train = data::load(&info.dataset, Split::Train, Some(shape))?;
             let val = train.split_off(info.holdout);
             let d = &info.config.defense;
@@ -201,19 +243,31 @@ impl MergeRequest {
             let lambdas = self.weights.clone().map(|w| vec![w]);
             (s.merge(&methods)?, lambdas, None)
         };
-        let name = self.name();
-        let path = save_merge(run, &name, &deltas, meta.clone())?;
-        Ok(MergeOutcome {
-            name,
-            path,
-            step,
-            steps: info.config.steps,
-            methods: info.config.methods.clone(),
-            lambdas,
-            check,
-            meta,
+        Ok(Merged {
+            deltas,
+            outcome: MergeOutcome {
+                name: self.name(),
+                path: PathBuf::new(),
+                step,
+                steps: info.config.steps,
+                methods: info.config.methods.clone(),
+                lambdas,
+                check,
+                meta,
+            },
+            vit: model.vit.valid(),
+            config: vit_config,
         })
     }
+}
+
+/// A merge before it is written: its deltas, what it did, and the run's (frozen) ViT
+/// and config to fold it into.
+struct Merged<B: AutodiffBackend> {
+    deltas: DenseDeltas,
+    outcome: MergeOutcome,
+    vit: Vit<B::InnerBackend>,
+    config: VitConfig,
 }
 
 fn json<T: Serialize>(v: &T) -> String {

@@ -3,9 +3,7 @@
 //! (`DIR` for a timm checkpoint, `RUN_DIR#variant` for a run).
 
 use std::collections::HashMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
@@ -19,50 +17,12 @@ use crate::host_tensor::{
 };
 use crate::io::{read, write_atomic};
 use crate::merge::{DenseDeltas, MergeStrategy, Uniform, by_name, fold};
-use crate::tune::{RunInfo, TuneKind, load_run};
+pub use crate::tune::Variant;
+use crate::tune::{RunDir, TuneKind};
 use crate::vit::{Adapters, Target, Vit};
 
 mod merge_request;
 pub use merge_request::{MergeOutcome, MergeRequest};
-
-/// One model of a run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Variant {
-    /// The backbone the run started from (undefended).
-    Base,
-    /// A baseline run's tuned model.
-    Tuned,
-    /// One defense's LoRA (HyperAT: generated for that method).
-    Method(String),
-    /// A merge of the methods' LoRAs (`uniform`, `adaptive`, ...).
-    Merged(String),
-}
-
-impl FromStr for Variant {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.split_once(':') {
-            None if s == "base" => Ok(Variant::Base),
-            None if s == "tuned" => Ok(Variant::Tuned),
-            Some(("method", m)) if !m.is_empty() => Ok(Variant::Method(m.to_string())),
-            Some(("merged", m)) if !m.is_empty() => Ok(Variant::Merged(m.to_string())),
-            _ => Err(Error::Invalid(format!(
-                "unknown variant `{s}` (base, tuned, method:NAME, merged:STRATEGY)"
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Variant {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Variant::Base => f.write_str("base"),
-            Variant::Tuned => f.write_str("tuned"),
-            Variant::Method(m) => write!(f, "method:{m}"),
-            Variant::Merged(m) => write!(f, "merged:{m}"),
-        }
-    }
-}
 
 /// A ready-to-run model: a plain ViT, plus adapters only where they cannot be folded
 /// (FullLoRA's LayerNorm-input LoRA).
@@ -99,13 +59,9 @@ impl<B: Backend> Classifier<B> for VariantModel<B> {
     }
 }
 
-fn merge_path(run: &Path, name: &str) -> PathBuf {
-    run.join("merges").join(format!("{name}.safetensors"))
-}
-
 /// Saves a merge's dense deltas (`blocks.{l}.{target}.delta`) with metadata.
 pub fn save_merge(
-    run: &Path,
+    run: &RunDir,
     name: &str,
     deltas: &DenseDeltas,
     meta: HashMap<String, String>,
@@ -114,14 +70,14 @@ pub fn save_merge(
         .iter()
         .map(|((l, t), d)| (format!("blocks.{l}.{}.delta", t.path()), d.clone()))
         .collect();
-    let path = merge_path(run, name);
+    let path = run.merge_path(name);
     write_atomic(&path, &write_safetensors_with(&map, Some(meta))?)?;
     Ok(path)
 }
 
 /// Loads a saved merge.
-pub fn load_merge(run: &Path, name: &str) -> Result<(DenseDeltas, HashMap<String, String>)> {
-    let bytes = read(merge_path(run, name))?;
+pub fn load_merge(run: &RunDir, name: &str) -> Result<(DenseDeltas, HashMap<String, String>)> {
+    let bytes = read(run.merge_path(name))?;
     let mut out = DenseDeltas::new();
     for (k, v) in read_safetensors(&bytes)? {
         let parsed = k
@@ -142,43 +98,9 @@ pub fn load_merge(run: &Path, name: &str) -> Result<(DenseDeltas, HashMap<String
     Ok((out, read_safetensors_metadata(&bytes)?))
 }
 
-/// The variants a run offers, in display order.
-pub fn list_variants(run: &Path) -> Result<Vec<Variant>> {
-    let info: RunInfo = serde_json::from_slice(&read(run.join("run.json"))?)
-        .map_err(|e| Error::Config(format!("{}/run.json: {e}", run.display())))?;
-    let mut v = vec![Variant::Base];
-    match info.config.kind {
-        TuneKind::Hyperat => {
-            v.extend(
-                info.config
-                    .methods
-                    .iter()
-                    .map(|m| Variant::Method(m.clone())),
-            );
-            v.push(Variant::Merged("uniform".into()));
-            if let Ok(rd) = std::fs::read_dir(run.join("merges")) {
-                let mut names: Vec<String> = rd
-                    .filter_map(|e| e.ok())
-                    .filter_map(|e| {
-                        e.file_name()
-                            .to_str()?
-                            .strip_suffix(".safetensors")
-                            .map(String::from)
-                    })
-                    .filter(|n| n != "uniform")
-                    .collect();
-                names.sort();
-                v.extend(names.into_iter().map(Variant::Merged));
-            }
-        }
-        _ => v.push(Variant::Tuned),
-    }
-    Ok(v)
-}
-
 /// Builds one variant of the run in `run`, frozen (see [`VariantModel::frozen`]).
 pub fn build<B: AutodiffBackend>(
-    run: &Path,
+    run: &RunDir,
     variant: &Variant,
     device: &B::Device,
 ) -> Result<VariantModel<B>> {
@@ -186,16 +108,22 @@ pub fn build<B: AutodiffBackend>(
 }
 
 fn build_unfrozen<B: AutodiffBackend>(
-    run: &Path,
+    run: &RunDir,
     variant: &Variant,
     device: &B::Device,
 ) -> Result<VariantModel<B>> {
-    let (info, config, model, step) = load_run::<B>(run, device)?;
-    if step == 0 && *variant != Variant::Base {
-        return Err(Error::Invalid(format!(
-            "run {} has no checkpoint yet",
-            run.display()
-        )));
+    let shown = run.path().display();
+    if *variant == Variant::Base {
+        let (config, vit) = load_vit::<B>(run.backbone_dir(), &Adapt::default(), device)?;
+        return Ok(VariantModel {
+            config,
+            vit,
+            adapters: None,
+        });
+    }
+    let (info, config, model, step) = run.load_model::<B>(device)?;
+    if step == 0 {
+        return Err(Error::Invalid(format!("run {shown} has no checkpoint yet")));
     }
     let kind = info.config.kind;
     let methods = &info.config.methods;
@@ -207,14 +135,6 @@ fn build_unfrozen<B: AutodiffBackend>(
         })
     };
     match variant {
-        Variant::Base => {
-            let (config, vit) = load_vit::<B>(run.join("backbone"), &Adapt::default(), device)?;
-            Ok(VariantModel {
-                config,
-                vit,
-                adapters: None,
-            })
-        }
         Variant::Tuned if kind == TuneKind::Hyperat => Err(Error::Invalid(
             "a HyperAT run offers method:NAME and merged:STRATEGY variants".into(),
         )),
@@ -223,8 +143,7 @@ fn build_unfrozen<B: AutodiffBackend>(
                 && !methods.contains(m)
             {
                 return Err(Error::Invalid(format!(
-                    "run {} trained with {methods:?}, not `{m}`",
-                    run.display()
+                    "run {shown} trained with {methods:?}, not `{m}`"
                 )));
             }
             match kind {
@@ -247,8 +166,7 @@ fn build_unfrozen<B: AutodiffBackend>(
         Variant::Method(m) => {
             let i = methods.iter().position(|x| x == m).ok_or_else(|| {
                 Error::Invalid(format!(
-                    "run {} has no method `{m}` (it has {methods:?})",
-                    run.display()
+                    "run {shown} has no method `{m}` (it has {methods:?})"
                 ))
             })?;
             let one = model.method_loras(methods).swap_remove(i);
@@ -260,14 +178,14 @@ fn build_unfrozen<B: AutodiffBackend>(
                     "merged variants exist for HyperAT runs only".into(),
                 ));
             }
-            let deltas = if merge_path(run, s).exists() {
+            let deltas = if run.merge_path(s).exists() {
                 load_merge(run, s)?.0
             } else {
                 by_name(s, None, None, info.config.seed)?.merge(&model.method_loras(methods))?
             };
             folded(&deltas)
         }
-        Variant::Tuned => unreachable!("handled above"),
+        Variant::Tuned | Variant::Base => unreachable!("handled above"),
     }
 }
 
@@ -278,15 +196,13 @@ pub fn load_spec<B: AutodiffBackend>(spec: &str, device: &B::Device) -> Result<V
         Some((p, v)) => (PathBuf::from(p), Some(v.parse::<Variant>()?)),
         None => (PathBuf::from(spec), None),
     };
-    if path.join("run.json").is_file() {
+    if RunDir::is_run(&path) {
+        let run = RunDir::open(&path)?;
         let variant = match variant {
             Some(v) => v,
-            None => list_variants(&path)?
-                .into_iter()
-                .find(|v| matches!(v, Variant::Tuned) || *v == Variant::Merged("uniform".into()))
-                .unwrap_or(Variant::Base),
+            None => run.default_variant()?,
         };
-        return build::<B>(&path, &variant, device);
+        return build::<B>(&run, &variant, device);
     }
     if variant.is_some() {
         return Err(Error::Invalid(format!(
@@ -308,7 +224,7 @@ pub fn load_spec<B: AutodiffBackend>(spec: &str, device: &B::Device) -> Result<V
 /// Fashion-MNIST (the shipped backbones). What evaluations default to.
 pub fn trained_on(spec: &str, config: &VitConfig) -> Option<String> {
     let dir = Path::new(spec.split('#').next().unwrap_or(spec));
-    if let Ok(info) = crate::tune::read_run_info(dir) {
+    if let Some(info) = RunDir::open(dir).ok().and_then(|r| r.info().ok()) {
         return Some(info.dataset);
     }
     if let Ok(req) = crate::train::PretrainRequest::read(dir) {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::prelude::*;
+use hyperat::tune::RunDir;
 use hyperat::variant::{Variant, build, export};
 
 #[derive(Debug, clap::Args)]
@@ -27,7 +28,7 @@ impl BackendTask for Export {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<()> {
         let a = self.0;
         let variant: Variant = a.variant.parse()?;
-        let model = build::<B>(&a.run, &variant, &device)?;
+        let model = build::<B>(&RunDir::open(&a.run)?, &variant, &device)?;
         export(&model)?.save(&a.out)?;
         Ok(())
     }

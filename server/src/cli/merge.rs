@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::prelude::*;
+use hyperat::tune::RunDir;
 use hyperat::variant::{MergeOutcome, MergeRequest};
 
 use super::fraction;
@@ -81,7 +82,9 @@ impl BackendTask for Merging {
     type Output = Result<MergeOutcome>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let mut bar = Bar::new(&format!("{} merge", self.1.strategy));
-        Ok(self.1.run::<B>(&self.0, &device, &mut bar)?)
+        Ok(self
+            .1
+            .run::<B>(&RunDir::open(&self.0)?, &device, &mut bar)?)
     }
 }
 

@@ -7,8 +7,8 @@ use anyhow::{Result, bail};
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::prelude::*;
 use hyperat::report::{Report, ReportModel, ReportRequest, markdown};
+use hyperat::tune::RunDir;
 use hyperat::tune::diagnostics::{DeltaDiagnostics, run_diagnostics};
-use hyperat::tune::load_run;
 
 use super::fraction;
 use super::progress::Bar;
@@ -108,7 +108,7 @@ struct Deltas(PathBuf);
 impl BackendTask for Deltas {
     type Output = Result<DeltaDiagnostics>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let (info, _, model, step) = load_run::<B>(&self.0, &device)?;
+        let (info, _, model, step) = RunDir::open(&self.0)?.load_model::<B>(&device)?;
         let Some(d) = run_diagnostics(&model, &info.config.methods) else {
             bail!(
                 "{} is a {} run: one LoRA, nothing to compare (HyperAT runs only)",

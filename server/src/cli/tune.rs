@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
 use hyperat::prelude::*;
-use hyperat::tune::{RunData, TuneRequest, TuneSummary, read_run_info, run};
+use hyperat::tune::{RunData, RunDir, TuneRequest, TuneSummary, run};
 
 use super::fraction;
 use super::progress::Bar;
@@ -171,15 +171,16 @@ impl BackendTask for Tuning {
     type Output = Result<TuneSummary>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TuneSummary> {
         let a = self.0;
-        let info = if a.resume {
-            read_run_info(&a.out)?
+        let run_dir = if a.resume {
+            RunDir::open(&a.out)?
         } else {
             let Some(backbone) = &a.backbone else {
                 bail!("--backbone is required for a new run")
             };
             a.request().create_run(&a.out, backbone)?
         };
-        let data = RunData::load(&a.out, &info)?;
+        let info = run_dir.info()?;
+        let data = RunData::load(&run_dir)?;
         eprintln!(
             "tune: {} ({}) on {} images, {} steps at batch {}, run folder {}",
             info.config.kind.name(),

@@ -59,7 +59,7 @@ pub async fn model<B: AutodiffBackend>(
     let e = s.models.get(&id)?;
     let table = |file: &str| {
         let run = e.run.as_ref()?;
-        serde_json::from_slice::<Report>(&std::fs::read(run.join(file)).ok()?).ok()
+        serde_json::from_slice::<Report>(&std::fs::read(run.path().join(file)).ok()?).ok()
     };
     Ok(Json(ModelDetail {
         info: e.info(),

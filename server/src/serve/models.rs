@@ -10,8 +10,8 @@ use hyperat::checkpoint::{Adapt, load_vit};
 use hyperat::data::FASHION_MNIST_CLASSES;
 use hyperat::prelude::*;
 use hyperat::report::{Evaluation, Report};
-use hyperat::tune::read_run_info;
-use hyperat::variant::{Variant, VariantModel, build, list_variants, trained_on};
+use hyperat::tune::RunDir;
+use hyperat::variant::{VariantModel, build, trained_on};
 use hyperat::wire::{Architecture, ModelInfo};
 
 /// One model and its ready-to-run variants.
@@ -25,7 +25,7 @@ pub struct ModelEntry<B: AutodiffBackend> {
     /// Where it was loaded from.
     pub path: PathBuf,
     /// The tuning run behind it, if any.
-    pub run: Option<PathBuf>,
+    pub run: Option<RunDir>,
     /// What it is: `checkpoint`, or the run's kind (`hyperat`, `lora-at`, ...).
     pub kind: String,
     /// The dataset it was tuned on, where known.
@@ -93,7 +93,7 @@ impl<B: AutodiffBackend> ModelEntry<B> {
     /// The checkpoint folder new tuning runs start from.
     pub fn backbone_dir(&self) -> PathBuf {
         match &self.run {
-            Some(run) => run.join("backbone"),
+            Some(run) => run.backbone_dir(),
             None => self.path.clone(),
         }
     }
@@ -101,7 +101,7 @@ impl<B: AutodiffBackend> ModelEntry<B> {
     /// A spec `hyperat::variant::load_spec` understands, for reports.
     pub fn spec(&self, variant: &str) -> String {
         match &self.run {
-            Some(run) => format!("{}#{variant}", run.display()),
+            Some(run) => format!("{}#{variant}", run.path().display()),
             None => self.path.display().to_string(),
         }
     }
@@ -130,31 +130,18 @@ fn load_model<B: AutodiffBackend>(
     dir: &Path,
     device: &B::Device,
 ) -> hyperat::Result<Option<ModelEntry<B>>> {
-    let run = if dir.join("run.json").is_file() {
-        Some(dir.to_path_buf())
-    } else if dir.join("hyperat/run.json").is_file() {
-        Some(dir.join("hyperat"))
-    } else {
-        None
-    };
-    if let Some(run) = run {
-        if !run.join("checkpoint.safetensors").is_file() {
+    if let Some(run) = RunDir::find(dir) {
+        if !run.has_checkpoint() {
             return Ok(None);
         }
-        let info = read_run_info(&run)?;
+        let info = run.info()?;
         let mut variants = vec![];
-        for v in list_variants(&run)? {
+        for v in run.variants()? {
             variants.push((v.to_string(), build::<B>(&run, &v, device)?));
         }
         let config = variants[0].1.config.clone();
-        let default_variant = variants
-            .iter()
-            .map(|(n, _)| n.clone())
-            .find(|n| n == &Variant::Merged("uniform".into()).to_string() || n == "tuned")
-            .unwrap_or_else(|| "base".into());
-        let summary = std::fs::read(run.join("summary.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let default_variant = run.default_variant()?.to_string();
+        let summary = run.summary().and_then(|s| serde_json::to_value(s).ok());
         return Ok(Some(ModelEntry {
             id: id.to_string(),
             name: Default::default(),

@@ -22,7 +22,7 @@ use hyperat::data::Dataset;
 use hyperat::prelude::*;
 use hyperat::progress::Silent;
 use hyperat::rng::Rng;
-use hyperat::tune::{TuneRequest, run};
+use hyperat::tune::TuneRequest;
 use hyperat::{Vit, VitConfig};
 use hyperat_server::serve::{AppState, Limits, ServeConfig, app};
 use serde_json::Value;
@@ -81,12 +81,12 @@ pub fn make_models(root: &Path) {
     let dir = root.join("tiny");
     ck.save(dir.join("backbone")).unwrap();
     let run_dir = dir.join("hyperat");
-    let info = tiny_request(2)
+    let run = tiny_request(2)
         .create_run(&run_dir, &dir.join("backbone"))
         .unwrap();
-    assert_eq!(info.config.methods.len(), 3);
-    run::<A>(
-        &run_dir,
+    assert_eq!(run.info().unwrap().config.methods.len(), 3);
+    hyperat::tune::run::<A>(
+        run.path(),
         &synthetic(32, 1),
         None,
         &Default::default(),

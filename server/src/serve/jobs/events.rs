@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use hyperat::tune::checkpoint_step_of;
+use hyperat::tune::RunDir;
 use hyperat::wire::{JobEvent, JobKind, JobRecord, MetricRecord};
 use serde_json::Value;
 
@@ -32,16 +32,17 @@ pub(super) fn emit(inner: &mut Inner, id: &str, event: JobEvent, keep: bool) {
 
 /// A tuning run's metric records up to its last checkpoint (what it resumes from).
 pub(super) fn saved_metrics(dir: &Path, r: &JobRecord) -> Vec<Value> {
-    let upto = if r.spec.kind == JobKind::Tune {
-        checkpoint_step_of(dir).unwrap_or(0)
-    } else {
-        usize::MAX
+    let records: Vec<Value> = match RunDir::open(dir) {
+        Ok(run) if r.spec.kind == JobKind::Tune => run.saved_metrics(),
+        _ => std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect(),
     };
-    std::fs::read_to_string(dir.join("metrics.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<MetricRecord>(l).ok())
-        .filter(|m| m.step.is_none_or(|s| s as usize <= upto))
+    records
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<MetricRecord>(v).ok())
         .map(|m| event_value(&JobEvent::Metrics(m)))
         .collect()
 }

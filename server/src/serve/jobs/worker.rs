@@ -13,7 +13,7 @@ use hyperat::prelude::*;
 use hyperat::progress::Progress;
 use hyperat::report::{ReportModel, ReportRequest, markdown};
 use hyperat::train::PretrainRequest;
-use hyperat::tune::{RunData, TuneRequest, read_run_info, run};
+use hyperat::tune::{RunData, RunDir, TuneRequest, run};
 use serde_json::{Value, json};
 
 use super::check::pretrain_request;
@@ -211,15 +211,15 @@ fn run_job<B: AutodiffBackend>(
     match spec.kind {
         JobKind::Tune => {
             let req: TuneRequest = parse_config(&spec.config)?;
-            let info = if dir.join("run.json").is_file() {
-                read_run_info(dir).map_err(err)?
+            let run_dir = if RunDir::is_run(dir) {
+                RunDir::open(dir).map_err(err)?
             } else {
                 let entry = s
                     .get_or_default(spec.model.as_deref())
                     .map_err(|e| e.detail)?;
                 req.create_run(dir, &entry.backbone_dir()).map_err(err)?
             };
-            let data = RunData::load(dir, &info).map_err(err)?;
+            let data = RunData::load(&run_dir).map_err(err)?;
             let ran = run::<B>(dir, &data.train, data.holdout.as_ref(), device, rep, None);
             let summary = match ran {
                 Err(hyperat::Error::Cancelled) => return Ok(None),
