@@ -210,3 +210,191 @@ async fn pretrain_job_and_cli_agree_with_the_same_defaults() {
     );
     s.state.jobs.stop();
 }
+
+/// Reads a safetensors file's tensors.
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<f32>> {
+    hyperat::host_tensor::read_safetensors(&std::fs::read(path).expect("written"))
+        .expect("safetensors")
+        .into_iter()
+        .map(|(k, v)| (k, v.data.clone()))
+        .collect()
+}
+
+fn assert_close(a: &[f32], b: &[f32], what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (x, y) in a.iter().zip(b) {
+        assert!(
+            (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+            "{what}: {x} vs {y}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tune_job_and_cli_agree_with_the_same_defaults() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = server(None, true);
+    let backbone = s.state.config.models_dir.join("tiny/hyperat/backbone");
+    // What a caller must say to keep it short; everything else is a default.
+    let (id, job) = run_job(
+        &s,
+        json!({"kind": "tune", "model": "tiny", "config": {"steps": 2, "batch_size": 8,
+               "attack_steps": 1, "rank": 2, "train_limit": 64, "eval_every": 0}}),
+    )
+    .await;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    hyperat(&[
+        "tune",
+        "--backbone",
+        backbone.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--batch-size",
+        "8",
+        "--attack-steps",
+        "1",
+        "--rank",
+        "2",
+        "--train-limit",
+        "64",
+        "--eval-every",
+        "0",
+    ]);
+    let served = job_dir(&s, &id);
+    let (cli, job_run) = (
+        read_json(&out.join("run.json")),
+        read_json(&served.join("run.json")),
+    );
+    // The same run: every default (kind, methods, eps, lr, hold-out, seed, …) the same.
+    assert_eq!(cli["config"], job_run["config"]);
+    for k in ["dataset", "holdout", "train_limit"] {
+        assert_eq!(cli[k], job_run[k], "{k}");
+    }
+    assert_eq!(cli["config"]["kind"], "hyperat");
+    // The same steps: method, loss and accuracies step by step, and the same weights.
+    let steps = |dir: &Path| -> Vec<Value> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["kind"].is_null())
+            .collect()
+    };
+    let (a, b) = (steps(&out), steps(&served));
+    assert_eq!(a.len(), 2);
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x["step"], &x["method"]), (&y["step"], &y["method"]));
+        let (lx, ly) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!(
+            (lx - ly).abs() <= 1e-5 * (1.0 + lx.abs()),
+            "loss {lx} vs {ly}"
+        );
+    }
+    let (ta, tb) = (
+        tensors(&out.join("checkpoint.safetensors")),
+        tensors(&served.join("checkpoint.safetensors")),
+    );
+    assert_eq!(ta.keys().collect::<Vec<_>>(), tb.keys().collect::<Vec<_>>());
+    for (k, v) in &ta {
+        assert_close(v, &tb[k], k);
+    }
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(job["result"]["steps"], summary["steps"]);
+    assert_eq!(
+        job["result"]["trainable_params"],
+        summary["trainable_params"]
+    );
+    s.state.jobs.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_job_and_cli_agree_and_the_job_leaves_its_source_alone() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = server(None, true);
+    let run = s.state.config.models_dir.join("tiny/hyperat");
+    let (id, job) = run_job(
+        &s,
+        json!({"kind": "merge", "model": "tiny", "name": "ties merge",
+               "config": {"strategy": "ties"}}),
+    )
+    .await;
+    assert!(
+        !run.join("merges").exists(),
+        "a merge job writes into its own folder, not the served run's"
+    );
+    assert_eq!(job["result"]["name"], "ties");
+    assert_eq!(job["result"]["source"], "tiny");
+    assert_eq!(job["result"]["path"], "model");
+    // The CLI merges a copy of the run in place, then exports the merged variant.
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("hyperat");
+    copy_dir(&run, &copy);
+    hyperat(&[
+        "merge",
+        "--run",
+        copy.to_str().unwrap(),
+        "--strategy",
+        "ties",
+    ]);
+    let exported = tmp.path().join("exported");
+    hyperat(&[
+        "export",
+        "--run",
+        copy.to_str().unwrap(),
+        "--variant",
+        "merged:ties",
+        "--out",
+        exported.to_str().unwrap(),
+    ]);
+    let (cli, served) = (
+        tensors(&exported.join("model.safetensors")),
+        tensors(&job_dir(&s, &id).join("model/model.safetensors")),
+    );
+    assert_eq!(
+        cli.keys().collect::<Vec<_>>(),
+        served.keys().collect::<Vec<_>>()
+    );
+    for (k, v) in &cli {
+        assert_close(v, &served[k], k);
+    }
+    // The merged model is served under the job's name.
+    let (_, m) = json(&s.router, get(&format!("/api/models/{id}"))).await;
+    assert_eq!(
+        (&m["name"], &m["kind"]),
+        (&json!("ties merge"), &json!("checkpoint")),
+        "{m}"
+    );
+    // A model with no per-method LoRAs is refused before anything is queued.
+    let (st, e) = json(
+        &s.router,
+        post_json(
+            "/api/jobs",
+            &json!({"kind": "merge", "model": "plain"}),
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+    assert!(
+        e["detail"].as_str().unwrap().contains("not a HyperAT run"),
+        "{e}"
+    );
+    s.state.jobs.stop();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

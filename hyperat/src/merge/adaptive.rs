@@ -218,6 +218,9 @@ pub fn learn_weights<B: AutodiffBackend>(
     let mut order: Vec<usize> = vec![];
     progress.update(0, cfg.steps, "merge steps");
     for step in 0..cfg.steps {
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
         if order.len() < cfg.batch_size {
             order = (0..val.len()).collect();
             rng.shuffle(&mut order);

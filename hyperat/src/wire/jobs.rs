@@ -17,6 +17,9 @@ pub enum JobKind {
     /// Clean / PGD / CW table of several variants (`config`: a `ReportRequest` whose rows
     /// name served models).
     Report,
+    /// A merge of a served HyperAT model's per-method LoRAs, folded into a new served
+    /// model; the source is left as it was (`config`: a `MergeRequest`).
+    Merge,
 }
 
 /// A job as a client submits it: `{"kind": "tune", "model": "...", "config": {...}}`.
@@ -75,13 +78,14 @@ pub enum JobStatus {
 }
 
 impl JobKind {
-    /// Its name on the wire (`tune`, `pretrain`, `eval`, `report`).
+    /// Its name on the wire (`tune`, `pretrain`, `eval`, `report`, `merge`).
     pub fn name(self) -> &'static str {
         match self {
             JobKind::Tune => "tune",
             JobKind::Pretrain => "pretrain",
             JobKind::Eval => "eval",
             JobKind::Report => "report",
+            JobKind::Merge => "merge",
         }
     }
 }

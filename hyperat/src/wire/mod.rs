@@ -46,6 +46,7 @@ mod tests {
             JobKind::Pretrain,
             JobKind::Eval,
             JobKind::Report,
+            JobKind::Merge,
         ] {
             assert_eq!(k.name(), serde_name(k));
         }

@@ -77,7 +77,7 @@ pub const ROUTES: &[(&str, &str, &str, &str, &str)] = &[
     (
         "post",
         "/api/jobs",
-        "Queue a job: {kind: tune|pretrain|eval|report, model, variant, config}",
+        "Queue a job: {kind: tune|pretrain|eval|report|merge, model, variant, config}",
         "json",
         "JobRecord",
     ),
@@ -202,4 +202,4 @@ pub fn schemas() -> Map<String, Value> {
 }
 
 /// What a job's `config` holds, by kind.
-const JOB_CONFIG: &str = "A job: `kind`, the `model` (and `variant`) it works on, a `name`, and `config`: the request of the job kind, as the CLI builds it from its flags (same defaults): tune: TuneRequest (kind, methods, steps, batch_size, lr, eps, attack_steps, rank, ...); pretrain: PretrainRequest (preset, dataset, epochs, max_steps, lr, ...); eval: EvalRequest (dataset, split, limit, attack, eps, alpha, steps, restarts, batch_size, seed, ...); report: ReportRequest (rows [{name, model, variant}], dataset, limit, eps, alpha, steps, aa_limit, ...)";
+const JOB_CONFIG: &str = "A job: `kind`, the `model` (and `variant`) it works on, a `name`, and `config`: the request of the job kind, as the CLI builds it from its flags (same defaults): tune: TuneRequest (kind, methods, steps, batch_size, lr, eps, attack_steps, rank, ...); pretrain: PretrainRequest (preset, dataset, epochs, max_steps, lr, ...); eval: EvalRequest (dataset, split, limit, attack, eps, alpha, steps, restarts, batch_size, seed, ...); report: ReportRequest (rows [{name, model, variant}], dataset, limit, eps, alpha, steps, aa_limit, ...); merge: MergeRequest (strategy, weights, density, per_layer, merge_steps, check_images, name, seed, ...) of the `model`'s HyperAT run, served as a new model";

@@ -4,10 +4,12 @@ use hyperat::eval::EvalRequest;
 use hyperat::prelude::*;
 use hyperat::report::ReportRequest;
 use hyperat::train::PretrainRequest;
-use hyperat::tune::TuneRequest;
+use hyperat::tune::{RunDir, TuneKind, TuneRequest};
+use hyperat::variant::MergeRequest;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::serve::models::ModelEntry;
 use crate::serve::registry::{DATASETS, ModelRegistry};
 
 /// Parses a job's `config` (absent means every default).
@@ -36,6 +38,19 @@ fn known_dataset(name: &str) -> Result<(), crate::serve::error::ApiError> {
             "dataset `{name}`: jobs take one of {} (no paths)",
             DATASETS.join(", ")
         )))
+    }
+}
+
+/// The run a merge job merges: the model's, where it is a HyperAT run.
+pub(super) fn merge_source<B: AutodiffBackend>(
+    entry: &ModelEntry<B>,
+) -> Result<RunDir, crate::serve::error::ApiError> {
+    match &entry.run {
+        Some(run) if entry.kind == TuneKind::Hyperat.name() => Ok(run.clone()),
+        _ => Err(crate::serve::error::ApiError::invalid(format!(
+            "model `{}` is a {}, not a HyperAT run: it has no per-method LoRAs to merge",
+            entry.id, entry.kind
+        ))),
     }
 }
 
@@ -82,6 +97,11 @@ pub fn check<B: AutodiffBackend>(
                 )));
             }
             req.validate()?;
+        }
+        JobKind::Merge => {
+            let req: MergeRequest = parse_config(&spec.config).map_err(inv)?;
+            req.validate()?;
+            merge_source(&*s.get_or_default(spec.model.as_deref())?)?;
         }
         JobKind::Report => {
             let req: ReportRequest = parse_config(&spec.config).map_err(inv)?;

@@ -141,7 +141,7 @@ impl<B: AutodiffBackend> Jobs<B> {
         })
     }
 
-    /// Models of finished tune and pretrain jobs.
+    /// Models of finished tune, pretrain and merge jobs.
     pub fn finished_models(&self, device: &B::Device) -> Vec<ModelEntry<B>> {
         let inner = self.inner.lock().expect("jobs lock");
         inner
@@ -149,7 +149,10 @@ impl<B: AutodiffBackend> Jobs<B> {
             .values()
             .filter(|r| {
                 r.status == JobStatus::Done
-                    && matches!(r.spec.kind, JobKind::Tune | JobKind::Pretrain)
+                    && matches!(
+                        r.spec.kind,
+                        JobKind::Tune | JobKind::Pretrain | JobKind::Merge
+                    )
             })
             .filter_map(
                 |r| match load_entry::<B>(&r.id, &self.dir.join(&r.id), device) {

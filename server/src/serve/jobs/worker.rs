@@ -14,9 +14,10 @@ use hyperat::progress::Progress;
 use hyperat::report::{ReportModel, ReportRequest, markdown};
 use hyperat::train::PretrainRequest;
 use hyperat::tune::{RunData, RunDir, TuneRequest, run};
+use hyperat::variant::MergeRequest;
 use serde_json::{Value, json};
 
-use super::check::pretrain_request;
+use super::check::{merge_source, pretrain_request};
 use super::*;
 use crate::serve::models::{ModelEntry, load_entry};
 use crate::serve::registry::ModelRegistry;
@@ -265,6 +266,23 @@ fn run_job<B: AutodiffBackend>(
                     "seconds": r.seconds}),
                 None,
             )))
+        }
+        JobKind::Merge => {
+            let req: MergeRequest = parse_config(&spec.config)?;
+            let entry = s
+                .get_or_default(spec.model.as_deref())
+                .map_err(|e| e.detail)?;
+            let run = merge_source(&entry).map_err(|e| e.detail)?;
+            let outcome = match req.export::<B>(&run, &dir.join("model"), device, rep) {
+                Err(hyperat::Error::Cancelled) => return Ok(None),
+                other => other.map_err(err)?,
+            };
+            let model = load_entry::<B>(id, dir, device).map_err(err)?;
+            let mut result = json!(outcome);
+            // The job's own folder is the server's business, not the client's.
+            result["path"] = json!("model");
+            result["source"] = json!(entry.id);
+            Ok(Some((result, model)))
         }
         JobKind::Report => {
             let mut req: ReportRequest = parse_config(&spec.config)?;
