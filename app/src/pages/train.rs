@@ -3,10 +3,9 @@
 
 use hyperat::wire::{
     JobCancelled, JobEvent, JobKind, JobList, JobProgress, JobRecord, JobRename, JobSpec,
-    JobStatus, MetricRecord, Series,
+    JobStatus, MetricRecord, Series, TuneRequest,
 };
 use leptos::prelude::*;
-use serde_json::json;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::closure::Closure;
 
@@ -164,20 +163,22 @@ pub fn Train() -> impl IntoView {
             name: Some(run_name),
             model: Some(ctx.model.get_untracked()),
             variant: None,
-            // A `TuneRequest` (the core's, native-only type): these fields, the rest default.
-            config: json!({
-                "methods": m.join(","),
-                "steps": steps.get_untracked() as usize,
-                "batch_size": batch.get_untracked() as usize,
-                "rank": rank.get_untracked() as usize,
-                "lr": lr.get_untracked(),
-                "eps": eps255.get_untracked() / 255.0,
-                "attack_steps": attack_steps.get_untracked() as usize,
-                "method_warmup": method_warmup.get_untracked() as usize,
-                "train_limit": limit.get_untracked() as usize,
-                "holdout": 500,
-                "checkpoint_every": 20,
-            }),
+            // These fields; the rest are the defaults the CLI has too.
+            config: serde_json::to_value(TuneRequest {
+                methods: m.join(","),
+                steps: steps.get_untracked() as usize,
+                batch_size: batch.get_untracked() as usize,
+                rank: rank.get_untracked() as usize,
+                lr: lr.get_untracked(),
+                eps: (eps255.get_untracked() / 255.0) as f32,
+                attack_steps: attack_steps.get_untracked() as usize,
+                method_warmup: method_warmup.get_untracked() as usize,
+                train_limit: Some(limit.get_untracked() as usize),
+                holdout: 500,
+                checkpoint_every: 20,
+                ..TuneRequest::default()
+            })
+            .expect("plain data serializes"),
         };
         busy.set(true);
         err.set(None);

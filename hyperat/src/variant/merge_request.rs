@@ -20,57 +20,7 @@ use crate::merge::{
 use crate::progress::Progress;
 use crate::tune::{RunDir, TuneKind};
 use crate::vit::Vit;
-
-/// A merge; every field has a default.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MergeRequest {
-    /// `uniform` (default, the paper's HyperAT+), `weighted`, `adaptive`, `factor-avg`,
-    /// `ties` or `dare`.
-    pub strategy: String,
-    /// `weighted`: one weight per method, in the run's method order.
-    pub weights: Option<Vec<f32>>,
-    /// TIES: kept fraction (default 0.2); DARE: survival probability (default 0.5).
-    pub density: Option<f32>,
-    /// Adaptive: one weight vector per block instead of one for the model.
-    pub per_layer: bool,
-    /// Adaptive: Adam steps on the weights (default 50).
-    pub merge_steps: usize,
-    /// Adaptive: learning rate (default 0.05).
-    pub merge_lr: f64,
-    /// Adaptive: held-out images per step (default 64).
-    pub batch_size: usize,
-    /// Adaptive: attack radius (default: the run's).
-    pub eps: Option<f32>,
-    /// Adaptive: attack iterations (default: the run's).
-    pub attack_steps: Option<usize>,
-    /// Adaptive: held-out images on which the learned weights are scored against the
-    /// uniform start after the search (default 512; 0 skips it).
-    pub check_images: usize,
-    /// Name of the saved merge (default: the strategy).
-    pub name: Option<String>,
-    /// Seed of DARE's masks and the adaptive search's batches (default 0).
-    pub seed: u64,
-}
-
-impl Default for MergeRequest {
-    fn default() -> Self {
-        Self {
-            strategy: "uniform".into(),
-            weights: None,
-            density: None,
-            per_layer: false,
-            merge_steps: 50,
-            merge_lr: 0.05,
-            batch_size: 64,
-            eps: None,
-            attack_steps: None,
-            check_images: 512,
-            name: None,
-            seed: 0,
-        }
-    }
-}
+pub use crate::wire::MergeRequest;
 
 /// What a merge wrote.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -7,11 +7,13 @@ mod inference;
 mod jobs;
 mod models;
 mod report;
+mod requests;
 
 pub use inference::*;
 pub use jobs::*;
 pub use models::*;
 pub use report::*;
+pub use requests::*;
 
 /// The schema generator the wire types derive with (for the OpenAPI document).
 #[cfg(feature = "schema")]

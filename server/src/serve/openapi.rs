@@ -4,7 +4,8 @@
 use hyperat::wire::schemars::generate::{Contract, SchemaSettings};
 use hyperat::wire::{
     AttackResponse, CompareResponse, ErrorBody, Health, JobCancelled, JobEvent, JobList, JobRecord,
-    JobSpec, ModelDetail, ModelList, PredictResponse, SampleList, Showcase,
+    JobSpec, MergeRequest, ModelDetail, ModelList, PredictResponse, SampleList, Showcase,
+    TuneRequest,
 };
 use serde_json::{Map, Value, json};
 
@@ -198,7 +199,28 @@ pub fn schemas() -> Map<String, Value> {
         o.insert("description".into(), json!(JOB_CONFIG));
     }
     defs.insert("JobSubmission".into(), spec);
+    // The job configs the web UI builds too, field by field with their defaults.
+    for (name, schema) in [
+        ("TuneRequest", request_schema::<TuneRequest>()),
+        ("MergeRequest", request_schema::<MergeRequest>()),
+    ] {
+        defs.insert(name.into(), schema);
+    }
     defs
+}
+
+/// A job config's schema as a client sends it (the deserialize contract, inlined).
+fn request_schema<T: hyperat::wire::schemars::JsonSchema>() -> Value {
+    let mut settings = SchemaSettings::openapi3();
+    settings.inline_subschemas = true;
+    let mut schema = settings
+        .into_generator()
+        .into_root_schema_for::<T>()
+        .to_value();
+    if let Some(o) = schema.as_object_mut() {
+        o.remove("$schema");
+    }
+    schema
 }
 
 /// What a job's `config` holds, by kind.
