@@ -199,6 +199,15 @@ pub(super) fn worker<B: AutodiffBackend>(jobs: Weak<Jobs<B>>, models: Arc<ModelR
     }
 }
 
+/// A use case's result as a job sees it: `None` when it was cancelled (a client's
+/// cancel, or a shutdown), its error as the job's message.
+fn unless_cancelled<T>(result: hyperat::Result<T>) -> Result<Option<T>, String> {
+    match result {
+        Err(hyperat::Error::Cancelled) => Ok(None),
+        other => other.map(Some).map_err(|e| e.to_string()),
+    }
+}
+
 /// Runs one job; `Ok(None)` when it stopped early (cancel or shutdown).
 fn run_job<B: AutodiffBackend>(
     s: &ModelRegistry<B>,
@@ -222,18 +231,17 @@ fn run_job<B: AutodiffBackend>(
             };
             let data = RunData::load(&run_dir).map_err(err)?;
             let ran = run::<B>(dir, &data.train, data.holdout.as_ref(), device, rep, None);
-            let summary = match ran {
-                Err(hyperat::Error::Cancelled) => return Ok(None),
-                other => other.map_err(err)?,
+            let Some(summary) = unless_cancelled(ran)? else {
+                return Ok(None);
             };
             let model = load_entry::<B>(id, dir, device).map_err(err)?;
             Ok(Some((json!(summary), model)))
         }
         JobKind::Pretrain => {
             let req: PretrainRequest = pretrain_request(&spec.config)?;
-            let summary = match req.run::<B>(&dir.join("model"), device, rep) {
-                Err(hyperat::Error::Cancelled) => return Ok(None),
-                other => other.map_err(err)?,
+            let Some(summary) = unless_cancelled(req.run::<B>(&dir.join("model"), device, rep))?
+            else {
+                return Ok(None);
             };
             let model = load_entry::<B>(id, dir, device).map_err(err)?;
             Ok(Some((json!(summary), model)))
@@ -252,9 +260,10 @@ fn run_job<B: AutodiffBackend>(
                 .ok_or_else(|| format!("model `{}` has no variant `{variant}`", entry.id))?;
             let name = format!("{}#{variant}", entry.id);
             let trained = entry.dataset.as_deref();
-            let outcome = match req.run::<B>(&name, model, &entry.config, trained, device, rep) {
-                Err(hyperat::Error::Cancelled) => return Ok(None),
-                other => other.map_err(err)?,
+            let Some(outcome) =
+                unless_cancelled(req.run::<B>(&name, model, &entry.config, trained, device, rep))?
+            else {
+                return Ok(None);
             };
             let full = serde_json::to_vec(&outcome).expect("json");
             write_atomic(dir.join("eval.json"), &full).map_err(err)?;
@@ -273,9 +282,10 @@ fn run_job<B: AutodiffBackend>(
                 .get_or_default(spec.model.as_deref())
                 .map_err(|e| e.detail)?;
             let run = merge_source(&entry).map_err(|e| e.detail)?;
-            let outcome = match req.export::<B>(&run, &dir.join("model"), device, rep) {
-                Err(hyperat::Error::Cancelled) => return Ok(None),
-                other => other.map_err(err)?,
+            let Some(outcome) =
+                unless_cancelled(req.export::<B>(&run, &dir.join("model"), device, rep))?
+            else {
+                return Ok(None);
             };
             let model = load_entry::<B>(id, dir, device).map_err(err)?;
             let mut result = json!(outcome);
@@ -311,9 +321,9 @@ fn run_job<B: AutodiffBackend>(
                     .unwrap_or_else(|| entry.default_variant.clone());
                 Ok((format!("{}#{v}", entry.id), entry.spec(&v)))
             };
-            let report = match req.run::<B>(&resolve, device, rep, &mut |_| {}) {
-                Err(hyperat::Error::Cancelled) => return Ok(None),
-                other => other.map_err(err)?,
+            let Some(report) = unless_cancelled(req.run::<B>(&resolve, device, rep, &mut |_| {}))?
+            else {
+                return Ok(None);
             };
             write_atomic(
                 dir.join("report.json"),
