@@ -44,8 +44,9 @@ h=$out/hyperat
 rm -rf "$ship.tmp" && mkdir -p "$ship.tmp/hyperat"
 cp -r "$out/backbone" "$ship.tmp/backbone"
 rm -f "$ship.tmp/backbone/pretrain.json"
-cp -r "$h/run.json" "$h/backbone" "$h/checkpoint.safetensors" "$h/summary.json" "$h/metrics.jsonl" \
-  "$h/merges" "$ship.tmp/hyperat/"
+cp -r "$h/run.json" "$h/backbone" "$h/summary.json" "$h/metrics.jsonl" "$h/merges" "$ship.tmp/hyperat/"
+# Its trained tensors without the optimiser moments (a third of the size; not resumable).
+python3 scripts/strip_optimizer.py "$h/checkpoint.safetensors" "$ship.tmp/hyperat/checkpoint.safetensors"
 "$out/bin/hyperat" export --run "$h" --variant merged:uniform --out "$ship.tmp/merged"
 # Each variant's clean and PGD-20 accuracy (first 1000 test images, eps 0.1): the figures
 # the Models, Playground and Learn pages show (the server reads evaluation.json).

@@ -31,7 +31,8 @@ grid=("random|"
   "balanced, z to heads|--sampling balanced --method-to-heads"
   "balanced, z to heads, PGD-AT warm-up 10%|--sampling balanced --method-to-heads --method-warmup-fraction 0.1"
   "balanced|--sampling balanced"
-  "balanced, z to heads, lr 1e-3|--sampling balanced --method-to-heads|1e-3")
+  "balanced, z to heads, lr 1e-3|--sampling balanced --method-to-heads|1e-3"
+  "balanced, z to heads, diversity 1|--sampling balanced --method-to-heads --method-diversity 1")
 # Dropped before they finished (2026-12-05), their neighbours having answered for them:
 # "balanced, z to heads, PGD-AT warm-up 10%, lr 1e-3" (lr 1e-3 was only slower), "balanced,
 # z std 3" and "balanced, z lr x10" (balanced sampling without z to the heads was unstable).

@@ -349,6 +349,47 @@ fn a_run_dir_lists_its_variants_merges_and_saved_metrics() {
     );
 }
 
+/// With a diversity weight, every HyperAT step reports the similarity it penalised; a
+/// run without one reports none, and the penalty is refused where there is nothing to
+/// keep apart.
+#[test]
+fn the_diversity_penalty_is_reported_and_refused_without_two_methods() {
+    let _turn = training();
+    let mut cfg = config(TuneKind::Hyperat, &["pgd-at", "trades"], 3);
+    cfg.method_diversity = 1.0;
+    let tmp = tempfile::tempdir().unwrap();
+    start(tmp.path(), cfg.clone());
+    let mut trainer =
+        Trainer::<A>::resume(RunDir::open(tmp.path()).unwrap(), &Default::default()).unwrap();
+    let ds = data(16);
+    let records: Vec<_> = (0..3).map(|_| trainer.step(&ds).unwrap()).collect();
+    for r in &records {
+        let s = r.delta_similarity.expect("reported");
+        assert!((0.0..=1.0 + 1e-6).contains(&s), "{r:?}");
+    }
+    // B starts at zero: no delta, nothing alike, yet; after a step there is.
+    assert_eq!(records[0].delta_similarity, Some(0.0));
+    assert!(records[2].delta_similarity.unwrap() > 0.0);
+    let plain = tempfile::tempdir().unwrap();
+    start(
+        plain.path(),
+        config(TuneKind::Hyperat, &["pgd-at", "trades"], 3),
+    );
+    let mut trainer =
+        Trainer::<A>::resume(RunDir::open(plain.path()).unwrap(), &Default::default()).unwrap();
+    assert_eq!(trainer.step(&ds).unwrap().delta_similarity, None);
+    for (kind, methods) in [
+        (TuneKind::LoraAt, &["pgd-at"][..]),
+        (TuneKind::Hyperat, &["pgd-at"][..]),
+    ] {
+        let mut c = config(kind, methods, 3);
+        c.method_diversity = 1.0;
+        assert!(c.validate().is_err(), "{kind:?} {methods:?}");
+    }
+    cfg.method_diversity = -1.0;
+    assert!(cfg.validate().is_err());
+}
+
 #[test]
 fn refuses_bad_configs() {
     assert!(

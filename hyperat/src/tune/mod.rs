@@ -6,6 +6,7 @@
 //! trait object per method; the model only ever sees [`Adapters`].
 
 pub mod diagnostics;
+pub mod diversity;
 mod model;
 pub mod monitor;
 mod request;
@@ -125,6 +126,10 @@ pub struct TuneConfig {
     /// at 28 px the perturbation reaches the adapted blocks only through it.
     #[serde(default)]
     pub train_patch_embed: bool,
+    /// HyperAT: weight of the penalty on the squared cosine between the methods'
+    /// generated deltas ([`diversity`]; ours, default 0 = off).
+    #[serde(default)]
+    pub method_diversity: f64,
     /// How HyperAT picks each step's method after the warm-up (default: uniformly at
     /// random, as the paper).
     #[serde(default)]
@@ -167,6 +172,7 @@ impl Default for TuneConfig {
             weight_decay: 0.0,
             groups: vec![],
             train_patch_embed: false,
+            method_diversity: 0.0,
             sampling: Sampling::Random,
             grad_clip: 1.0,
             seed: 0,
@@ -319,6 +325,18 @@ impl TuneConfig {
                 "{} decides itself whether the patch embedding trains",
                 self.kind.name()
             )));
+        }
+        if !(self.method_diversity >= 0.0 && self.method_diversity.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "method diversity must be a non-negative number, got {}",
+                self.method_diversity
+            )));
+        }
+        if self.method_diversity > 0.0 && (self.kind != TuneKind::Hyperat || self.methods.len() < 2)
+        {
+            return Err(Error::Invalid(
+                "the method diversity penalty needs a HyperAT run of two or more methods".into(),
+            ));
         }
         if self.method_warmup > self.steps {
             return Err(Error::Invalid(format!(

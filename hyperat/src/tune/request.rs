@@ -88,6 +88,7 @@ impl TuneRequest {
             weight_decay: self.weight_decay,
             groups: param_groups(&self.lr_scales, &self.group_decays)?,
             train_patch_embed: self.train_patch_embed,
+            method_diversity: self.method_diversity,
             sampling: Sampling::parse(&self.sampling)?,
             grad_clip: self.grad_clip,
             seed: self.seed,

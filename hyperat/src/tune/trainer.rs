@@ -11,6 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use super::Tuned;
+use super::diversity::delta_similarity;
 use super::run_dir::{RunDir, RunInfo, tuned_at};
 use crate::attack::{Adapted, Classifier};
 use crate::data::Dataset;
@@ -40,6 +41,10 @@ pub struct StepRecord {
     pub grad_norm: f64,
     /// Trainable tensors that received a gradient.
     pub grad_tensors: usize,
+    /// HyperAT with a diversity penalty: the mean squared cosine between the methods'
+    /// deltas it penalised (the loss includes `method_diversity` times it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta_similarity: Option<f64>,
     /// Training time so far (summed over resumptions; hold-out evaluations excluded).
     pub seconds: f64,
 }
@@ -192,6 +197,22 @@ impl<B: AutodiffBackend> Trainer<B> {
                 }
             }
         };
+        // The diversity penalty sees every method's generated LoRA, not only this step's.
+        let (loss, similarity) = match &adapters {
+            Some(sampled) if cfg.method_diversity > 0.0 && cfg.methods.len() > 1 => {
+                let all: Vec<_> = (0..cfg.methods.len())
+                    .map(|m| match m == method {
+                        true => Some(sampled.clone()),
+                        false => model.adapters(m),
+                    })
+                    .collect::<Option<_>>()
+                    .expect("HyperAT generates every method's adapters");
+                let sim = delta_similarity(&all, &self.device);
+                let value = sim.clone().into_scalar().elem::<f64>();
+                (loss + sim * cfg.method_diversity, Some(value))
+            }
+            _ => (loss, None),
+        };
         let loss_value = loss.clone().into_scalar().elem::<f64>();
         if !loss_value.is_finite() {
             return Err(Error::Invalid(format!(
@@ -221,6 +242,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             lr,
             grad_norm: update.grad_norm,
             grad_tensors: update.updated,
+            delta_similarity: similarity,
             seconds: self.seconds,
         })
     }

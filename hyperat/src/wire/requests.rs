@@ -53,6 +53,9 @@ pub struct TuneRequest {
     pub method_to_heads: bool,
     /// LoRA kinds and HyperAT: also train the patch embedding (default off; ours).
     pub train_patch_embed: bool,
+    /// HyperAT: weight of a penalty on the squared cosine between the methods' generated
+    /// deltas, keeping the defenses' LoRAs apart (default 0 = off; ours).
+    pub method_diversity: f64,
     /// Inner attack radius in [0,1] pixels (default 8/255).
     pub eps: f32,
     /// Inner attack step (default eps/4).
@@ -105,6 +108,7 @@ impl Default for TuneRequest {
             method_embed_std: 1.0,
             method_to_heads: false,
             train_patch_embed: false,
+            method_diversity: 0.0,
             eps: 8.0 / 255.0,
             alpha: None,
             attack_steps: 10,

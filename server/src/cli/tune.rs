@@ -84,6 +84,10 @@ pub struct Args {
     /// sizes the frozen patch embedding is the only way in for the perturbation).
     #[arg(long)]
     train_patch_embed: bool,
+    /// HyperAT: weight of a penalty on the squared cosine between the methods'
+    /// generated deltas, keeping the defenses' LoRAs apart (ours; 0 = off).
+    #[arg(long, default_value_t = TuneRequest::default().method_diversity)]
+    method_diversity: f64,
     /// Inner attack radius (`0.1`, `8/255`).
     #[arg(long, default_value = "8/255", value_parser = fraction)]
     eps: f32,
@@ -150,6 +154,7 @@ impl Args {
             method_embed_std: self.method_embed_std,
             method_to_heads: self.method_to_heads,
             train_patch_embed: self.train_patch_embed,
+            method_diversity: self.method_diversity,
             eps: self.eps,
             alpha: self.alpha,
             attack_steps: self.attack_steps,
