@@ -21,6 +21,7 @@ use crate::loss::cross_entropy;
 use crate::optim::{AdamW, AdamWConfig};
 use crate::rng::{Rng, mix, step_batch};
 use crate::train::{TrainSnapshot, WarmupCosine};
+use crate::vit::Adapters;
 
 /// What one optimiser step did (a `metrics.jsonl` training record).
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -155,48 +156,8 @@ impl<B: AutodiffBackend> Trainer<B> {
         let method = cfg.method_at(step, &mut rng);
         let model = self.model();
         let adapters = model.adapters(method);
-        let (loss, clean_logits, adv_logits) = match self.defenses.get(method) {
-            None => {
-                let logits = model.logits(Tensor::from_inner(x), adapters.as_ref());
-                (
-                    cross_entropy(logits.clone(), Tensor::from_inner(y.clone())),
-                    Some(logits),
-                    None,
-                )
-            }
-            Some(d) => {
-                // Attack a frozen view: same weights, same generated factors, no graph.
-                let frozen_vit = model.vit.clone().no_grad();
-                let frozen_ad = adapters.as_ref().map(|a| a.detach());
-                let view: Box<dyn Classifier<B> + '_> = match &frozen_ad {
-                    Some(a) => Box::new(Adapted {
-                        vit: &frozen_vit,
-                        adapters: a,
-                    }),
-                    None => Box::new(frozen_vit.clone()),
-                };
-                let x_adv = d.attack(view.as_ref(), x.clone(), y.clone(), &mut rng);
-                let b = idx.len();
-                let yd = Tensor::from_inner(y.clone());
-                if d.needs_clean() {
-                    // One forward for clean and adversarial images together.
-                    let both = model.logits(
-                        Tensor::from_inner(Tensor::cat(vec![x, x_adv], 0)),
-                        adapters.as_ref(),
-                    );
-                    let clean = both.clone().narrow(0, 0, b);
-                    let adv = both.narrow(0, b, b);
-                    (
-                        d.outer_loss(Some(clean.clone()), adv.clone(), yd),
-                        Some(clean),
-                        Some(adv),
-                    )
-                } else {
-                    let adv = model.logits(Tensor::from_inner(x_adv), adapters.as_ref());
-                    (d.outer_loss(None, adv.clone(), yd), None, Some(adv))
-                }
-            }
-        };
+        let (loss, clean_logits, adv_logits) =
+            self.outer_loss(method, adapters.as_ref(), x, y.clone(), &mut rng);
         // The diversity penalty sees every method's generated LoRA, not only this step's.
         let (loss, similarity) = match &adapters {
             Some(sampled) if cfg.method_diversity > 0.0 && cfg.methods.len() > 1 => {
@@ -245,6 +206,60 @@ impl<B: AutodiffBackend> Trainer<B> {
             delta_similarity: similarity,
             seconds: self.seconds,
         })
+    }
+
+    /// The step's outer loss for method slot `method` (the clean loss without a
+    /// defense), with the clean and adversarial logits it computed, for the accuracies.
+    #[allow(clippy::type_complexity)]
+    fn outer_loss(
+        &self,
+        method: usize,
+        adapters: Option<&Adapters<B>>,
+        x: Tensor<B::InnerBackend, 4>,
+        y: Tensor<B::InnerBackend, 1, Int>,
+        rng: &mut Rng,
+    ) -> (Tensor<B, 1>, Option<Tensor<B, 2>>, Option<Tensor<B, 2>>) {
+        let model = self.model();
+        match self.defenses.get(method) {
+            None => {
+                let logits = model.logits(Tensor::from_inner(x), adapters);
+                (
+                    cross_entropy(logits.clone(), Tensor::from_inner(y.clone())),
+                    Some(logits),
+                    None,
+                )
+            }
+            Some(d) => {
+                // Attack a frozen view: same weights, same generated factors, no graph.
+                let frozen_vit = model.vit.clone().no_grad();
+                let frozen_ad = adapters.map(|a| a.detach());
+                let view: Box<dyn Classifier<B> + '_> = match &frozen_ad {
+                    Some(a) => Box::new(Adapted {
+                        vit: &frozen_vit,
+                        adapters: a,
+                    }),
+                    None => Box::new(frozen_vit.clone()),
+                };
+                let x_adv = d.attack(view.as_ref(), x.clone(), y.clone(), rng);
+                let b = y.dims()[0];
+                let yd = Tensor::from_inner(y.clone());
+                if d.needs_clean() {
+                    // One forward for clean and adversarial images together.
+                    let both =
+                        model.logits(Tensor::from_inner(Tensor::cat(vec![x, x_adv], 0)), adapters);
+                    let clean = both.clone().narrow(0, 0, b);
+                    let adv = both.narrow(0, b, b);
+                    (
+                        d.outer_loss(Some(clean.clone()), adv.clone(), yd),
+                        Some(clean),
+                        Some(adv),
+                    )
+                } else {
+                    let adv = model.logits(Tensor::from_inner(x_adv), adapters);
+                    (d.outer_loss(None, adv.clone(), yd), None, Some(adv))
+                }
+            }
+        }
     }
 
     /// Writes the checkpoint (model, optimiser moments, step, seconds) atomically.
