@@ -139,37 +139,21 @@ mod tests {
     #[test]
     fn gradient_steps_on_the_penalty_pull_the_deltas_apart() {
         let dev = Default::default();
-        let base = (random([16, 4], 5), random([4, 8], 6));
-        let nudge = random([16, 4], 7).mul_scalar(0.1);
-        let mut a2 = base.0.clone() + nudge;
-        let before = {
-            let pair = [
-                adapters(
-                    delta(base.0.clone(), base.1.clone()),
-                    delta(base.0.clone(), base.1.clone()),
-                ),
-                adapters(
-                    delta(a2.clone(), base.1.clone()),
-                    delta(a2.clone(), base.1.clone()),
-                ),
-            ];
-            delta_similarity(&pair, &dev).into_scalar().elem::<f64>()
+        let (a1, b) = (random([16, 4], 5), random([4, 8], 6));
+        // Method 1's delta on both weights, method 2's from `a` (the only thing moved).
+        let penalty = |a: &Tensor<A, 2>| {
+            let both = |x: &Tensor<A, 2>| {
+                adapters(delta(x.clone(), b.clone()), delta(x.clone(), b.clone()))
+            };
+            delta_similarity(&[both(&a1), both(a)], &dev)
         };
+        let mut a2 = a1.clone() + random([16, 4], 7).mul_scalar(0.1);
+        let before = penalty(&a2).into_scalar().elem::<f64>();
         assert!(before > 0.9, "nearly the same delta: {before}");
         let mut after = before;
         for _ in 0..20 {
             let a = a2.clone().detach().require_grad();
-            let pair = [
-                adapters(
-                    delta(base.0.clone(), base.1.clone()),
-                    delta(base.0.clone(), base.1.clone()),
-                ),
-                adapters(
-                    delta(a.clone(), base.1.clone()),
-                    delta(a.clone(), base.1.clone()),
-                ),
-            ];
-            let sim = delta_similarity(&pair, &dev);
+            let sim = penalty(&a);
             after = sim.clone().into_scalar().elem::<f64>();
             let grads = sim.backward();
             // Normalised steps of a tenth of the factor's norm: the test is about the

@@ -188,14 +188,8 @@ pub fn schemas() -> Map<String, Value> {
     g.subschema_for::<JobEvent>();
     g.subschema_for::<ErrorBody>();
     let mut defs = g.take_definitions(true);
-    let mut submission = SchemaSettings::openapi3();
-    submission.inline_subschemas = true;
-    let mut spec = submission
-        .into_generator()
-        .into_root_schema_for::<JobSpec>()
-        .to_value();
+    let mut spec = request_schema::<JobSpec>();
     if let Some(o) = spec.as_object_mut() {
-        o.remove("$schema");
         o.insert("description".into(), json!(JOB_CONFIG));
     }
     defs.insert("JobSubmission".into(), spec);
@@ -209,7 +203,7 @@ pub fn schemas() -> Map<String, Value> {
     defs
 }
 
-/// A job config's schema as a client sends it (the deserialize contract, inlined).
+/// A request body's schema as a client sends it (the deserialize contract, inlined).
 fn request_schema<T: hyperat::wire::schemars::JsonSchema>() -> Value {
     let mut settings = SchemaSettings::openapi3();
     settings.inline_subschemas = true;
