@@ -27,6 +27,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest subcommand's flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Raw logits of a model for raw f32 inputs.
