@@ -170,7 +170,7 @@ pub fn Train() -> impl IntoView {
                 batch_size: batch.get_untracked() as usize,
                 rank: rank.get_untracked() as usize,
                 lr: lr.get_untracked(),
-                eps: (eps255.get_untracked() / 255.0) as f32,
+                eps: Some((eps255.get_untracked() / 255.0) as f32),
                 attack_steps: attack_steps.get_untracked() as usize,
                 method_warmup: method_warmup.get_untracked() as usize,
                 train_limit: Some(limit.get_untracked() as usize),

@@ -17,6 +17,9 @@ impl TuneRequest {
     /// `train_images` training images (which turn epochs into steps).
     pub fn config(&self, backbone: &Checkpoint, train_images: usize) -> Result<TuneConfig> {
         let per_epoch = train_images / self.batch_size.max(1);
+        let eps = self
+            .eps
+            .unwrap_or_else(|| data::standard_eps(&self.dataset));
         let steps = match self.epochs {
             Some(e) if !(e > 0.0 && e <= 10_000.0) => {
                 return Err(Error::Invalid(format!(
@@ -54,8 +57,8 @@ impl TuneRequest {
             kind,
             methods,
             defense: DefenseParams {
-                eps: self.eps,
-                alpha: self.alpha.unwrap_or(self.eps / 4.0),
+                eps,
+                alpha: self.alpha.unwrap_or(eps / 4.0),
                 steps: self.attack_steps,
                 beta: self.beta,
             },

@@ -56,8 +56,9 @@ pub struct TuneRequest {
     /// HyperAT: weight of a penalty on the squared cosine between the methods' generated
     /// deltas, keeping the defenses' LoRAs apart (default 0 = off; ours).
     pub method_diversity: f64,
-    /// Inner attack radius in [0,1] pixels (default 8/255).
-    pub eps: f32,
+    /// Inner attack radius in [0,1] pixels (default: the dataset's standard budget, the
+    /// one evaluations default to: 0.1 for Fashion-MNIST, 8/255 otherwise).
+    pub eps: Option<f32>,
     /// Inner attack step (default eps/4).
     pub alpha: Option<f32>,
     /// Inner attack iterations (default 10).
@@ -109,7 +110,7 @@ impl Default for TuneRequest {
             method_to_heads: false,
             train_patch_embed: false,
             method_diversity: 0.0,
-            eps: 8.0 / 255.0,
+            eps: None,
             alpha: None,
             attack_steps: 10,
             beta: 6.0,

@@ -88,9 +88,10 @@ pub struct Args {
     /// generated deltas, keeping the defenses' LoRAs apart (ours; 0 = off).
     #[arg(long, default_value_t = TuneRequest::default().method_diversity)]
     method_diversity: f64,
-    /// Inner attack radius (`0.1`, `8/255`).
-    #[arg(long, default_value = "8/255", value_parser = fraction)]
-    eps: f32,
+    /// Inner attack radius, `0.1` or `8/255` (default: the dataset's standard budget, the
+    /// one `eval` defaults to: 0.1 for Fashion-MNIST, 8/255 otherwise).
+    #[arg(long, value_parser = fraction)]
+    eps: Option<f32>,
     /// Inner attack step (default eps/4).
     #[arg(long, value_parser = fraction)]
     alpha: Option<f32>,

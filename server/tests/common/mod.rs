@@ -57,7 +57,7 @@ pub fn tiny_request(steps: usize) -> TuneRequest {
     TuneRequest {
         steps,
         batch_size: 8,
-        eps: 0.1,
+        eps: Some(0.1),
         attack_steps: 1,
         rank: 2,
         checkpoint_every: 2,
