@@ -39,6 +39,16 @@ pub fn write_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The JSON records of a JSON-lines file (`metrics.jsonl`), skipping lines that do not
+/// parse (a line cut short by a kill); none when the file is missing.
+pub fn read_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 /// Drops the records of a `metrics.jsonl` whose `step` is past `step` (left by a run
 /// killed after its last checkpoint), so a resumed run appends without duplicates.
 pub fn truncate_metrics(path: &Path, step: usize) -> Result<()> {

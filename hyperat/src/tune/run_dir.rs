@@ -18,7 +18,7 @@ use super::{TuneConfig, Tuned};
 use crate::checkpoint::Checkpoint;
 use crate::config::VitConfig;
 use crate::error::{Error, Result};
-use crate::io::{read, truncate_metrics, write_atomic};
+use crate::io::{read, read_records, truncate_metrics, write_atomic};
 use crate::named_params::load_named;
 use crate::train::TrainSnapshot;
 
@@ -196,12 +196,9 @@ impl RunDir {
     /// so what it will have logged whatever happens next.
     pub fn saved_metrics(&self) -> Vec<Value> {
         let upto = self.checkpoint_step().unwrap_or(0);
-        std::fs::read_to_string(self.metrics_path())
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["step"].as_u64().is_none_or(|s| s as usize <= upto))
-            .collect()
+        let mut records = read_records(&self.metrics_path());
+        records.retain(|v| v["step"].as_u64().is_none_or(|s| s as usize <= upto));
+        records
     }
 
     /// `summary.json`, once the run finished.

@@ -5,7 +5,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use super::TuneKind;
-use super::run_dir::RunDir;
+use super::run_dir::{RunDir, RunInfo};
 use crate::error::{Error, Result};
 
 /// One model of a run.
@@ -69,12 +69,19 @@ impl RunDir {
         Ok(v)
     }
 
-    /// The model the run stands for: the uniform merge (HyperAT+) for HyperAT, the tuned
-    /// model for a baseline.
+    /// The model the run stands for (see [`RunInfo::default_variant`]).
     pub fn default_variant(&self) -> Result<Variant> {
-        Ok(match self.info()?.config.kind {
+        Ok(self.info()?.default_variant())
+    }
+}
+
+impl RunInfo {
+    /// The model a run stands for: the uniform merge (HyperAT+) for HyperAT, the tuned
+    /// model for a baseline.
+    pub fn default_variant(&self) -> Variant {
+        match self.config.kind {
             TuneKind::Hyperat => Variant::Merged("uniform".into()),
             _ => Variant::Tuned,
-        })
+        }
     }
 }

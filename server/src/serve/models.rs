@@ -140,7 +140,7 @@ fn load_model<B: AutodiffBackend>(
             variants.push((v.to_string(), build::<B>(&run, &v, device)?));
         }
         let config = variants[0].1.config.clone();
-        let default_variant = run.default_variant()?.to_string();
+        let default_variant = info.default_variant().to_string();
         let summary = run.summary().and_then(|s| serde_json::to_value(s).ok());
         return Ok(Some(ModelEntry {
             id: id.to_string(),

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use hyperat::io::read_records;
 use hyperat::tune::RunDir;
 use hyperat::wire::{JobEvent, JobKind, JobRecord, MetricRecord};
 use serde_json::Value;
@@ -34,11 +35,7 @@ pub(super) fn emit(inner: &mut Inner, id: &str, event: JobEvent, keep: bool) {
 pub(super) fn saved_metrics(dir: &Path, r: &JobRecord) -> Vec<Value> {
     let records: Vec<Value> = match RunDir::open(dir) {
         Ok(run) if r.spec.kind == JobKind::Tune => run.saved_metrics(),
-        _ => std::fs::read_to_string(dir.join("metrics.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect(),
+        _ => read_records(&dir.join("metrics.jsonl")),
     };
     records
         .into_iter()
