@@ -17,6 +17,7 @@ pub mod host_tensor;
 pub mod hypernet;
 pub mod init;
 pub mod inspect;
+pub mod interpolate;
 pub mod lora;
 pub mod loss;
 pub mod named_params;

@@ -4,6 +4,7 @@
 mod bench;
 mod eval;
 mod export;
+mod interpolate;
 mod logits;
 mod merge;
 mod pretrain;
@@ -43,6 +44,8 @@ enum Command {
     Merge(merge::Args),
     /// Write a run's variant as a plain timm checkpoint.
     Export(export::Args),
+    /// Interpolate two models' weights (WiSE-FT): trade robustness for clean accuracy.
+    Interpolate(interpolate::Args),
     /// Clean / PGD / CW table of several models.
     Report(report::Args),
     /// Time the reference workloads.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tune(a) => tune::execute(a, device),
         Command::Merge(a) => merge::execute(a, device),
         Command::Export(a) => export::execute(a, device),
+        Command::Interpolate(a) => interpolate::execute(a, device),
         Command::Report(a) => report::execute(a, device),
         Command::Bench(a) => bench::execute(a, device),
         Command::Serve(a) => crate::serve::execute(a, device),
