@@ -129,6 +129,101 @@ pub fn dispatch<T: BackendTask>(kind: DeviceKind, task: T) -> Result<T::Output> 
     }
 }
 
+/// `--devices cpu:0,cpu:1` / `cuda:0,cuda:1`: several devices of one backend, one
+/// data-parallel peer each (CPU peers share the cores, one thread each).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceList {
+    /// The backend.
+    pub kind: DeviceKind,
+    /// Device indices, in peer order.
+    pub indices: Vec<usize>,
+}
+
+impl DeviceList {
+    /// One device, index 0, of `kind`.
+    pub fn single(kind: DeviceKind) -> Self {
+        Self {
+            kind,
+            indices: vec![0],
+        }
+    }
+}
+
+impl FromStr for DeviceList {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let mut kind = None;
+        let mut indices = Vec::new();
+        for item in s.split(',').map(str::trim) {
+            let (name, index) = item.split_once(':').unwrap_or((item, "0"));
+            let k: DeviceKind = name.parse()?;
+            if kind.is_some_and(|seen| seen != k) {
+                return Err(Error::Invalid(format!(
+                    "`{s}` mixes backends: every device of a data-parallel run uses one"
+                )));
+            }
+            kind = Some(k);
+            indices.push(index.parse().map_err(|_| {
+                Error::Invalid(format!("`{item}`: expected KIND:INDEX, e.g. cuda:1"))
+            })?);
+        }
+        Ok(Self {
+            kind: kind.ok_or_else(|| Error::Invalid("no device given".into()))?,
+            indices,
+        })
+    }
+}
+
+/// Work that runs on several devices of any autodiff backend.
+pub trait DevicesTask {
+    /// What the work returns.
+    type Output;
+    /// Runs on backend `B` and `devices` (at least one).
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
+/// Runs `task` on the listed devices of their backend.
+pub fn dispatch_devices<T: DevicesTask>(list: &DeviceList, task: T) -> Result<T::Output> {
+    let n = list.indices.len();
+    match list.kind {
+        DeviceKind::Cpu | DeviceKind::Flex => {
+            Ok(task.run::<CpuAutodiff>(vec![Default::default(); n]))
+        }
+        #[cfg(feature = "ndarray")]
+        DeviceKind::Ndarray => {
+            Ok(task.run::<Autodiff<burn::backend::NdArray>>(vec![Default::default(); n]))
+        }
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => {
+            let devices = list.indices.iter();
+            let devices = devices.map(|&i| burn::backend::cuda::CudaDevice::new(i));
+            let devices = probed::<burn::backend::Cuda>(devices.collect(), "cuda")?;
+            Ok(task.run::<Autodiff<burn::backend::Cuda>>(devices))
+        }
+        #[cfg(feature = "wgpu")]
+        DeviceKind::Wgpu => {
+            let devices = list.indices.iter();
+            let devices = devices.map(|&i| burn::backend::wgpu::WgpuDevice::DiscreteGpu(i));
+            let devices = probed::<burn::backend::Wgpu>(devices.collect(), "wgpu")?;
+            Ok(task.run::<Autodiff<burn::backend::Wgpu>>(devices))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(Error::Invalid(format!(
+            "device `{other}` is not compiled in"
+        ))),
+    }
+}
+
+/// `devices`, once each has run a tiny op.
+#[allow(dead_code)]
+fn probed<B: Backend>(devices: Vec<B::Device>, name: &str) -> Result<Vec<B::Device>> {
+    for d in &devices {
+        probe::<B>(d, name)?;
+    }
+    Ok(devices)
+}
+
 /// Runs one tiny op to find out whether the device works.
 #[allow(dead_code)]
 fn probe<B: Backend>(device: &B::Device, name: &str) -> Result<()> {
@@ -155,5 +250,20 @@ fn probe<B: Backend>(device: &B::Device, name: &str) -> Result<()> {
                 "device `{name}` is compiled in but not usable here (no GPU or driver?): {msg}"
             )))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_lists_name_one_backend_and_its_indices() {
+        let l: DeviceList = "cpu:0, cpu:1".parse().unwrap();
+        assert_eq!((l.kind, l.indices), (DeviceKind::Cpu, vec![0, 1]));
+        assert_eq!("flex".parse::<DeviceList>().unwrap().indices, vec![0]);
+        assert!("cpu:0,flex:1".parse::<DeviceList>().is_err());
+        assert!("cpu:x".parse::<DeviceList>().is_err());
+        assert!("tpu:0".parse::<DeviceList>().is_err());
     }
 }

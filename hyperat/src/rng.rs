@@ -29,6 +29,20 @@ pub fn step_batch(n: usize, batch: usize, seed: u64, step: usize) -> Vec<usize> 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rng {
     s: [u64; 4],
+    /// Set on a data-parallel peer: which rows of the step's batch it holds.
+    #[serde(skip)]
+    rows: Option<RowShard>,
+}
+
+/// The rows `start..start + len` of a batch of `of` rows, held by one data-parallel peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowShard {
+    /// First row held.
+    pub start: usize,
+    /// Rows held.
+    pub len: usize,
+    /// Rows in the whole batch.
+    pub of: usize,
 }
 
 impl Rng {
@@ -44,7 +58,17 @@ impl Rng {
         };
         Self {
             s: [next(), next(), next(), next()],
+            rows: None,
         }
+    }
+
+    /// This generator for a peer that holds only `rows` of the batch: vector draws
+    /// (random starts, noise; `n` values for the held rows) draw for the whole batch and
+    /// keep the held rows' values, so each image gets the noise it would get in a
+    /// single-device step and the stream stays in step with the other peers'.
+    pub fn for_rows(mut self, rows: RowShard) -> Self {
+        self.rows = Some(rows);
+        self
     }
 
     /// Next 64 random bits.
@@ -95,14 +119,35 @@ impl Rng {
         Rng::new(self.next_u64())
     }
 
-    /// `n` values uniform in `[lo, hi)`.
+    /// `n` values uniform in `[lo, hi)` (the held rows' share under [`Rng::for_rows`]).
     pub fn uniform_vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n).map(|_| self.uniform_in(lo, hi)).collect()
+        self.rows_vec(n, |r| r.uniform_in(lo, hi))
     }
 
-    /// `n` standard normal values.
+    /// `n` standard normal values (the held rows' share under [`Rng::for_rows`]).
     pub fn normal_vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n).map(|_| self.normal()).collect()
+        self.rows_vec(n, Rng::normal)
+    }
+
+    fn rows_vec(&mut self, n: usize, mut draw: impl FnMut(&mut Rng) -> f32) -> Vec<f32> {
+        let Some(rows) = self.rows else {
+            return (0..n).map(|_| draw(self)).collect();
+        };
+        assert!(
+            rows.len > 0 && n.is_multiple_of(rows.len),
+            "{n} values do not split into {} rows",
+            rows.len
+        );
+        let per_row = n / rows.len;
+        let (keep_from, keep_to) = (rows.start * per_row, (rows.start + rows.len) * per_row);
+        let mut out = Vec::with_capacity(n);
+        for i in 0..rows.of * per_row {
+            let v = draw(self);
+            if (keep_from..keep_to).contains(&i) {
+                out.push(v);
+            }
+        }
+        out
     }
 }
 
@@ -132,5 +177,20 @@ mod tests {
         s.sort();
         assert_eq!(s, (0..50).collect::<Vec<_>>());
         assert_ne!(v, s);
+    }
+
+    #[test]
+    fn a_peers_rows_get_the_whole_batchs_values() {
+        let whole = Rng::new(3).uniform_vec(8 * 5, -1.0, 1.0);
+        let mut peer = Rng::new(3).for_rows(RowShard {
+            start: 4,
+            len: 2,
+            of: 8,
+        });
+        assert_eq!(peer.uniform_vec(2 * 5, -1.0, 1.0), whole[20..30]);
+        // The stream stays in step: the next draw is the whole batch's next draw.
+        let mut rest = Rng::new(3);
+        rest.uniform_vec(40, -1.0, 1.0);
+        assert_eq!(peer.normal_vec(2), rest.normal_vec(8)[4..6]);
     }
 }

@@ -407,3 +407,78 @@ fn tune_merge_export_eval_end_to_end() {
         "{table}"
     );
 }
+
+/// `eval --shard K/N` in two processes at once, then `eval --merge`, writes the JSON of
+/// one pass: the same per-sample predictions under standard AutoAttack (its random
+/// restarts and Square's queries included), the same accuracies and checks.
+#[test]
+fn sharded_autoattack_in_two_processes_merges_into_one_pass() {
+    let model = fixtures().join("vit_tiny_p4_28_c1");
+    let tmp = tempfile::tempdir().unwrap();
+    let eval = |extra: &[&str], json: &Path| {
+        let mut cmd = hyperat();
+        cmd.args(["eval", "--dataset", "fashion-mnist", "--limit", "12"])
+            .args([
+                "--batch-size",
+                "4",
+                "--attack",
+                "autoattack",
+                "--eps",
+                "0.1",
+            ])
+            .arg("--model")
+            .arg(&model)
+            .args(extra)
+            .arg("--json")
+            .arg(json);
+        cmd
+    };
+    let whole = tmp.path().join("whole.json");
+    run_ok(&mut eval(&[], &whole));
+    let shard = |k: usize| tmp.path().join(format!("shard{k}.json"));
+    let running: Vec<_> = (0..2)
+        .map(|k| {
+            eval(&["--shard", &format!("{k}/2")], &shard(k))
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in running {
+        let out = p.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let merged = tmp.path().join("merged.json");
+    let files = format!("{},{}", shard(1).display(), shard(0).display());
+    run_ok(
+        hyperat()
+            .args(["eval", "--merge", &files, "--json"])
+            .arg(&merged),
+    );
+    let read = |p: &Path| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        v["seconds"] = serde_json::Value::Null;
+        v
+    };
+    let (one, two) = (read(&whole), read(&merged));
+    assert_eq!(one["n"], 12);
+    assert_eq!(
+        one["components"].as_array().unwrap().len(),
+        4,
+        "standard AutoAttack"
+    );
+    assert_eq!(two, one);
+    // A shard file alone is not an evaluation.
+    let bad = hyperat()
+        .args(["eval", "--merge"])
+        .arg(shard(0))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected shards"));
+}

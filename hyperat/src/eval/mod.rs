@@ -5,6 +5,11 @@
 //! robust only when both its clean and its adversarial prediction are right (the
 //! standard robust accuracy, never above `clean_acc`); `adv_acc` is the plain accuracy
 //! on the adversarial images.
+//!
+//! Work splits into shards of whole batches ([`evaluate_shard`], [`merge_shards`]):
+//! every batch's random numbers are a function of the seed and the batch's index, so
+//! shards evaluated apart (other processes, other machines) merge into the report one
+//! pass would give.
 
 use std::time::Instant;
 
@@ -19,11 +24,13 @@ use crate::cancel::Cancellable;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::rng::Rng;
+use crate::rng::{Rng, mix};
 
 mod request;
+mod shard;
 pub use crate::wire::ComponentAcc;
-pub use request::{EvalOutcome, EvalRequest, EvalSplit, MAX_BATCH};
+pub use request::{EvalOutcome, EvalRequest, EvalShardOutcome, EvalSplit, MAX_BATCH};
+pub use shard::{EvalShard, ShardSpec};
 
 /// What to evaluate.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -100,6 +107,20 @@ pub fn evaluate<B: AutodiffBackend>(
     device: &B::Device,
     progress: &mut dyn Progress,
 ) -> Result<EvalReport> {
+    let whole = evaluate_shard(model, ds, cfg, ShardSpec::WHOLE, device, progress)?;
+    merge_shards(vec![whole])
+}
+
+/// Evaluates shard `spec` of `ds`: a contiguous run of whole batches (the batches of
+/// `ds.ordered_batches(cfg.batch_size)`, split as evenly as they go).
+pub fn evaluate_shard<B: AutodiffBackend>(
+    model: &dyn Classifier<B>,
+    ds: &Dataset,
+    cfg: &EvalConfig,
+    spec: ShardSpec,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<EvalShard> {
     if cfg.batch_size == 0 {
         return Err(Error::Invalid("batch size must be positive".into()));
     }
@@ -108,13 +129,33 @@ pub fn evaluate<B: AutodiffBackend>(
         name => Some(by_name::<B>(name, &cfg.params)?),
     };
     let start = Instant::now();
-    let mut rng = Rng::new(cfg.seed);
-    let (mut clean_pred, mut adv_pred, mut max_linf) = (vec![], vec![], 0f32);
-    let mut nan_count = 0usize;
-    let mut confidence_sum = 0f64;
-    let mut component_robust: Vec<(String, usize)> = vec![];
-    let mut checks: Option<SanityReport> = None;
-    let batches = ds.ordered_batches(cfg.batch_size);
+    let all = ds.ordered_batches(cfg.batch_size);
+    let range = spec.batches(all.len())?;
+    let first_image = range.start * cfg.batch_size;
+    let images: usize = all[range.clone()].iter().map(Vec::len).sum();
+    let mut attack_json = attack
+        .as_ref()
+        .map(|a| a.settings())
+        .unwrap_or_else(|| serde_json::json!({"name": "none"}));
+    attack_json["seed"] = serde_json::json!(cfg.seed);
+    attack_json["batch_size"] = serde_json::json!(cfg.batch_size);
+    let mut out = EvalShard {
+        spec,
+        first_image,
+        total_images: ds.len(),
+        eps: cfg.params.eps,
+        attack: attack_json,
+        attacked: attack.is_some(),
+        clean_pred: vec![],
+        adv_pred: vec![],
+        labels: vec![],
+        confidence_sum: 0.0,
+        component_robust: vec![],
+        nan_count: 0,
+        max_linf: 0.0,
+        model_checks: None,
+        seconds: 0.0,
+    };
     // With a token, attacks stop within a step of a cancel, not at the batch's end.
     let token = progress.cancel_token();
     let guarded = token
@@ -127,95 +168,144 @@ pub fn evaluate<B: AutodiffBackend>(
     let stop = |progress: &dyn Progress| {
         progress.cancelled() || token.as_ref().is_some_and(|t| t.is_cancelled())
     };
-    progress.update(0, ds.len(), "images");
-    for idx in &batches {
+    progress.update(0, images, "images");
+    for (b, idx) in all.iter().enumerate().take(range.end).skip(range.start) {
         if stop(progress) {
             return Err(Error::Cancelled);
         }
         let (x, y) = ds.batch::<B::InnerBackend>(idx, device);
+        out.labels.extend(idx.iter().map(|&i| ds.labels[i]));
         let logits = inner_logits(model, x.clone());
-        confidence_sum += softmax(logits.clone(), 1)
+        out.confidence_sum += softmax(logits.clone(), 1)
             .max_dim(1)
             .sum()
             .into_scalar()
             .elem::<f64>();
-        clean_pred.extend(to_u32(logits.argmax(1).reshape([idx.len()])));
+        out.clean_pred
+            .extend(to_u32(logits.argmax(1).reshape([idx.len()])));
         if let Some(a) = &attack {
-            if checks.is_none() {
-                checks = Some(model_checks::<B>(model, &x, &y));
+            if b == 0 {
+                out.model_checks = Some(model_checks::<B>(model, &x, &y));
             }
+            // The batch's own stream: shards evaluated apart draw what one pass would.
+            let mut rng = Rng::new(mix(cfg.seed, b as u64, 0xE7A1));
             let (adv, after) = a.perturb_report(model, x.clone(), y, &mut rng);
             for (i, (name, robust)) in after.into_iter().enumerate() {
-                if component_robust.len() <= i {
-                    component_robust.push((name, 0));
+                if out.component_robust.len() <= i {
+                    out.component_robust.push((name, 0));
                 }
-                component_robust[i].1 += robust.iter().filter(|r| **r).count();
+                out.component_robust[i].1 += robust.iter().filter(|r| **r).count();
             }
-            nan_count += adv.clone().is_nan().int().sum().into_scalar().elem::<i64>() as usize;
-            max_linf = max_linf.max((adv.clone() - x).abs().max().into_scalar().elem::<f32>());
-            adv_pred.extend(to_u32(inner_predict(model, adv)));
+            out.nan_count += adv.clone().is_nan().int().sum().into_scalar().elem::<i64>() as usize;
+            let linf = (adv.clone() - x).abs().max().into_scalar().elem::<f32>();
+            out.max_linf = out.max_linf.max(linf);
+            out.adv_pred.extend(to_u32(inner_predict(model, adv)));
         }
         if stop(progress) {
             // The batch's attack was cut short: its predictions mean nothing.
             return Err(Error::Cancelled);
         }
-        progress.update(clean_pred.len(), ds.len(), "images");
+        progress.update(out.clean_pred.len(), images, "images");
     }
-    let labels = ds.labels[..clean_pred.len()].to_vec();
+    out.seconds = start.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+/// The report of a whole evaluation from all its shards (any order): per-sample
+/// predictions in dataset order, accuracies and checks over every image, the model
+/// checks of the first batch, the longest shard's time. Refuses shards of different
+/// evaluations, missing or repeated shards.
+pub fn merge_shards(mut shards: Vec<EvalShard>) -> Result<EvalReport> {
+    shards.sort_by_key(|s| s.spec.index);
+    let first = shards
+        .first()
+        .ok_or_else(|| Error::Invalid("no shards to merge".into()))?
+        .clone();
+    let mut next_image = 0;
+    for (i, s) in shards.iter().enumerate() {
+        if s.spec.count != shards.len() || s.spec.index != i {
+            return Err(Error::Invalid(format!(
+                "expected shards 0..{} of one evaluation, got shard {} of {}",
+                shards.len(),
+                s.spec.index,
+                s.spec.count
+            )));
+        }
+        if s.attack != first.attack || s.total_images != first.total_images {
+            return Err(Error::Invalid(format!(
+                "shard {} comes from another evaluation (attack settings or images differ)",
+                s.spec.index
+            )));
+        }
+        if s.first_image != next_image {
+            return Err(Error::Invalid(format!(
+                "shard {} starts at image {}, expected {next_image}",
+                s.spec.index, s.first_image
+            )));
+        }
+        next_image += s.labels.len();
+    }
+    if next_image != first.total_images {
+        return Err(Error::Invalid(format!(
+            "the shards cover {next_image} of {} images",
+            first.total_images
+        )));
+    }
+    let cat = |f: fn(&EvalShard) -> &Vec<u32>| -> Vec<u32> {
+        shards.iter().flat_map(|s| f(s).iter().copied()).collect()
+    };
+    let (clean_pred, adv_pred, labels) = (
+        cat(|s| &s.clean_pred),
+        cat(|s| &s.adv_pred),
+        cat(|s| &s.labels),
+    );
     let n = labels.len();
-    let acc =
-        |p: &[u32]| p.iter().zip(&labels).filter(|(a, b)| a == b).count() as f64 / n.max(1) as f64;
-    let clean_acc = acc(&clean_pred);
-    let (robust_acc, adv_acc, adv) = if attack.is_some() {
+    let share = |count: usize| count as f64 / n.max(1) as f64;
+    let hits = |p: &[u32]| p.iter().zip(&labels).filter(|(a, b)| a == b).count();
+    let clean_acc = share(hits(&clean_pred));
+    let max_linf = shards.iter().map(|s| s.max_linf).fold(0f32, f32::max);
+    let nan_count = shards.iter().map(|s| s.nan_count).sum();
+    let (robust_acc, adv_acc, adv) = if first.attacked {
         let robust = (0..n)
             .filter(|&i| clean_pred[i] == labels[i] && adv_pred[i] == labels[i])
             .count();
         (
-            Some(robust as f64 / n.max(1) as f64),
-            Some(acc(&adv_pred)),
+            Some(share(robust)),
+            Some(share(hits(&adv_pred))),
             Some(adv_pred),
         )
     } else {
         (None, None, None)
     };
-    let mut attack_json = attack
-        .as_ref()
-        .map(|a| a.settings())
-        .unwrap_or_else(|| serde_json::json!({"name": "none"}));
-    attack_json["seed"] = serde_json::json!(cfg.seed);
-    attack_json["batch_size"] = serde_json::json!(cfg.batch_size);
+    let mut checks = first.model_checks.clone();
     if let Some(c) = checks.as_mut() {
-        result_checks(
-            c,
-            cfg.params.eps,
-            max_linf,
-            nan_count,
-            clean_acc,
-            robust_acc.unwrap_or(0.0),
-        );
+        let robust = robust_acc.unwrap_or(0.0);
+        result_checks(c, first.eps, max_linf, nan_count, clean_acc, robust);
     }
-    let components = (!component_robust.is_empty()).then(|| {
-        component_robust
-            .into_iter()
-            .map(|(name, r)| ComponentAcc {
-                name,
-                robust_acc: r as f64 / n.max(1) as f64,
+    let components = (!first.component_robust.is_empty()).then(|| {
+        first
+            .component_robust
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| ComponentAcc {
+                name: name.clone(),
+                robust_acc: share(shards.iter().map(|s| s.component_robust[i].1).sum()),
             })
             .collect()
     });
     Ok(EvalReport {
         n,
         clean_acc,
-        mean_confidence: confidence_sum / n.max(1) as f64,
+        mean_confidence: shards.iter().map(|s| s.confidence_sum).sum::<f64>() / n.max(1) as f64,
         robust_acc,
         adv_acc,
         clean_pred,
         adv_pred: adv,
         labels,
-        attack: attack_json,
-        max_linf: attack.is_some().then_some(max_linf),
+        attack: first.attack.clone(),
+        max_linf: first.attacked.then_some(max_linf),
         components,
         checks,
-        seconds: start.elapsed().as_secs_f64(),
+        seconds: shards.iter().map(|s| s.seconds).fold(0.0, f64::max),
     })
 }

@@ -6,7 +6,7 @@ use std::str::FromStr;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::{EvalConfig, EvalReport, evaluate};
+use super::{EvalConfig, EvalReport, EvalShard, ShardSpec, evaluate_shard, merge_shards};
 use crate::attack::{AttackParams, Classifier, by_name};
 use crate::config::VitConfig;
 use crate::data::{self, Dataset, Split, standard_eps};
@@ -136,6 +136,53 @@ pub struct EvalOutcome {
     pub report: EvalReport,
 }
 
+/// One shard of an evaluation, with what it evaluated (the JSON `eval --shard` writes).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalShardOutcome {
+    /// The model as named on the command line.
+    pub model: String,
+    /// Dataset evaluated.
+    pub dataset: String,
+    /// Split evaluated.
+    pub split: EvalSplit,
+    /// The request as given.
+    pub request: EvalRequest,
+    /// Its results.
+    pub shard: EvalShard,
+}
+
+impl EvalShardOutcome {
+    /// The outcome of the whole evaluation from all its shards (any order); refuses
+    /// shards of different models, datasets or requests.
+    pub fn merge(shards: Vec<EvalShardOutcome>) -> Result<EvalOutcome> {
+        let first = shards
+            .first()
+            .ok_or_else(|| Error::Invalid("no shards to merge".into()))?;
+        let (model, dataset, split, request) = (
+            first.model.clone(),
+            first.dataset.clone(),
+            first.split,
+            first.request.clone(),
+        );
+        if let Some(other) = shards.iter().find(|s| {
+            (&s.model, &s.dataset, s.split, &s.request) != (&model, &dataset, split, &request)
+        }) {
+            return Err(Error::Invalid(format!(
+                "shard {} evaluated another model, dataset or request than shard {}",
+                other.shard.spec, first.shard.spec
+            )));
+        }
+        let report = merge_shards(shards.into_iter().map(|s| s.shard).collect())?;
+        Ok(EvalOutcome {
+            model,
+            dataset,
+            split,
+            request,
+            report,
+        })
+    }
+}
+
 impl EvalRequest {
     /// The dataset it reads, for a model trained on `model_dataset`.
     pub fn dataset_name(&self, model_dataset: Option<&str>) -> String {
@@ -209,8 +256,7 @@ impl EvalRequest {
         Ok(ds)
     }
 
-    /// Evaluates `model` (architecture `config`, named `name`, trained on
-    /// `model_dataset`); a cancel through `progress` ends it with [`Error::Cancelled`].
+    /// Evaluates `model` (named `name`, trained on `model_dataset` where known).
     pub fn run<B: AutodiffBackend>(
         &self,
         name: &str,
@@ -220,6 +266,31 @@ impl EvalRequest {
         device: &B::Device,
         progress: &mut dyn Progress,
     ) -> Result<EvalOutcome> {
+        let whole = self.run_shard(
+            ShardSpec::WHOLE,
+            name,
+            model,
+            config,
+            model_dataset,
+            device,
+            progress,
+        )?;
+        EvalShardOutcome::merge(vec![whole])
+    }
+
+    /// Evaluates one shard of the request's images (`--shard K/N`), to be merged with the
+    /// others by [`EvalShardOutcome::merge`] into what [`EvalRequest::run`] gives.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_shard<B: AutodiffBackend>(
+        &self,
+        spec: ShardSpec,
+        name: &str,
+        model: &dyn Classifier<B>,
+        config: &VitConfig,
+        model_dataset: Option<&str>,
+        device: &B::Device,
+        progress: &mut dyn Progress,
+    ) -> Result<EvalShardOutcome> {
         self.validate()?;
         let dataset = self.dataset_name(model_dataset);
         let ds = self.load_data(&dataset, config)?;
@@ -229,13 +300,13 @@ impl EvalRequest {
             batch_size: self.batch_size,
             seed: self.seed,
         };
-        let report = evaluate::<B>(model, &ds, &cfg, device, progress)?;
-        Ok(EvalOutcome {
+        let shard = evaluate_shard::<B>(model, &ds, &cfg, spec, device, progress)?;
+        Ok(EvalShardOutcome {
             model: name.to_string(),
             dataset,
             split: self.split,
             request: self.clone(),
-            report,
+            shard,
         })
     }
 }

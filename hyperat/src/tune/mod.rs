@@ -9,6 +9,7 @@ pub mod diagnostics;
 pub mod diversity;
 mod model;
 pub mod monitor;
+pub mod parallel;
 mod request;
 mod run;
 mod run_dir;
@@ -17,7 +18,7 @@ mod variants;
 
 pub use model::Tuned;
 pub use request::{RunData, TuneRequest};
-pub use run::{peak_mem_mib, run};
+pub use run::{peak_mem_mib, run, run_parallel};
 pub use run_dir::{MetricsLog, RunDir, RunInfo, TuneSummary};
 pub use trainer::{StepRecord, Trainer};
 pub use variants::Variant;

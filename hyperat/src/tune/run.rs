@@ -7,12 +7,13 @@ use burn::tensor::backend::AutodiffBackend;
 
 use super::diagnostics::run_diagnostics;
 use super::monitor::holdout_records;
+use super::parallel::Peer;
 use super::run_dir::{RunDir, TuneSummary};
 use super::trainer::Trainer;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::named_params::count_trainable;
-use crate::progress::Progress;
+use crate::progress::{Progress, Silent};
 
 /// Runs (or resumes) the run in `dir` on `train` until its last step, or until
 /// `stop_at` steps (to simulate an interruption). Returns the summary when finished;
@@ -29,22 +30,106 @@ pub fn run<B: AutodiffBackend>(
     progress: &mut dyn Progress,
     stop_at: Option<usize>,
 ) -> Result<TuneSummary> {
-    let mut trainer = Trainer::<B>::resume(RunDir::open(dir)?, device)?;
+    run_as::<B>(Peer::ALONE, dir, train, holdout, device, progress, stop_at)
+}
+
+/// [`run`] data-parallel over `devices` (one peer per device, each on its own thread;
+/// see [`super::parallel`]): the same run, each step's batch split evenly over the
+/// peers. `progress` follows (and may cancel) the run through peer 0.
+pub fn run_parallel<B: AutodiffBackend>(
+    dir: &Path,
+    train: &Dataset,
+    holdout: Option<&Dataset>,
+    devices: &[B::Device],
+    progress: &mut dyn Progress,
+    stop_at: Option<usize>,
+) -> Result<TuneSummary> {
+    let count = devices.len();
+    if count <= 1 {
+        let device = devices.first().cloned().unwrap_or_default();
+        return run::<B>(dir, train, holdout, &device, progress, stop_at);
+    }
+    // A peer that fails or panics resets the collective: the others' pending
+    // all-reduces then fail too, instead of waiting for it forever.
+    let peer_run = |peer: Peer, progress: &mut dyn Progress| {
+        let device = &devices[peer.rank];
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            peer.register::<B::InnerBackend>(device)?;
+            run_as::<B>(peer, dir, train, holdout, device, progress, stop_at)
+        }))
+        .unwrap_or_else(|_| {
+            Err(Error::Invalid(format!(
+                "data-parallel peer {} panicked",
+                peer.rank
+            )))
+        });
+        if r.is_err() {
+            Peer::abort::<B::InnerBackend>();
+        }
+        r
+    };
+    let results: Vec<Result<TuneSummary>> = std::thread::scope(|s| {
+        let others: Vec<_> = (1..count)
+            .map(|rank| s.spawn(move || peer_run(Peer { rank, count }, &mut Silent)))
+            .collect();
+        let mut all = vec![peer_run(Peer { rank: 0, count }, progress)];
+        all.extend(
+            others
+                .into_iter()
+                .map(|h| h.join().expect("panics are caught")),
+        );
+        all
+    });
+    Peer::abort::<B::InnerBackend>();
+    // A cancel stops every peer alike; otherwise the first peer's own error explains
+    // best (the others then report the broken collective).
+    let mut results = results.into_iter();
+    let lead = results.next().expect("peer 0");
+    match (lead, results.find(|r| r.is_err())) {
+        (Ok(summary), None) => Ok(summary),
+        (Err(e), _) | (Ok(_), Some(Err(e))) => Err(e),
+        (Ok(_), Some(Ok(_))) => unreachable!("found an error"),
+    }
+}
+
+/// [`run`] as one peer: only peer 0 writes the run folder and evaluates.
+fn run_as<B: AutodiffBackend>(
+    peer: Peer,
+    dir: &Path,
+    train: &Dataset,
+    holdout: Option<&Dataset>,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+    stop_at: Option<usize>,
+) -> Result<TuneSummary> {
+    let mut trainer = Trainer::<B>::resume(RunDir::open(dir)?, device)?.with_peer(peer)?;
     let cfg = trainer.info().config.clone();
     let end = stop_at.unwrap_or(cfg.steps).min(cfg.steps);
-    let eval_images = holdout.filter(|_| cfg.eval_every > 0).map(|h| {
-        let mut sub = h.clone();
-        sub.truncate(cfg.eval_images);
-        sub
-    });
-    let mut log = trainer.run_dir().metrics_from(trainer.steps_taken())?;
+    let eval_images = holdout
+        .filter(|_| cfg.eval_every > 0 && peer.leads())
+        .map(|h| {
+            let mut sub = h.clone();
+            sub.truncate(cfg.eval_images);
+            sub
+        });
+    let mut log = match peer.leads() {
+        true => Some(trainer.run_dir().metrics_from(trainer.steps_taken())?),
+        false => None,
+    };
     let mut record = |r: serde_json::Value, progress: &mut dyn Progress| -> Result<()> {
-        log.append(&r)?;
-        progress.metrics(&r);
+        if let Some(log) = &mut log {
+            log.append(&r)?;
+            progress.metrics(&r);
+        }
         Ok(())
     };
     progress.update(trainer.steps_taken(), cfg.steps, "steps");
-    while trainer.steps_taken() < end && !progress.cancelled() {
+    // Peer 0's cancel stops every peer before the same step.
+    let cancelled = |progress: &dyn Progress| -> Result<bool> {
+        let flag = f64::from(u8::from(progress.cancelled()));
+        Ok(peer.mean::<B::InnerBackend>(&[flag], device)?[0] > 0.0)
+    };
+    while trainer.steps_taken() < end && !cancelled(progress)? {
         let step = trainer.step(train)?;
         let done = step.step;
         if done % cfg.log_every.max(1) == 0 || done == cfg.steps {
@@ -65,7 +150,7 @@ pub fn run<B: AutodiffBackend>(
             &step.method
         };
         progress.update(done, cfg.steps, label);
-        if done % cfg.checkpoint_every == 0 || done == end {
+        if peer.leads() && (done % cfg.checkpoint_every == 0 || done == end) {
             if let Some(d) = run_diagnostics(trainer.model(), &cfg.methods) {
                 record(d.record(done), progress)?;
             }
@@ -82,7 +167,9 @@ pub fn run<B: AutodiffBackend>(
         seconds: trainer.seconds(),
         peak_mem_mib: peak_mem_mib(),
     };
-    trainer.run_dir().save_summary(&summary)?;
+    if peer.leads() {
+        trainer.run_dir().save_summary(&summary)?;
+    }
     Ok(summary)
 }
 

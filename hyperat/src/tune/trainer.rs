@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::Tuned;
 use super::diversity::delta_similarity;
+use super::parallel::Peer;
 use super::run_dir::{RunDir, RunInfo, tuned_at};
 use crate::attack::{Adapted, Classifier};
 use crate::data::Dataset;
@@ -63,6 +64,7 @@ pub struct Trainer<B: AutodiffBackend> {
     step: usize,
     seconds: f64,
     device: B::Device,
+    peer: Peer,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
@@ -105,7 +107,21 @@ impl<B: AutodiffBackend> Trainer<B> {
             step,
             seconds,
             device: device.clone(),
+            peer: Peer::ALONE,
         })
+    }
+
+    /// This trainer as one peer of a data-parallel run: it takes `peer`'s rows of each
+    /// batch and averages gradients and step figures with the other peers.
+    pub fn with_peer(mut self, peer: Peer) -> Result<Self> {
+        peer.rows(self.info.config.batch_size)?;
+        self.peer = peer;
+        Ok(self)
+    }
+
+    /// Its place in a data-parallel run ([`Peer::ALONE`] on one device).
+    pub fn peer(&self) -> Peer {
+        self.peer
     }
 
     /// The run folder.
@@ -151,9 +167,13 @@ impl<B: AutodiffBackend> Trainer<B> {
             )));
         }
         let mut rng = Rng::new(mix(cfg.seed, step as u64, 0x57E9));
-        let idx = step_batch(train.len(), cfg.batch_size, cfg.seed, step);
-        let (x, y) = train.batch::<B::InnerBackend>(&idx, &self.device);
         let method = cfg.method_at(step, &mut rng);
+        let mut idx = step_batch(train.len(), cfg.batch_size, cfg.seed, step);
+        if self.peer.shared() {
+            idx = idx[self.peer.rows(idx.len())?].to_vec();
+            rng = rng.for_rows(self.peer.shard(cfg.batch_size)?);
+        }
+        let (x, y) = train.batch::<B::InnerBackend>(&idx, &self.device);
         let model = self.model();
         let adapters = model.adapters(method);
         let (loss, clean_logits, adv_logits) =
@@ -174,17 +194,6 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
             _ => (loss, None),
         };
-        let loss_value = loss.clone().into_scalar().elem::<f64>();
-        if !loss_value.is_finite() {
-            return Err(Error::Invalid(format!(
-                "loss became {loss_value} at step {step}; lower the learning rate"
-            )));
-        }
-        let grads = loss.backward();
-        let lr = self.sched.at(step);
-        let model = self.model.take().expect("a model between steps");
-        let (next, update) = self.opt.step(lr, model, &grads);
-        self.model = Some(next);
         let accuracy = |l: Option<Tensor<B, 2>>| {
             l.map(|l| {
                 let hits = l.inner().argmax(1).reshape([idx.len()]).equal(y.clone());
@@ -192,6 +201,30 @@ impl<B: AutodiffBackend> Trainer<B> {
             })
         };
         let (clean_acc, adv_acc) = (accuracy(clean_logits), accuracy(adv_logits));
+        // The whole batch's figures (means over equal shares), the same on every peer,
+        // so a diverging loss stops all peers at once.
+        let local = [
+            loss.clone().into_scalar().elem::<f64>(),
+            clean_acc.unwrap_or(0.0),
+            adv_acc.unwrap_or(0.0),
+        ];
+        let [loss_value, clean_mean, adv_mean] =
+            self.peer.mean::<B::InnerBackend>(&local, &self.device)?[..]
+        else {
+            unreachable!("three figures in, three out")
+        };
+        let (clean_acc, adv_acc) = (clean_acc.map(|_| clean_mean), adv_acc.map(|_| adv_mean));
+        if !loss_value.is_finite() {
+            return Err(Error::Invalid(format!(
+                "loss became {loss_value} at step {step}; lower the learning rate"
+            )));
+        }
+        let mut grads = loss.backward();
+        self.peer.average_grads(self.model(), &mut grads)?;
+        let lr = self.sched.at(step);
+        let model = self.model.take().expect("a model between steps");
+        let (next, update) = self.opt.step(lr, model, &grads);
+        self.model = Some(next);
         self.step += 1;
         self.seconds += started.elapsed().as_secs_f64();
         Ok(StepRecord {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use hyperat::backend::{BackendTask, DeviceKind, dispatch};
-use hyperat::eval::{EvalOutcome, EvalRequest, EvalSplit};
+use hyperat::eval::{EvalOutcome, EvalRequest, EvalShardOutcome, EvalSplit, ShardSpec};
 use hyperat::prelude::*;
 use hyperat::variant::{load_spec, trained_on};
 use serde_json::json;
@@ -17,8 +17,8 @@ use super::progress::Bar;
 pub struct Args {
     /// Model: a timm folder (`config.json` + `model.safetensors`) or a run's variant,
     /// `RUN_DIR#merged:uniform`, `RUN_DIR#method:trades`, `RUN_DIR#base`, `RUN_DIR#tuned`.
-    #[arg(long)]
-    model: String,
+    #[arg(long, required_unless_present = "merge")]
+    model: Option<String>,
     /// fashion-mnist, cifar10, cifar100 or folder:PATH (default: the one the model was
     /// trained on, else fashion-mnist).
     #[arg(long)]
@@ -69,6 +69,14 @@ pub struct Args {
     /// Write the full report (with per-sample predictions) here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Evaluate only shard K of N (e.g. 0/2: whole batches, contiguous) and write its
+    /// results to --json, for `--merge` (one process or machine per shard).
+    #[arg(long, requires = "json")]
+    shard: Option<ShardSpec>,
+    /// Merge the shard files of one evaluation (comma-separated) into the JSON one pass
+    /// would write; evaluates nothing.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["model", "shard"])]
+    merge: Option<Vec<PathBuf>>,
 }
 
 impl Args {
@@ -93,19 +101,20 @@ impl Args {
     }
 }
 
-struct Evaluation(Args);
+struct Evaluation(Args, String);
 
 impl BackendTask for Evaluation {
-    type Output = Result<EvalOutcome>;
+    type Output = Result<EvalShardOutcome>;
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let a = self.0;
+        let (a, name) = (self.0, self.1);
         let req = a.request();
         req.validate()?;
-        let model = load_spec::<B>(&a.model, &device)?;
-        let trained = trained_on(&a.model, &model.config);
+        let model = load_spec::<B>(&name, &device)?;
+        let trained = trained_on(&name, &model.config);
         let mut bar = Bar::new(&format!("eval {}", a.attack));
-        Ok(req.run::<B>(
-            &a.model,
+        Ok(req.run_shard::<B>(
+            a.shard.unwrap_or(ShardSpec::WHOLE),
+            &name,
             &model,
             &model.config,
             trained.as_deref(),
@@ -117,7 +126,61 @@ impl BackendTask for Evaluation {
 
 pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
     let out = a.json.clone();
-    let outcome = dispatch(device, Evaluation(a))??;
+    if let Some(files) = &a.merge {
+        return merge(files, out.as_deref());
+    }
+    let Some(name) = a.model.clone() else {
+        anyhow::bail!("--model is required (or --merge SHARD_FILES)")
+    };
+    let shard = a.shard;
+    let result = dispatch(device, Evaluation(a, name))??;
+    if let (Some(spec), Some(path)) = (shard, &out) {
+        let mut v = serde_json::to_value(&result)?;
+        v["device"] = json!(device.name());
+        hyperat::io::write_atomic(path, serde_json::to_string(&v)?.as_bytes())?;
+        eprintln!(
+            "eval: shard {spec} ({} images from {}) written to {}; merge with --merge",
+            result.shard.labels.len(),
+            result.shard.first_image,
+            path.display()
+        );
+        return Ok(());
+    }
+    print_and_save(
+        &EvalShardOutcome::merge(vec![result])?,
+        device.name(),
+        out.as_deref(),
+    )
+}
+
+/// `--merge`: the shard files' outcome, as one pass would have written it (`device`:
+/// the shards' devices).
+fn merge(files: &[PathBuf], out: Option<&std::path::Path>) -> Result<()> {
+    let mut shards = Vec::new();
+    let mut devices: Vec<String> = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", f.display()))?;
+        if let Some(d) = v["device"]
+            .as_str()
+            .filter(|d| !devices.iter().any(|x| x == d))
+        {
+            devices.push(d.to_string());
+        }
+        shards.push(serde_json::from_value::<EvalShardOutcome>(v).map_err(|e| {
+            anyhow::anyhow!("{}: not a shard file of `eval --shard`: {e}", f.display())
+        })?);
+    }
+    print_and_save(&EvalShardOutcome::merge(shards)?, &devices.join(","), out)
+}
+
+fn print_and_save(
+    outcome: &EvalOutcome,
+    device: &str,
+    out: Option<&std::path::Path>,
+) -> Result<()> {
     let r = &outcome.report;
     let pct = |v: f64| format!("{:.2}%", 100.0 * v);
     let what = format!("{} {} n={}", outcome.dataset, outcome.split, r.n);
@@ -148,9 +211,9 @@ pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
         }
     }
     if let Some(path) = out {
-        let mut v = serde_json::to_value(&outcome)?;
-        v["device"] = json!(device.name());
-        hyperat::io::write_atomic(&path, serde_json::to_string(&v)?.as_bytes())?;
+        let mut v = serde_json::to_value(outcome)?;
+        v["device"] = json!(device);
+        hyperat::io::write_atomic(path, serde_json::to_string(&v)?.as_bytes())?;
     }
     Ok(())
 }

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use hyperat::backend::{BackendTask, DeviceKind, dispatch};
+use hyperat::backend::{DeviceKind, DeviceList, DevicesTask, dispatch_devices};
 use hyperat::prelude::*;
-use hyperat::tune::{RunData, RunDir, TuneRequest, TuneSummary, run};
+use hyperat::tune::{RunData, RunDir, TuneRequest, TuneSummary, run_parallel};
 
 use super::fraction;
 use super::progress::Bar;
@@ -15,9 +15,14 @@ pub struct Args {
     /// Run folder (created; with --resume, continued).
     #[arg(long)]
     out: PathBuf,
-    /// Continue the run in --out from its last checkpoint.
+    /// Continue the run in --out from its last checkpoint (with the same or another
+    /// number of devices).
     #[arg(long)]
     resume: bool,
+    /// Data-parallel over several devices of one backend, e.g. cuda:0,cuda:1 or
+    /// cpu:0,cpu:1 (each step's batch split evenly; overrides --device).
+    #[arg(long)]
+    devices: Option<DeviceList>,
     /// Backbone checkpoint folder (timm format), e.g. from `hyperat pretrain`.
     #[arg(long, required_unless_present = "resume")]
     backbone: Option<PathBuf>,
@@ -173,9 +178,9 @@ impl Args {
     }
 }
 
-impl BackendTask for Tuning {
+impl DevicesTask for Tuning {
     type Output = Result<TuneSummary>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<TuneSummary> {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<TuneSummary> {
         let a = self.0;
         let run_dir = if a.resume {
             RunDir::open(&a.out)?
@@ -188,20 +193,24 @@ impl BackendTask for Tuning {
         let info = run_dir.info()?;
         let data = RunData::load(&run_dir)?;
         eprintln!(
-            "tune: {} ({}) on {} images, {} steps at batch {}, run folder {}",
+            "tune: {} ({}) on {} images, {} steps at batch {}{}, run folder {}",
             info.config.kind.name(),
             info.config.methods.join(","),
             data.train.len(),
             info.config.steps,
             info.config.batch_size,
+            match devices.len() {
+                1 => String::new(),
+                n => format!(" split over {n} devices"),
+            },
             a.out.display()
         );
         let mut bar = Bar::new("tune");
-        Ok(run::<B>(
+        Ok(run_parallel::<B>(
             &a.out,
             &data.train,
             data.holdout.as_ref(),
-            &device,
+            &devices,
             &mut bar,
             None,
         )?)
@@ -209,7 +218,8 @@ impl BackendTask for Tuning {
 }
 
 pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
-    match dispatch(device, Tuning(a))? {
+    let devices = a.devices.clone().unwrap_or(DeviceList::single(device));
+    match dispatch_devices(&devices, Tuning(a))? {
         Ok(s) => eprintln!(
             "tune: done, {} steps in {:.0}s, {} trainable parameters, peak memory {}",
             s.steps,

@@ -1,0 +1,161 @@
+//! Data-parallel tuning on burn-collective: one thread per device (a *peer*), each with
+//! the same parameters, takes its rows of every step's batch; the peers average their
+//! gradients with burn-collective's all-reduce before the optimiser step, so every peer
+//! takes the same update and a run does not depend on how many peers made it (up to
+//! float summation order).
+//!
+//! What keeps a peer's share equal to the single-device step: the batch, the sampled
+//! defense and the attack's random start are functions of `(seed, step)` (a peer's
+//! [`Rng::for_rows`](crate::rng::Rng::for_rows) draws the whole batch's noise and keeps
+//! its rows); every loss is a mean over equal shares. Only peer 0 writes the run
+//! folder (metrics, evaluations, checkpoints).
+
+use std::ops::Range;
+
+use burn::collective::{
+    CollectiveConfig, PeerId, ReduceOperation, all_reduce, register, reset_collective,
+};
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::error::{Error, Result};
+use crate::rng::RowShard;
+
+/// One peer of a data-parallel run: `rank` of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// 0-based; peer 0 writes the run folder.
+    pub rank: usize,
+    /// Peers in the run.
+    pub count: usize,
+}
+
+impl Peer {
+    /// The only peer of a single-device run.
+    pub const ALONE: Peer = Peer { rank: 0, count: 1 };
+
+    /// Whether this peer writes the run folder.
+    pub fn leads(self) -> bool {
+        self.rank == 0
+    }
+
+    /// Whether other peers take part.
+    pub fn shared(self) -> bool {
+        self.count > 1
+    }
+
+    /// This peer's rows of a batch of `batch` images (equal shares, so the mean of the
+    /// peers' mean gradients is the whole batch's).
+    pub fn rows(self, batch: usize) -> Result<Range<usize>> {
+        if !batch.is_multiple_of(self.count) {
+            return Err(Error::Invalid(format!(
+                "a batch of {batch} images does not split evenly over {} devices",
+                self.count
+            )));
+        }
+        let share = batch / self.count;
+        Ok(self.rank * share..(self.rank + 1) * share)
+    }
+
+    /// The row window its random draws keep.
+    pub fn shard(self, batch: usize) -> Result<RowShard> {
+        let rows = self.rows(batch)?;
+        Ok(RowShard {
+            start: rows.start,
+            len: rows.len(),
+            of: batch,
+        })
+    }
+
+    fn id(self) -> PeerId {
+        PeerId::from(self.rank)
+    }
+
+    /// Joins the collective of `count` local peers on `device`.
+    pub fn register<B: Backend>(self, device: &B::Device) -> Result<()> {
+        let config = CollectiveConfig::default().with_num_devices(self.count);
+        register::<B>(self.id(), device.clone(), config).map_err(collective)
+    }
+
+    /// Ends the collective after a peer failed, so the others' pending all-reduces
+    /// return an error instead of waiting for it forever.
+    pub fn abort<B: Backend>() {
+        reset_collective::<B>();
+    }
+
+    /// The mean over the peers of a few numbers (losses, accuracies, flags).
+    pub fn mean<B: Backend>(self, values: &[f64], device: &B::Device) -> Result<Vec<f64>> {
+        if !self.shared() {
+            return Ok(values.to_vec());
+        }
+        let t = Tensor::<B, 1>::from_data(
+            TensorData::new(values.iter().map(|&v| v as f32).collect(), [values.len()]),
+            device,
+        );
+        let t = self.all_reduce_mean(t)?;
+        let v = t
+            .into_data()
+            .to_vec::<f32>()
+            .map_err(|e| Error::Invalid(format!("reading an all-reduced tensor failed: {e:?}")))?;
+        Ok(v.into_iter().map(f64::from).collect())
+    }
+
+    fn all_reduce_mean<B: Backend, const D: usize>(self, t: Tensor<B, D>) -> Result<Tensor<B, D>> {
+        let shape = t.shape();
+        let reduced = all_reduce::<B>(
+            self.id(),
+            t.into_primitive().tensor(),
+            ReduceOperation::Mean,
+        )
+        .map_err(collective)?;
+        Ok(Tensor::<B, D>::from_primitive(TensorPrimitive::Float(reduced)).reshape(shape))
+    }
+
+    /// Replaces every trainable tensor's gradient in `grads` by its mean over the
+    /// peers (the same tensors in the same order on every peer: the module's).
+    pub fn average_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
+        self,
+        model: &M,
+        grads: &mut B::Gradients,
+    ) -> Result<()> {
+        if !self.shared() {
+            return Ok(());
+        }
+        let mut visitor = AverageGrads::<B> {
+            peer: self,
+            grads,
+            failed: None,
+        };
+        model.visit(&mut visitor);
+        visitor.failed.map_or(Ok(()), Err)
+    }
+}
+
+struct AverageGrads<'a, B: AutodiffBackend> {
+    peer: Peer,
+    grads: &'a mut B::Gradients,
+    failed: Option<Error>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for AverageGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.failed.is_some() || !param.is_require_grad() {
+            return;
+        }
+        let value = param.val();
+        if let Some(g) = value.grad(self.grads) {
+            match self.peer.all_reduce_mean(g) {
+                Ok(mean) => value.grad_replace(self.grads, mean),
+                Err(e) => self.failed = Some(e),
+            }
+        }
+    }
+}
+
+fn collective(e: burn::collective::CollectiveError) -> Error {
+    Error::Invalid(format!(
+        "data-parallel step failed: {e:?} (a peer stopped; the run resumes from its last checkpoint)"
+    ))
+}

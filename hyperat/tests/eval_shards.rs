@@ -1,0 +1,106 @@
+//! Evaluations split into shards of whole batches and evaluated apart merge into the
+//! report of one pass: the same per-sample predictions (random starts and AutoAttack's
+//! randomness included), accuracies, components and checks.
+
+use hyperat::Vit;
+use hyperat::attack::AttackParams;
+use hyperat::backend::CpuAutodiff;
+use hyperat::checkpoint::{Adapt, load_vit};
+use hyperat::data::{self, Dataset, Split};
+use hyperat::eval::{EvalConfig, EvalReport, ShardSpec, evaluate, evaluate_shard, merge_shards};
+use hyperat::prelude::*;
+use hyperat::progress::Silent;
+
+type A = CpuAutodiff;
+
+/// The shipped backbone (trained, not robust: attacks change its predictions) and the
+/// first Fashion-MNIST test images.
+fn model_and_images(n: usize) -> (Vit<A>, Dataset) {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../public/models/fmnist-vit-tiny/backbone"
+    );
+    let (cfg, vit) = load_vit::<A>(dir, &Adapt::default(), &Default::default()).unwrap();
+    let mut ds = data::load("fashion-mnist", Split::Test, Some(cfg.input_shape())).unwrap();
+    ds.truncate(n);
+    (vit, ds)
+}
+
+fn config(attack: &str) -> EvalConfig {
+    EvalConfig {
+        attack: attack.into(),
+        params: AttackParams {
+            eps: 0.1,
+            steps: 5,
+            queries: 50,
+            ..Default::default()
+        },
+        batch_size: 4,
+        seed: 7,
+    }
+}
+
+/// The report as JSON without its wall time.
+fn comparable(r: &EvalReport) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).unwrap();
+    v["seconds"] = serde_json::Value::Null;
+    v
+}
+
+#[test]
+fn shards_merge_into_the_single_pass_report() {
+    let ((model, ds), dev) = (model_and_images(18), Default::default());
+    for attack in ["pgd", "autoattack", "none"] {
+        let cfg = config(attack);
+        let whole = evaluate::<A>(&model, &ds, &cfg, &dev, &mut Silent).unwrap();
+        // AutoAttack is the slow one: one split of it.
+        let counts: &[usize] = if attack == "autoattack" {
+            &[3]
+        } else {
+            &[2, 3, 5]
+        };
+        for &count in counts {
+            // Evaluated apart, handed over in any order.
+            let shards = (0..count)
+                .rev()
+                .map(|index| {
+                    let spec = ShardSpec { index, count };
+                    evaluate_shard::<A>(&model, &ds, &cfg, spec, &dev, &mut Silent).unwrap()
+                })
+                .collect();
+            let merged = merge_shards(shards).unwrap();
+            assert_eq!(
+                comparable(&merged),
+                comparable(&whole),
+                "{attack}, {count} shards"
+            );
+        }
+        if attack == "pgd" {
+            // Not vacuous: the attack changed predictions, and its random start mattered.
+            assert_ne!(whole.adv_pred.as_ref().unwrap(), &whole.clean_pred);
+            let mut other = cfg.clone();
+            other.seed = 8;
+            let r = evaluate::<A>(&model, &ds, &other, &dev, &mut Silent).unwrap();
+            assert_ne!(comparable(&r), comparable(&whole));
+        }
+    }
+}
+
+#[test]
+fn incomplete_or_mixed_shards_are_refused() {
+    let ((model, ds), dev) = (model_and_images(12), Default::default());
+    let shard = |cfg: &EvalConfig, index, count| {
+        let spec = ShardSpec { index, count };
+        evaluate_shard::<A>(&model, &ds, cfg, spec, &dev, &mut Silent).unwrap()
+    };
+    let (pgd, fgsm) = (config("pgd"), config("fgsm"));
+    let missing = merge_shards(vec![shard(&pgd, 0, 3), shard(&pgd, 2, 3)]).unwrap_err();
+    assert!(missing.to_string().contains("expected shards"), "{missing}");
+    let twice = merge_shards(vec![shard(&pgd, 0, 2), shard(&pgd, 0, 2)]).unwrap_err();
+    assert!(twice.to_string().contains("expected shards"), "{twice}");
+    let mixed = merge_shards(vec![shard(&pgd, 0, 2), shard(&fgsm, 1, 2)]).unwrap_err();
+    assert!(mixed.to_string().contains("another evaluation"), "{mixed}");
+    assert!(merge_shards(vec![]).is_err());
+    let too_many = ShardSpec { index: 0, count: 4 };
+    assert!(evaluate_shard::<A>(&model, &ds, &pgd, too_many, &dev, &mut Silent).is_err());
+}
