@@ -8,7 +8,6 @@ use hyperat::backend::CpuAutodiff;
 use hyperat::checkpoint::{Adapt, load_vit};
 use hyperat::data::{self, Dataset, Split};
 use hyperat::eval::{EvalConfig, EvalReport, ShardSpec, evaluate, evaluate_shard, merge_shards};
-use hyperat::prelude::*;
 use hyperat::progress::Silent;
 
 type A = CpuAutodiff;

@@ -9,7 +9,7 @@ use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode};
 use common::*;
 use hyperat::rng::Rng;
-use hyperat_server::serve::{AppState, app};
+use hyperat_server::serve::{AppState, JobDevices, app};
 use serde_json::{Value, json};
 
 fn tune_spec(steps: usize) -> Value {
@@ -344,4 +344,65 @@ async fn random_truncated_and_oversized_bodies_get_4xx_only() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(v["status"], "ok");
     s.state.jobs.stop();
+}
+
+/// `serve --devices cpu:0,cpu:1`: a tuning job trains data-parallel over both (the
+/// same checkpoint as the run on one device, within float summation order) and its
+/// record says so; other jobs run on the first device.
+#[tokio::test]
+async fn a_server_on_two_devices_tunes_over_both_and_records_them() {
+    let (models, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_models(models.path());
+    let devices = JobDevices::<A> {
+        devices: vec![Default::default(); 2],
+        names: vec!["cpu:0".into(), "cpu:1".into()],
+    };
+    let state = AppState::on_devices(config(models.path(), data.path(), None), devices).unwrap();
+    let loopback = MockConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+    let r = app(state.clone()).layer(loopback);
+    // PGD-AT and MART: their steps are reproducible across batch splits to 1e-5.
+    let mut req = tiny_request(3);
+    req.methods = "pgd-at,mart".into();
+    let spec = json!({"kind": "tune", "model": "tiny", "config": req});
+    let (_, job) = json(&r, post_json("/api/jobs", &spec, None)).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let done = wait_job(&r, &id, 120, |v| v["status"] == "done").await;
+    assert_eq!(done["devices"], json!(["cpu:0", "cpu:1"]));
+    let eval = json!({"kind": "eval", "model": "tiny", "config": {"limit": 8, "attack": "none"}});
+    let (_, job) = json(&r, post_json("/api/jobs", &eval, None)).await;
+    let eval_id = job["id"].as_str().unwrap().to_string();
+    let done = wait_job(&r, &eval_id, 120, |v| v["status"] == "done").await;
+    assert_eq!(done["devices"], json!(["cpu:0"]));
+    state.jobs.stop();
+
+    // The same run on one device.
+    let one = tempfile::tempdir().unwrap();
+    let run = req
+        .create_run(one.path(), &models.path().join("tiny/backbone"))
+        .unwrap();
+    let data_one = hyperat::tune::RunData::load(&run).unwrap();
+    let dev = Default::default();
+    let (train, holdout) = (&data_one.train, data_one.holdout.as_ref());
+    hyperat::tune::run::<A>(
+        one.path(),
+        train,
+        holdout,
+        &dev,
+        &mut hyperat::progress::Silent,
+        None,
+    )
+    .unwrap();
+    let read = |d: &std::path::Path| {
+        let bytes = std::fs::read(d.join("checkpoint.safetensors")).unwrap();
+        hyperat::host_tensor::read_safetensors(&bytes).unwrap()
+    };
+    let (a, b) = (read(one.path()), read(&data.path().join("runs").join(&id)));
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for (k, x) in a.iter().filter(|(k, _)| !k.starts_with("opt.")) {
+        for (p, q) in x.data.iter().zip(&b[k].data) {
+            diff += f64::from(p - q).powi(2);
+            norm += f64::from(*p).powi(2);
+        }
+    }
+    assert!((diff / norm).sqrt() <= 1e-5, "{}", (diff / norm).sqrt());
 }

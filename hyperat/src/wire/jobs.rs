@@ -157,6 +157,10 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// What it measured.
     pub result: Option<Value>,
+    /// The devices its latest start ran on (`cpu:0`; a tuning job uses every device the
+    /// server was started with, `hyperat serve --devices`).
+    #[serde(default)]
+    pub devices: Vec<String>,
 }
 
 /// `GET /api/jobs`.
@@ -269,8 +273,8 @@ pub enum JobCancelled {
 pub enum JobEvent {
     /// The record when the stream opens.
     Snapshot {
-        /// The job's record.
-        job: JobRecord,
+        /// The job's record (boxed: the other events are small).
+        job: Box<JobRecord>,
     },
     /// Units done, with an estimate of the time left.
     Progress(JobProgress),

@@ -170,7 +170,9 @@ pub async fn events<B: AutodiffBackend>(
         error: record.error.clone(),
         result: record.result.clone(),
     });
-    let mut first = vec![event_value(&JobEvent::Snapshot { job: record })];
+    let mut first = vec![event_value(&JobEvent::Snapshot {
+        job: Box::new(record),
+    })];
     first.extend(history);
     first.extend(end.as_ref().map(event_value));
     let head = stream::iter(first);

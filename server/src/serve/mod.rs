@@ -24,12 +24,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::Html;
 use axum::routing::{any, get, patch, post};
-use hyperat::backend::{BackendTask, DeviceKind, dispatch};
+use hyperat::backend::{DeviceKind, DeviceList, DevicesTask, dispatch_devices};
 use hyperat::prelude::*;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::{ServeDir, ServeFile};
 
+pub use jobs::JobDevices;
 pub use state::{AppState, Limits, ServeConfig};
 
 /// The whole application: API routes, then the UI with an `index.html` fallback.
@@ -103,6 +104,10 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
+    /// Devices for the jobs, e.g. cuda:0,cuda:1 (overrides --device): models and every
+    /// job on the first, tuning jobs data-parallel over all.
+    #[arg(long)]
+    devices: Option<DeviceList>,
     /// Folder of model folders (the shipped Fashion-MNIST model by default).
     #[arg(long, default_value = "public/models")]
     models: PathBuf,
@@ -144,12 +149,14 @@ pub struct Args {
     max_decoded_mib: u64,
 }
 
-struct Serving(Args);
+struct Serving(Args, DeviceList);
 
-impl BackendTask for Serving {
+impl DevicesTask for Serving {
     type Output = anyhow::Result<()>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> anyhow::Result<()> {
-        let a = self.0;
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> anyhow::Result<()> {
+        let (a, list) = (self.0, self.1);
+        let names = list.indices.iter();
+        let names = names.map(|i| format!("{}:{i}", list.kind.name())).collect();
         let mut limits = Limits::default();
         if let Some(n) = a.max_concurrent_attacks {
             limits.attack_concurrency = n.max(1);
@@ -167,7 +174,7 @@ impl BackendTask for Serving {
                 allowed_origins: a.allowed_origins.clone(),
             },
         };
-        let state = AppState::<B>::new(config, device)?;
+        let state = AppState::<B>::on_devices(config, JobDevices { devices, names })?;
         let ids: Vec<String> = state.models.all().iter().map(|e| e.id.clone()).collect();
         if ids.is_empty() {
             eprintln!(
@@ -206,5 +213,6 @@ impl BackendTask for Serving {
 
 /// Runs `hyperat serve`.
 pub fn execute(a: Args, device: DeviceKind) -> anyhow::Result<()> {
-    dispatch(device, Serving(a))?
+    let devices = a.devices.clone().unwrap_or(DeviceList::single(device));
+    dispatch_devices(&devices.clone(), Serving(a, devices))?
 }

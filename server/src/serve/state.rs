@@ -11,7 +11,7 @@ use hyperat::prelude::*;
 use tokio::sync::Semaphore;
 
 use super::error::{ApiError, ApiResult};
-use super::jobs::Jobs;
+use super::jobs::{JobDevices, Jobs};
 use super::registry::{DATASETS, ModelRegistry};
 
 /// Limits on expensive requests.
@@ -129,8 +129,22 @@ impl<B: AutodiffBackend> AppState<B> {
         }
     }
 
-    /// Loads every model and starts the job runner (which resumes unfinished jobs).
+    /// Loads every model and starts the job runner (which resumes unfinished jobs), all
+    /// on `device`.
     pub fn new(config: ServeConfig, device: B::Device) -> hyperat::Result<Arc<Self>> {
+        let name = format!("{device:?}");
+        Self::on_devices(config, JobDevices::one(device, &name))
+    }
+
+    /// [`AppState::new`] with models and jobs on the first of `devices`, tuning jobs
+    /// data-parallel over all of them.
+    pub fn on_devices(config: ServeConfig, devices: JobDevices<B>) -> hyperat::Result<Arc<Self>> {
+        if devices.devices.is_empty() || devices.names.len() != devices.devices.len() {
+            return Err(hyperat::Error::Invalid(
+                "the server needs at least one device, each with a name".into(),
+            ));
+        }
+        let device = devices.devices[0].clone();
         std::fs::create_dir_all(config.data_dir.join("runs"))
             .map_err(|e| hyperat::Error::io(&config.data_dir, e))?;
         let jobs = Arc::new(Jobs::<B>::open(&config.data_dir)?);
@@ -150,7 +164,7 @@ impl<B: AutodiffBackend> AppState<B> {
             closing: tokio::sync::watch::channel(false).0,
             showcases: Mutex::new(HashMap::new()),
         });
-        Jobs::start(&jobs, state.models.clone());
+        Jobs::start(&jobs, state.models.clone(), devices);
         Ok(state)
     }
 

@@ -58,6 +58,26 @@ pub struct Jobs<B: AutodiffBackend> {
     _backend: PhantomData<fn() -> B>,
 }
 
+/// The devices jobs run on: the first serves models and runs every job; tuning jobs
+/// use all of them, one data-parallel peer each.
+#[derive(Clone, Debug)]
+pub struct JobDevices<B: AutodiffBackend> {
+    /// The devices, in peer order.
+    pub devices: Vec<B::Device>,
+    /// Their names as the job records give them (`cuda:0`).
+    pub names: Vec<String>,
+}
+
+impl<B: AutodiffBackend> JobDevices<B> {
+    /// One device.
+    pub fn one(device: B::Device, name: &str) -> Self {
+        Self {
+            devices: vec![device],
+            names: vec![name.to_string()],
+        }
+    }
+}
+
 /// Most records a job's event history keeps for late subscribers.
 const HISTORY: usize = 20_000;
 
@@ -169,12 +189,13 @@ impl<B: AutodiffBackend> Jobs<B> {
             .collect()
     }
 
-    /// Starts the worker thread; it adds the models finished runs make to `models`.
-    pub fn start(jobs: &Arc<Self>, models: Arc<ModelRegistry<B>>) {
+    /// Starts the worker thread; it adds the models finished runs make to `models`, and
+    /// tunes data-parallel over `devices`.
+    pub fn start(jobs: &Arc<Self>, models: Arc<ModelRegistry<B>>, devices: JobDevices<B>) {
         let weak = Arc::downgrade(jobs);
         let handle = std::thread::Builder::new()
             .name("hyperat-jobs".into())
-            .spawn(move || worker::<B>(weak, models))
+            .spawn(move || worker::<B>(weak, models, devices))
             .expect("spawning the job worker");
         *jobs.worker.lock().expect("worker lock") = Some(handle);
     }
@@ -228,6 +249,7 @@ impl<B: AutodiffBackend> Jobs<B> {
             progress: JobProgress::default(),
             error: None,
             result: None,
+            devices: vec![],
         };
         std::fs::create_dir_all(self.dir.join(&id))
             .map_err(|e| hyperat::Error::io(&self.dir, e))?;

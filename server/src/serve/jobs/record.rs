@@ -133,6 +133,7 @@ mod tests {
             progress: JobProgress::default(),
             error: None,
             result: None,
+            devices: vec![],
         }
     }
 

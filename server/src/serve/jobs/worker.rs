@@ -13,7 +13,7 @@ use hyperat::prelude::*;
 use hyperat::progress::Progress;
 use hyperat::report::{ReportModel, ReportRequest, markdown};
 use hyperat::train::PretrainRequest;
-use hyperat::tune::{RunData, RunDir, TuneRequest, run};
+use hyperat::tune::{RunData, RunDir, TuneRequest, run_parallel};
 use hyperat::variant::MergeRequest;
 use serde_json::{Value, json};
 
@@ -87,7 +87,11 @@ impl<B: AutodiffBackend> Progress for Reporter<'_, B> {
 type Finished<B> = (Value, Option<ModelEntry<B>>);
 
 /// The worker: one job at a time until stopped.
-pub(super) fn worker<B: AutodiffBackend>(jobs: Weak<Jobs<B>>, models: Arc<ModelRegistry<B>>) {
+pub(super) fn worker<B: AutodiffBackend>(
+    jobs: Weak<Jobs<B>>,
+    models: Arc<ModelRegistry<B>>,
+    devices: JobDevices<B>,
+) {
     loop {
         let Some(jobs) = jobs.upgrade() else { return };
         let jobs = &*jobs;
@@ -114,6 +118,10 @@ pub(super) fn worker<B: AutodiffBackend>(jobs: Weak<Jobs<B>>, models: Arc<ModelR
             r.status = JobStatus::Running;
             r.started = Some(now());
             r.attempts += 1;
+            r.devices = match r.spec.kind {
+                JobKind::Tune => devices.names.clone(),
+                _ => devices.names[..1].to_vec(),
+            };
             let (r, spec) = (r.clone(), r.spec.clone());
             let _ = jobs.save(&r);
             emit(
@@ -136,7 +144,7 @@ pub(super) fn worker<B: AutodiffBackend>(jobs: Weak<Jobs<B>>, models: Arc<ModelR
         };
         let dir = jobs.dir.join(&id);
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_job::<B>(&models, &id, &dir, &spec, &mut rep)
+            run_job::<B>(&models, &devices.devices, &id, &dir, &spec, &mut rep)
         }))
         .unwrap_or_else(|p| {
             let msg = p
@@ -211,6 +219,7 @@ fn unless_cancelled<T>(result: hyperat::Result<T>) -> Result<Option<T>, String> 
 /// Runs one job; `Ok(None)` when it stopped early (cancel or shutdown).
 fn run_job<B: AutodiffBackend>(
     s: &ModelRegistry<B>,
+    tune_devices: &[B::Device],
     id: &str,
     dir: &Path,
     spec: &JobSpec,
@@ -230,7 +239,8 @@ fn run_job<B: AutodiffBackend>(
                 req.create_run(dir, &entry.backbone_dir()).map_err(err)?
             };
             let data = RunData::load(&run_dir).map_err(err)?;
-            let ran = run::<B>(dir, &data.train, data.holdout.as_ref(), device, rep, None);
+            let (train, holdout) = (&data.train, data.holdout.as_ref());
+            let ran = run_parallel::<B>(dir, train, holdout, tune_devices, rep, None);
             let Some(summary) = unless_cancelled(ran)? else {
                 return Ok(None);
             };
