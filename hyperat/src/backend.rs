@@ -147,6 +147,12 @@ impl DeviceList {
             indices: vec![0],
         }
     }
+
+    /// The devices as `--devices` names them (`cuda:0`).
+    pub fn names(&self) -> Vec<String> {
+        let name = self.kind.name();
+        self.indices.iter().map(|i| format!("{name}:{i}")).collect()
+    }
 }
 
 impl FromStr for DeviceList {
@@ -260,6 +266,7 @@ mod tests {
     #[test]
     fn device_lists_name_one_backend_and_its_indices() {
         let l: DeviceList = "cpu:0, cpu:1".parse().unwrap();
+        assert_eq!(l.names(), ["cpu:0", "cpu:1"]);
         assert_eq!((l.kind, l.indices), (DeviceKind::Cpu, vec![0, 1]));
         assert_eq!("flex".parse::<DeviceList>().unwrap().indices, vec![0]);
         assert!("cpu:0,flex:1".parse::<DeviceList>().is_err());

@@ -410,7 +410,8 @@ fn tune_merge_export_eval_end_to_end() {
 
 /// `eval --shard K/N` in two processes at once, then `eval --merge`, writes the JSON of
 /// one pass: the same per-sample predictions under standard AutoAttack (its random
-/// restarts and Square's queries included), the same accuracies and checks.
+/// restarts and Square's queries included), the same accuracies and checks; so does
+/// `eval --devices` over two devices in one process.
 #[test]
 fn sharded_autoattack_in_two_processes_merges_into_one_pass() {
     let model = fixtures().join("vit_tiny_p4_28_c1");
@@ -473,6 +474,13 @@ fn sharded_autoattack_in_two_processes_merges_into_one_pass() {
         "standard AutoAttack"
     );
     assert_eq!(two, one);
+    // Two devices in one process: one shard each, merged; only `device` differs.
+    let both = tmp.path().join("both.json");
+    run_ok(&mut eval(&["--devices", "cpu:0,cpu:1"], &both));
+    let mut both = read(&both);
+    assert_eq!(both["device"], "cpu:0,cpu:1");
+    both["device"] = one["device"].clone();
+    assert_eq!(both, one);
     // A shard file alone is not an evaluation.
     let bad = hyperat()
         .args(["eval", "--merge"])

@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use hyperat::backend::{BackendTask, DeviceKind, dispatch};
+use hyperat::backend::{DeviceKind, DeviceList, DevicesTask, dispatch_devices};
 use hyperat::eval::{EvalOutcome, EvalRequest, EvalShardOutcome, EvalSplit, ShardSpec};
 use hyperat::prelude::*;
+use hyperat::progress::{Progress, Silent};
 use hyperat::variant::{load_spec, trained_on};
 use serde_json::json;
 
@@ -73,6 +74,10 @@ pub struct Args {
     /// results to --json, for `--merge` (one process or machine per shard).
     #[arg(long, requires = "json")]
     shard: Option<ShardSpec>,
+    /// Split the images over several devices of one backend in this process, e.g.
+    /// cuda:0,cuda:1 (one shard per device, merged; overrides --device).
+    #[arg(long, conflicts_with = "shard")]
+    devices: Option<DeviceList>,
     /// Merge the shard files of one evaluation (comma-separated) into the JSON one pass
     /// would write; evaluates nothing.
     #[arg(long, value_delimiter = ',', conflicts_with_all = ["model", "shard"])]
@@ -103,25 +108,60 @@ impl Args {
 
 struct Evaluation(Args, String);
 
-impl BackendTask for Evaluation {
-    type Output = Result<EvalShardOutcome>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+impl DevicesTask for Evaluation {
+    type Output = Result<Vec<EvalShardOutcome>>;
+    /// One shard per device (each loads the model on its device), or `--shard`'s on one.
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
         let (a, name) = (self.0, self.1);
         let req = a.request();
         req.validate()?;
-        let model = load_spec::<B>(&name, &device)?;
-        let trained = trained_on(&name, &model.config);
-        let mut bar = Bar::new(&format!("eval {}", a.attack));
-        Ok(req.run_shard::<B>(
-            a.shard.unwrap_or(ShardSpec::WHOLE),
-            &name,
-            &model,
-            &model.config,
-            trained.as_deref(),
-            &device,
-            &mut bar,
-        )?)
+        let label = format!("eval {}", a.attack);
+        if devices.len() == 1 {
+            let spec = a.shard.unwrap_or(ShardSpec::WHOLE);
+            let bar = &mut Bar::new(&label);
+            return Ok(vec![evaluate_on::<B>(&req, &name, spec, &devices[0], bar)?]);
+        }
+        let count = devices.len();
+        std::thread::scope(|s| {
+            let (req, name) = (&req, &name);
+            let others: Vec<_> = (1..count)
+                .map(|index| {
+                    let device = &devices[index];
+                    let spec = ShardSpec { index, count };
+                    s.spawn(move || evaluate_on::<B>(req, name, spec, device, &mut Silent))
+                })
+                .collect();
+            let spec = ShardSpec { index: 0, count };
+            let first = evaluate_on::<B>(req, name, spec, &devices[0], &mut Bar::new(&label));
+            let mut all = vec![first?];
+            for h in others {
+                all.push(h.join().expect("an evaluation thread panicked")?);
+            }
+            Ok(all)
+        })
     }
+}
+
+/// Shard `spec` of the request on `device`, the model loaded there.
+fn evaluate_on<B: AutodiffBackend>(
+    req: &EvalRequest,
+    name: &str,
+    spec: ShardSpec,
+    device: &B::Device,
+    progress: &mut dyn Progress,
+) -> Result<EvalShardOutcome> {
+    let model = load_spec::<B>(name, device)?;
+    let trained = trained_on(name, &model.config);
+    let config = &model.config;
+    Ok(req.run_shard::<B>(
+        spec,
+        name,
+        &model,
+        config,
+        trained.as_deref(),
+        device,
+        progress,
+    )?)
 }
 
 pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
@@ -133,10 +173,16 @@ pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
         anyhow::bail!("--model is required (or --merge SHARD_FILES)")
     };
     let shard = a.shard;
-    let result = dispatch(device, Evaluation(a, name))??;
+    let devices = a.devices.clone().unwrap_or(DeviceList::single(device));
+    let device_names = match devices.indices.len() {
+        1 => devices.kind.name().to_string(),
+        _ => devices.names().join(","),
+    };
+    let mut results = dispatch_devices(&devices, Evaluation(a, name))??;
     if let (Some(spec), Some(path)) = (shard, &out) {
+        let result = results.pop().expect("one shard");
         let mut v = serde_json::to_value(&result)?;
-        v["device"] = json!(device.name());
+        v["device"] = json!(device_names);
         hyperat::io::write_atomic(path, serde_json::to_string(&v)?.as_bytes())?;
         eprintln!(
             "eval: shard {spec} ({} images from {}) written to {}; merge with --merge",
@@ -147,8 +193,8 @@ pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
         return Ok(());
     }
     print_and_save(
-        &EvalShardOutcome::merge(vec![result])?,
-        device.name(),
+        &EvalShardOutcome::merge(results)?,
+        &device_names,
         out.as_deref(),
     )
 }

@@ -155,8 +155,7 @@ impl DevicesTask for Serving {
     type Output = anyhow::Result<()>;
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> anyhow::Result<()> {
         let (a, list) = (self.0, self.1);
-        let names = list.indices.iter();
-        let names = names.map(|i| format!("{}:{i}", list.kind.name())).collect();
+        let names = list.names();
         let mut limits = Limits::default();
         if let Some(n) = a.max_concurrent_attacks {
             limits.attack_concurrency = n.max(1);
