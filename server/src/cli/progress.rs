@@ -19,6 +19,19 @@ struct PlainLog {
     started: Instant,
     first_done: Option<usize>,
     last_line: Option<Instant>,
+    last_done: usize,
+}
+
+impl PlainLog {
+    /// Notes `done`; a count that went back is a new pass (`report` runs PGD, then CW,
+    /// over the same images), whose rate counts from now, not from the first pass.
+    fn observe(&mut self, done: usize) -> usize {
+        if done < self.last_done {
+            (self.started, self.first_done, self.last_line) = (Instant::now(), None, None);
+        }
+        self.last_done = done;
+        *self.first_done.get_or_insert(done)
+    }
 }
 
 impl Bar {
@@ -36,6 +49,7 @@ impl Bar {
             started: Instant::now(),
             first_done: None,
             last_line: None,
+            last_done: 0,
         });
         Self {
             bar,
@@ -56,10 +70,13 @@ impl Bar {
 impl Progress for Bar {
     fn update(&mut self, done: usize, total: usize, message: &str) {
         self.bar.set_length(total as u64);
+        if (done as u64) < self.bar.position() {
+            self.bar.reset();
+        }
         self.bar.set_position(done as u64);
         self.bar.set_message(message.to_string());
         let Some(p) = &mut self.plain else { return };
-        let first = *p.first_done.get_or_insert(done);
+        let first = p.observe(done);
         let due = p
             .last_line
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
@@ -120,5 +137,30 @@ fn human(secs: f64) -> String {
 impl Drop for Bar {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_pass_restarts_the_rate() {
+        let mut p = PlainLog {
+            started: Instant::now() - Duration::from_secs(600),
+            first_done: None,
+            last_line: None,
+            last_done: 0,
+        };
+        assert_eq!(p.observe(0), 0);
+        assert_eq!(p.observe(500), 0);
+        // The next pass starts over at 0, then 250: counted from its own start.
+        assert_eq!(p.observe(0), 0);
+        assert!(p.started.elapsed() < Duration::from_secs(60));
+        assert_eq!(p.observe(250), 0);
+        // Resuming mid-way counts from where it resumed.
+        let mut q = PlainLog { last_done: 0, ..p };
+        q.first_done = None;
+        assert_eq!(q.observe(40), 40);
     }
 }
