@@ -103,29 +103,20 @@ pub trait BackendTask {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
 }
 
-/// Runs `task` on the chosen backend; a GPU backend that finds no usable device is an
-/// error, not a crash.
+/// Runs `task` on the chosen backend's default device; a GPU backend that finds no
+/// usable device is an error, not a crash.
 pub fn dispatch<T: BackendTask>(kind: DeviceKind, task: T) -> Result<T::Output> {
-    match kind {
-        DeviceKind::Cpu | DeviceKind::Flex => Ok(task.run::<CpuAutodiff>(Default::default())),
-        #[cfg(feature = "ndarray")]
-        DeviceKind::Ndarray => Ok(task.run::<Autodiff<burn::backend::NdArray>>(Default::default())),
-        #[cfg(feature = "cuda")]
-        DeviceKind::Cuda => {
-            let device = burn::backend::cuda::CudaDevice::default();
-            probe::<burn::backend::Cuda>(&device, "cuda")?;
-            Ok(task.run::<Autodiff<burn::backend::Cuda>>(device))
-        }
-        #[cfg(feature = "wgpu")]
-        DeviceKind::Wgpu => {
-            let device = burn::backend::wgpu::WgpuDevice::default();
-            probe::<burn::backend::Wgpu>(&device, "wgpu")?;
-            Ok(task.run::<Autodiff<burn::backend::Wgpu>>(device))
-        }
-        #[allow(unreachable_patterns)]
-        other => Err(Error::Invalid(format!(
-            "device `{other}` is not compiled in"
-        ))),
+    dispatch_devices(&DeviceList::single(kind), OneDevice(task))
+}
+
+/// A one-device task as a [`DevicesTask`].
+struct OneDevice<T>(T);
+
+impl<T: BackendTask> DevicesTask for OneDevice<T> {
+    type Output = T::Output;
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> T::Output {
+        let device = devices.into_iter().next().expect("one device");
+        self.0.run::<B>(device)
     }
 }
 
@@ -135,22 +126,35 @@ pub fn dispatch<T: BackendTask>(kind: DeviceKind, task: T) -> Result<T::Output> 
 pub struct DeviceList {
     /// The backend.
     pub kind: DeviceKind,
-    /// Device indices, in peer order.
+    /// Device indices, in peer order; empty: the backend's default device alone.
     pub indices: Vec<usize>,
 }
 
 impl DeviceList {
-    /// One device, index 0, of `kind`.
+    /// The default device of `kind` (what `--device` picks).
     pub fn single(kind: DeviceKind) -> Self {
         Self {
             kind,
-            indices: vec![0],
+            indices: vec![],
         }
     }
 
-    /// The devices as `--devices` names them (`cuda:0`).
+    /// How many devices.
+    pub fn len(&self) -> usize {
+        self.indices.len().max(1)
+    }
+
+    /// Always false: a list holds at least the default device.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The devices as `--devices` names them (`cuda:0`; the default device: `cuda`).
     pub fn names(&self) -> Vec<String> {
         let name = self.kind.name();
+        if self.indices.is_empty() {
+            return vec![name.to_string()];
+        }
         self.indices.iter().map(|i| format!("{name}:{i}")).collect()
     }
 }
@@ -191,7 +195,7 @@ pub trait DevicesTask {
 
 /// Runs `task` on the listed devices of their backend.
 pub fn dispatch_devices<T: DevicesTask>(list: &DeviceList, task: T) -> Result<T::Output> {
-    let n = list.indices.len();
+    let n = list.len();
     match list.kind {
         DeviceKind::Cpu | DeviceKind::Flex => {
             Ok(task.run::<CpuAutodiff>(vec![Default::default(); n]))
@@ -202,16 +206,26 @@ pub fn dispatch_devices<T: DevicesTask>(list: &DeviceList, task: T) -> Result<T:
         }
         #[cfg(feature = "cuda")]
         DeviceKind::Cuda => {
-            let devices = list.indices.iter();
-            let devices = devices.map(|&i| burn::backend::cuda::CudaDevice::new(i));
-            let devices = probed::<burn::backend::Cuda>(devices.collect(), "cuda")?;
+            use burn::backend::cuda::CudaDevice;
+            let devices = match list.indices.is_empty() {
+                true => vec![CudaDevice::default()],
+                false => list.indices.iter().map(|&i| CudaDevice::new(i)).collect(),
+            };
+            let devices = probed::<burn::backend::Cuda>(devices, "cuda")?;
             Ok(task.run::<Autodiff<burn::backend::Cuda>>(devices))
         }
         #[cfg(feature = "wgpu")]
         DeviceKind::Wgpu => {
-            let devices = list.indices.iter();
-            let devices = devices.map(|&i| burn::backend::wgpu::WgpuDevice::DiscreteGpu(i));
-            let devices = probed::<burn::backend::Wgpu>(devices.collect(), "wgpu")?;
+            use burn::backend::wgpu::WgpuDevice;
+            let devices = match list.indices.is_empty() {
+                true => vec![WgpuDevice::default()],
+                false => list
+                    .indices
+                    .iter()
+                    .map(|&i| WgpuDevice::DiscreteGpu(i))
+                    .collect(),
+            };
+            let devices = probed::<burn::backend::Wgpu>(devices, "wgpu")?;
             Ok(task.run::<Autodiff<burn::backend::Wgpu>>(devices))
         }
         #[allow(unreachable_patterns)]
@@ -267,6 +281,8 @@ mod tests {
     fn device_lists_name_one_backend_and_its_indices() {
         let l: DeviceList = "cpu:0, cpu:1".parse().unwrap();
         assert_eq!(l.names(), ["cpu:0", "cpu:1"]);
+        assert_eq!(DeviceList::single(DeviceKind::Cuda).names(), ["cuda"]);
+        assert_eq!(DeviceList::single(DeviceKind::Cpu).len(), 1);
         assert_eq!((l.kind, l.indices), (DeviceKind::Cpu, vec![0, 1]));
         assert_eq!("flex".parse::<DeviceList>().unwrap().indices, vec![0]);
         assert!("cpu:0,flex:1".parse::<DeviceList>().is_err());

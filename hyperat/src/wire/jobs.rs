@@ -157,7 +157,7 @@ pub struct JobRecord {
     pub error: Option<String>,
     /// What it measured.
     pub result: Option<Value>,
-    /// The devices its latest start ran on (`cpu:0`; a tuning job uses every device the
+    /// The devices its latest start ran on (`cpu`, `cuda:1`; a tuning job uses every device the
     /// server was started with, `hyperat serve --devices`).
     #[serde(default)]
     pub devices: Vec<String>,

@@ -174,10 +174,7 @@ pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
     };
     let shard = a.shard;
     let devices = a.devices.clone().unwrap_or(DeviceList::single(device));
-    let device_names = match devices.indices.len() {
-        1 => devices.kind.name().to_string(),
-        _ => devices.names().join(","),
-    };
+    let device_names = devices.names().join(",");
     let mut results = dispatch_devices(&devices, Evaluation(a, name))??;
     if let (Some(spec), Some(path)) = (shard, &out) {
         let result = results.pop().expect("one shard");
