@@ -100,6 +100,10 @@ fn incomplete_or_mixed_shards_are_refused() {
     let mixed = merge_shards(vec![shard(&pgd, 0, 2), shard(&fgsm, 1, 2)]).unwrap_err();
     assert!(mixed.to_string().contains("another evaluation"), "{mixed}");
     assert!(merge_shards(vec![]).is_err());
+    let mut cut = shard(&pgd, 1, 2);
+    cut.adv_pred.pop();
+    let cut = merge_shards(vec![shard(&pgd, 0, 2), cut]).unwrap_err();
+    assert!(cut.to_string().contains("inconsistent"), "{cut}");
     let too_many = ShardSpec { index: 0, count: 4 };
     assert!(evaluate_shard::<A>(&model, &ds, &pgd, too_many, &dev, &mut Silent).is_err());
 }

@@ -237,6 +237,17 @@ pub fn merge_shards(mut shards: Vec<EvalShard>) -> Result<EvalReport> {
                 s.spec.index
             )));
         }
+        // Shard files come from elsewhere: a malformed one is an error, not a panic.
+        let n = s.labels.len();
+        if s.clean_pred.len() != n
+            || s.adv_pred.len() != if s.attacked { n } else { 0 }
+            || s.component_robust.len() != first.component_robust.len()
+        {
+            return Err(Error::Invalid(format!(
+                "shard {} is inconsistent: its predictions, labels or attack components differ in number",
+                s.spec.index
+            )));
+        }
         if s.first_image != next_image {
             return Err(Error::Invalid(format!(
                 "shard {} starts at image {}, expected {next_image}",
