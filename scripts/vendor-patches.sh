@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 version=0.21.0
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for crate in burn-flex burn-autodiff; do
+for crate in burn-flex burn-autodiff burn-communication burn-collective; do
   mkdir -p "$work/a" "$work/b"
   local_copy=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"$crate-$version" 2>/dev/null | head -n 1 || true)
   if [ -n "$local_copy" ]; then

@@ -66,6 +66,23 @@ pub fn trainable_tensors<B: Backend, M: Module<B>>(m: &M) -> TensorMap {
     collect(m, |_, rg| rg)
 }
 
+/// A short digest of `tensors` (FNV-1a over names, shapes and the values' bits): equal
+/// digests mean bit-equal tensors, so peers can show they hold the same model.
+pub fn fingerprint(tensors: &TensorMap) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (name, t) in tensors {
+        eat(name.as_bytes());
+        t.shape.iter().for_each(|&d| eat(&(d as u64).to_le_bytes()));
+        t.data.iter().for_each(|v| eat(&v.to_bits().to_le_bytes()));
+    }
+    format!("{h:016x}")
+}
+
 /// Number of trainable scalars.
 pub fn count_trainable<B: Backend, M: Module<B>>(m: &M) -> usize {
     struct Count(usize);

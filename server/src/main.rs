@@ -20,8 +20,24 @@ fn keep_freed_memory() {
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, -1) };
 }
 
+/// Warnings and errors of the libraries (burn's collective among them) on stderr. Without
+/// a logger of ours, burn-communication installs one that prints every connection on
+/// stdout when a run over several nodes starts. `HYPERAT_LOG=info` (or debug, trace)
+/// shows more.
+fn quiet_logs() {
+    let level = std::env::var("HYPERAT_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
+    quiet_logs();
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,6 +9,7 @@ pub mod diagnostics;
 pub mod diversity;
 mod model;
 pub mod monitor;
+pub mod nodes;
 pub mod parallel;
 mod request;
 mod run;
@@ -18,7 +19,7 @@ mod variants;
 
 pub use model::Tuned;
 pub use request::{RunData, TuneRequest};
-pub use run::{peak_mem_mib, run, run_parallel};
+pub use run::{peak_mem_mib, run, run_on_nodes, run_parallel};
 pub use run_dir::{MetricsLog, RunDir, RunInfo, TuneSummary};
 pub use trainer::{StepRecord, Trainer};
 pub use variants::Variant;

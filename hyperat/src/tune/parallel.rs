@@ -13,7 +13,8 @@
 use std::ops::Range;
 
 use burn::collective::{
-    CollectiveConfig, PeerId, ReduceOperation, all_reduce, register, reset_collective,
+    CollectiveConfig, PeerId, ReduceOperation, all_reduce, finish_collective, register,
+    reset_collective,
 };
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::prelude::*;
@@ -73,10 +74,18 @@ impl Peer {
         PeerId::from(self.rank)
     }
 
-    /// Joins the collective of `count` local peers on `device`.
-    pub fn register<B: Backend>(self, device: &B::Device) -> Result<()> {
-        let config = CollectiveConfig::default().with_num_devices(self.count);
+    /// Joins the collective on `device` (`config`: the peers of this process, and the
+    /// other nodes if any).
+    pub fn register<B: Backend>(self, device: &B::Device, config: CollectiveConfig) -> Result<()> {
         register::<B>(self.id(), device.clone(), config).map_err(collective)
+    }
+
+    /// Leaves the collective at the end of a run (a warning if it cannot: the run is
+    /// done either way).
+    pub fn leave<B: Backend>(self) {
+        if let Err(e) = finish_collective::<B>(self.id()) {
+            eprintln!("peer {}: leaving the collective: {e:?}", self.rank);
+        }
     }
 
     /// Ends the collective after a peer failed, so the others' pending all-reduces
@@ -114,7 +123,11 @@ impl Peer {
     }
 
     /// Replaces every trainable tensor's gradient in `grads` by its mean over the
-    /// peers (the same tensors in the same order on every peer: the module's).
+    /// peers (the same tensors in the same order on every peer: the module's). The
+    /// gradients travel flattened into buckets of up to [`BUCKET`] values, one
+    /// all-reduce each: every all-reduce costs a round of messages and, across nodes, a
+    /// barrier, so one per tensor made latency the cost of a step. The mean of each
+    /// value is the same either way.
     pub fn average_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
         self,
         model: &M,
@@ -123,33 +136,70 @@ impl Peer {
         if !self.shared() {
             return Ok(());
         }
-        let mut visitor = AverageGrads::<B> {
-            peer: self,
+        let mut collect = CollectGrads::<B> {
             grads,
-            failed: None,
+            flat: Vec::new(),
         };
-        model.visit(&mut visitor);
-        visitor.failed.map_or(Ok(()), Err)
+        model.visit(&mut collect);
+        let mut averaged = Vec::with_capacity(collect.flat.len());
+        let mut bucket: Vec<Tensor<B::InnerBackend, 1>> = Vec::new();
+        let mut filled = 0;
+        let flat = collect.flat;
+        let count = flat.len();
+        for (i, g) in flat.into_iter().enumerate() {
+            filled += g.dims()[0];
+            bucket.push(g);
+            if filled >= BUCKET || i + 1 == count {
+                let sizes: Vec<usize> = bucket.iter().map(|t| t.dims()[0]).collect();
+                let mean = self.all_reduce_mean(Tensor::cat(std::mem::take(&mut bucket), 0))?;
+                averaged.extend(mean.split_with_sizes(sizes, 0));
+                filled = 0;
+            }
+        }
+        model.visit(&mut ReplaceGrads::<B> {
+            grads,
+            averaged: averaged.into_iter(),
+        });
+        Ok(())
     }
 }
 
-struct AverageGrads<'a, B: AutodiffBackend> {
-    peer: Peer,
-    grads: &'a mut B::Gradients,
-    failed: Option<Error>,
+/// Values per all-reduce of gradients (64 MiB of f32), as PyTorch DDP's buckets.
+pub const BUCKET: usize = 16 << 20;
+
+/// Every trainable tensor's gradient, flattened, in the module's order.
+struct CollectGrads<'a, B: AutodiffBackend> {
+    grads: &'a B::Gradients,
+    flat: Vec<Tensor<B::InnerBackend, 1>>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for AverageGrads<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for CollectGrads<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if self.failed.is_some() || !param.is_require_grad() {
+        if !param.is_require_grad() {
+            return;
+        }
+        if let Some(g) = param.val().grad(self.grads) {
+            let n = g.shape().num_elements();
+            self.flat.push(g.reshape([n]));
+        }
+    }
+}
+
+/// Puts the averaged gradients back, in the order [`CollectGrads`] took them.
+struct ReplaceGrads<'a, B: AutodiffBackend> {
+    grads: &'a mut B::Gradients,
+    averaged: std::vec::IntoIter<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for ReplaceGrads<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if !param.is_require_grad() {
             return;
         }
         let value = param.val();
         if let Some(g) = value.grad(self.grads) {
-            match self.peer.all_reduce_mean(g) {
-                Ok(mean) => value.grad_replace(self.grads, mean),
-                Err(e) => self.failed = Some(e),
-            }
+            let mean = self.averaged.next().expect("one average per gradient");
+            value.grad_replace(self.grads, mean.reshape(g.shape()));
         }
     }
 }

@@ -3,17 +3,20 @@
 
 use std::path::Path;
 
+use burn::collective::CollectiveConfig;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::diagnostics::run_diagnostics;
 use super::monitor::holdout_records;
+use super::nodes::{Nodes, OnLost};
 use super::parallel::Peer;
 use super::run_dir::{RunDir, TuneSummary};
 use super::trainer::Trainer;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::named_params::count_trainable;
+use crate::named_params::{count_trainable, fingerprint, trainable_tensors};
 use crate::progress::{Progress, Silent};
+use crate::rng::mix;
 
 /// Runs (or resumes) the run in `dir` on `train` until its last step, or until
 /// `stop_at` steps (to simulate an interruption). Returns the summary when finished;
@@ -49,12 +52,101 @@ pub fn run_parallel<B: AutodiffBackend>(
         let device = devices.first().cloned().unwrap_or_default();
         return run::<B>(dir, train, holdout, &device, progress, stop_at);
     }
-    // A peer that fails or panics resets the collective: the others' pending
-    // all-reduces then fail too, instead of waiting for it forever.
-    let peer_run = |peer: Peer, progress: &mut dyn Progress| {
-        let device = &devices[peer.rank];
+    let peers = Peers {
+        first: 0,
+        count,
+        config: CollectiveConfig::default().with_num_devices(count),
+    };
+    let summary = run_peers::<B>(&peers, dir, train, holdout, devices, progress, stop_at);
+    Peer::abort::<B::InnerBackend>();
+    summary
+}
+
+/// [`run_parallel`] as node `nodes.rank` of a run over several processes (see
+/// [`super::nodes`]): every node runs the same number of `devices`, the batch splits
+/// over all of them, and node 0 alone writes the run folder in `dir`. The other nodes
+/// read `dir` only to resume (a shared or copied folder); for a new run each node
+/// creates its own (equal) start. `on_lost` is called if another node stops first.
+#[allow(clippy::too_many_arguments)]
+pub fn run_on_nodes<B: AutodiffBackend>(
+    nodes: &Nodes,
+    on_lost: OnLost,
+    dir: &Path,
+    train: &Dataset,
+    holdout: Option<&Dataset>,
+    devices: &[B::Device],
+    progress: &mut dyn Progress,
+    stop_at: Option<usize>,
+) -> Result<TuneSummary> {
+    let local = devices.len().max(1);
+    let default_device = [B::Device::default()];
+    let devices = if devices.is_empty() {
+        &default_device[..]
+    } else {
+        devices
+    };
+    let watch = nodes.join(run_key(dir)?, on_lost)?;
+    let peers = Peers {
+        first: nodes.rank * local,
+        count: nodes.count * local,
+        config: nodes.collective_config(local)?,
+    };
+    let summary = run_peers::<B>(&peers, dir, train, holdout, devices, progress, stop_at)?;
+    // The barrier before anything closes: another node may still fetch this one's
+    // share. Then every peer leaves the collective (closing its connections cleanly),
+    // node 0 last, as it hosts the orchestrator the others leave through.
+    watch.finish()?;
+    (peers.first..peers.first + local).for_each(|rank| {
+        Peer {
+            rank,
+            count: peers.count,
+        }
+        .leave::<B::InnerBackend>();
+    });
+    watch.close();
+    Ok(summary)
+}
+
+/// What a node's run must agree on with the other nodes: its settings and its step.
+fn run_key(dir: &Path) -> Result<u64> {
+    let run = RunDir::open(dir)?;
+    let settings = serde_json::to_string(&run.info()?.config).expect("json");
+    let step = match run.has_checkpoint() {
+        true => run.checkpoint_step()?,
+        false => 0,
+    };
+    Ok(settings.bytes().fold(mix(0, step as u64, 0x4E0D), |h, b| {
+        mix(h, u64::from(b), 0x4E0D)
+    }))
+}
+
+/// This process's peers of a data-parallel run: global ranks `first..` (one per local
+/// device) of `count`.
+struct Peers {
+    first: usize,
+    count: usize,
+    config: CollectiveConfig,
+}
+
+/// Runs one peer per device on its own thread; a peer that fails or panics resets the
+/// collective, so the others' pending all-reduces fail too instead of waiting forever.
+fn run_peers<B: AutodiffBackend>(
+    peers: &Peers,
+    dir: &Path,
+    train: &Dataset,
+    holdout: Option<&Dataset>,
+    devices: &[B::Device],
+    progress: &mut dyn Progress,
+    stop_at: Option<usize>,
+) -> Result<TuneSummary> {
+    let peer_run = |local: usize, progress: &mut dyn Progress| {
+        let peer = Peer {
+            rank: peers.first + local,
+            count: peers.count,
+        };
+        let device = &devices[local];
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            peer.register::<B::InnerBackend>(device)?;
+            peer.register::<B::InnerBackend>(device, peers.config.clone())?;
             run_as::<B>(peer, dir, train, holdout, device, progress, stop_at)
         }))
         .unwrap_or_else(|_| {
@@ -69,10 +161,10 @@ pub fn run_parallel<B: AutodiffBackend>(
         r
     };
     let results: Vec<Result<TuneSummary>> = std::thread::scope(|s| {
-        let others: Vec<_> = (1..count)
-            .map(|rank| s.spawn(move || peer_run(Peer { rank, count }, &mut Silent)))
+        let others: Vec<_> = (1..devices.len())
+            .map(|local| s.spawn(move || peer_run(local, &mut Silent)))
             .collect();
-        let mut all = vec![peer_run(Peer { rank: 0, count }, progress)];
+        let mut all = vec![peer_run(0, progress)];
         all.extend(
             others
                 .into_iter()
@@ -80,7 +172,6 @@ pub fn run_parallel<B: AutodiffBackend>(
         );
         all
     });
-    Peer::abort::<B::InnerBackend>();
     // A cancel stops every peer alike; otherwise the first peer's own error explains
     // best (the others then report the broken collective).
     let mut results = results.into_iter();
@@ -166,6 +257,7 @@ fn run_as<B: AutodiffBackend>(
         trainable_params: count_trainable(trainer.model()),
         seconds: trainer.seconds(),
         peak_mem_mib: peak_mem_mib(),
+        fingerprint: Some(fingerprint(&trainable_tensors(trainer.model()))),
     };
     if peer.leads() {
         trainer.run_dir().save_summary(&summary)?;

@@ -50,6 +50,10 @@ pub struct TuneSummary {
     pub seconds: f64,
     /// Peak resident memory of the process in MiB (Linux `VmHWM`).
     pub peak_mem_mib: Option<f64>,
+    /// The trained parameters' [`fingerprint`](crate::named_params::fingerprint): every
+    /// peer and node of a data-parallel run ends with the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 /// A run folder that holds a run (its `run.json` exists).

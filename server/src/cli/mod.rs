@@ -7,6 +7,7 @@ mod export;
 mod interpolate;
 mod logits;
 mod merge;
+mod nodes;
 mod pretrain;
 mod progress;
 mod report;

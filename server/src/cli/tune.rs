@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use hyperat::backend::{DeviceKind, DeviceList, DevicesTask, dispatch_devices};
 use hyperat::prelude::*;
-use hyperat::tune::{RunData, RunDir, TuneRequest, TuneSummary, run_parallel};
+use hyperat::tune::{RunData, RunDir, TuneRequest, TuneSummary, run_on_nodes, run_parallel};
 
 use super::fraction;
+use super::nodes::{NodeArgs, Scratch, exit_on_lost};
 use super::progress::Bar;
 
 #[derive(Debug, clap::Args)]
@@ -23,6 +24,8 @@ pub struct Args {
     /// cpu:0,cpu:1 (each step's batch split evenly; overrides --device).
     #[arg(long)]
     devices: Option<DeviceList>,
+    #[command(flatten)]
+    nodes: NodeArgs,
     /// Backbone checkpoint folder (timm format), e.g. from `hyperat pretrain`.
     #[arg(long, required_unless_present = "resume")]
     backbone: Option<PathBuf>,
@@ -182,38 +185,57 @@ impl DevicesTask for Tuning {
     type Output = Result<TuneSummary>;
     fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<TuneSummary> {
         let a = self.0;
+        let nodes = a.nodes.nodes()?;
+        // Node 0 alone writes --out; another node starts a new run in a scratch folder
+        // (the same start: settings and seed decide it) and resumes from --out.
+        let scratch = nodes
+            .as_ref()
+            .filter(|n| !n.leads() && !a.resume)
+            .map(|n| Scratch::for_node(n.rank));
         let run_dir = if a.resume {
             RunDir::open(&a.out)?
         } else {
             let Some(backbone) = &a.backbone else {
                 bail!("--backbone is required for a new run")
             };
-            a.request().create_run(&a.out, backbone)?
+            let folder = scratch.as_ref().map_or(&a.out, |s| &s.0);
+            a.request().create_run(folder, backbone)?
         };
         let info = run_dir.info()?;
         let data = RunData::load(&run_dir)?;
+        let peers = devices.len() * nodes.as_ref().map_or(1, |n| n.count);
         eprintln!(
-            "tune: {} ({}) on {} images, {} steps at batch {}{}, run folder {}",
+            "tune: {} ({}) on {} images, {} steps at batch {}{}{}, run folder {}",
             info.config.kind.name(),
             info.config.methods.join(","),
             data.train.len(),
             info.config.steps,
             info.config.batch_size,
-            match devices.len() {
+            match peers {
                 1 => String::new(),
                 n => format!(" split over {n} devices"),
+            },
+            match &nodes {
+                Some(n) => format!(" of {} nodes (this one: {})", n.count, n.rank),
+                None => String::new(),
             },
             a.out.display()
         );
         let mut bar = Bar::new("tune");
-        Ok(run_parallel::<B>(
-            &a.out,
-            &data.train,
-            data.holdout.as_ref(),
-            &devices,
-            &mut bar,
-            None,
-        )?)
+        let (train, holdout) = (&data.train, data.holdout.as_ref());
+        Ok(match &nodes {
+            Some(n) => run_on_nodes::<B>(
+                n,
+                exit_on_lost("tune"),
+                run_dir.path(),
+                train,
+                holdout,
+                &devices,
+                &mut bar,
+                None,
+            )?,
+            None => run_parallel::<B>(run_dir.path(), train, holdout, &devices, &mut bar, None)?,
+        })
     }
 }
 
@@ -221,13 +243,15 @@ pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
     let devices = a.devices.clone().unwrap_or(DeviceList::single(device));
     match dispatch_devices(&devices, Tuning(a))? {
         Ok(s) => eprintln!(
-            "tune: done, {} steps in {:.0}s, {} trainable parameters, peak memory {}",
+            "tune: done, {} steps in {:.0}s, {} trainable parameters, peak memory {}, \
+             parameters {}",
             s.steps,
             s.seconds,
             s.trainable_params,
             s.peak_mem_mib
                 .map(|m| format!("{m:.0} MiB"))
-                .unwrap_or_else(|| "n/a".into())
+                .unwrap_or_else(|| "n/a".into()),
+            s.fingerprint.as_deref().unwrap_or("n/a")
         ),
         Err(e) if matches!(e.downcast_ref(), Some(hyperat::Error::Cancelled)) => {
             eprintln!("tune: stopped before the last step; continue with --resume")
