@@ -16,22 +16,44 @@ fn backbone() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/timm/vit_tiny_p4_28_c1")
 }
 
-/// A coordinator port whose next three ports (watch, two data ports) are free too.
+/// A coordinator port whose next three ports (watch, two data ports) are free too,
+/// below Linux's ephemeral range (where the nodes' own outgoing connections take theirs).
 fn free_ports() -> u16 {
-    for _ in 0..200 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let free =
-            (port..port + 4).all(|p| p < u16::MAX - 4 && TcpListener::bind(("0.0.0.0", p)).is_ok());
-        if free {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as usize
+        + std::process::id() as usize;
+    for attempt in 0..500 {
+        let port = (20_000 + (seed + attempt * 7919) % 12_000 / 4 * 4) as u16;
+        if (port..port + 4).all(|p| TcpListener::bind(("0.0.0.0", p)).is_ok()) {
             return port;
         }
     }
     panic!("no four free ports in a row");
 }
+
+/// One test at a time: each runs two processes and takes ports.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The process's output once it exits; killed, and the test failed, after `limit`.
+fn output_within(mut child: Child, limit: Duration) -> Output {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "a node ran past {limit:?}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+const LIMIT: Duration = Duration::from_secs(240);
 
 /// A toy HyperAT run of `steps` steps (PGD-AT and MART alternate, batch 8).
 fn tune(steps: usize, out: &Path) -> Command {
@@ -98,12 +120,13 @@ fn spawn_nodes(steps: usize, out: &Path, resume: bool) -> Vec<Child> {
 
 #[test]
 fn two_processes_through_the_coordinator_take_the_steps_of_one() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
     let alone = finished(tune(3, &one).output().unwrap());
     let nodes: Vec<String> = spawn_nodes(3, &two, false)
         .into_iter()
-        .map(|c| finished(c.wait_with_output().unwrap()))
+        .map(|c| finished(output_within(c, LIMIT)))
         .collect();
     // Both nodes end with bit-equal parameters; node 0 alone wrote the run folder.
     assert_eq!(fingerprint(&nodes[0]), fingerprint(&nodes[1]));
@@ -138,6 +161,7 @@ fn two_processes_through_the_coordinator_take_the_steps_of_one() {
 
 #[test]
 fn a_killed_node_stops_the_other_and_the_run_resumes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
     let steps = 60;
@@ -145,14 +169,17 @@ fn a_killed_node_stops_the_other_and_the_run_resumes() {
     // Kill node 1 once node 0 has a checkpoint.
     let start = Instant::now();
     while !out.join("checkpoint.safetensors").is_file() {
-        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint");
+        if start.elapsed() > Duration::from_secs(120) {
+            nodes.iter_mut().for_each(|n| drop(n.kill()));
+            panic!("no checkpoint after 120 s");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
     nodes[1].kill().unwrap();
     nodes[1].wait().unwrap();
     let killed = Instant::now();
     let lead = nodes.remove(0);
-    let out0 = lead.wait_with_output().unwrap();
+    let out0 = output_within(lead, LIMIT);
     let stopped_after = killed.elapsed();
     let stderr = String::from_utf8_lossy(&out0.stderr);
     assert!(!out0.status.success(), "node 0 went on:\n{stderr}");
@@ -163,7 +190,7 @@ fn a_killed_node_stops_the_other_and_the_run_resumes() {
     // Both nodes again with --resume (node 1 reads node 0's folder): the run completes.
     let resumed: Vec<String> = spawn_nodes(steps, &out, true)
         .into_iter()
-        .map(|c| finished(c.wait_with_output().unwrap()))
+        .map(|c| finished(output_within(c, LIMIT)))
         .collect();
     assert_eq!(fingerprint(&resumed[0]), fingerprint(&resumed[1]));
     let summary: serde_json::Value =
