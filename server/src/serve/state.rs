@@ -100,6 +100,8 @@ pub struct AppState<B: AutodiffBackend> {
     pub decode_slots: Arc<Semaphore>,
     /// The job queue and its worker.
     pub jobs: Arc<Jobs<B>>,
+    /// Devices a tuning job splits each batch over (its batch size must divide).
+    pub tune_peers: usize,
     /// Set when the server stops: event streams end so that shutdown does not wait on them.
     closing: tokio::sync::watch::Sender<bool>,
     /// Showcases computed so far, by model, variant and eps (a classroom loading the page
@@ -161,6 +163,7 @@ impl<B: AutodiffBackend> AppState<B> {
             datasets: Mutex::new(HashMap::new()),
             dataset_load: Mutex::new(()),
             jobs: jobs.clone(),
+            tune_peers: devices.devices.len(),
             closing: tokio::sync::watch::channel(false).0,
             showcases: Mutex::new(HashMap::new()),
         });

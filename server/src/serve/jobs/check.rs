@@ -54,10 +54,12 @@ pub(super) fn merge_source<B: AutodiffBackend>(
     }
 }
 
-/// Checks a spec before it is queued (unknown fields, bad values, unknown models).
+/// Checks a spec before it is queued (unknown fields, bad values, unknown models, a
+/// tuning batch that does not split over the server's `tune_peers` devices).
 pub fn check<B: AutodiffBackend>(
     s: &ModelRegistry<B>,
     spec: &JobSpec,
+    tune_peers: usize,
 ) -> Result<(), crate::serve::error::ApiError> {
     use crate::serve::error::ApiError;
     let inv = ApiError::invalid;
@@ -76,6 +78,11 @@ pub fn check<B: AutodiffBackend>(
                     "steps at most 1000000, batch_size at most 4096".to_string()
                 ));
             }
+            hyperat::tune::parallel::Peer {
+                rank: 0,
+                count: tune_peers.max(1),
+            }
+            .rows(req.batch_size)?;
         }
         JobKind::Pretrain => {
             let req = pretrain_request(&spec.config).map_err(inv)?;
