@@ -82,7 +82,7 @@ fn tune(steps: usize, out: &Path) -> Command {
 fn as_node(mut cmd: Command, rank: usize, port: u16) -> Command {
     cmd.args(["--nodes", "2", "--node-rank", &rank.to_string()])
         .args(["--coordinator", &format!("127.0.0.1:{port}")])
-        .args(["--node-timeout", "5", "--join-timeout", "60"]);
+        .args(["--node-timeout", "30", "--join-timeout", "60"]);
     cmd
 }
 

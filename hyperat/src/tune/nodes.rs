@@ -344,6 +344,8 @@ impl Link {
         stream
             .set_read_timeout(Some(shared.timeout))
             .map_err(watch_io)?;
+        // One-byte heartbeats go out at once, not held back by Nagle's algorithm.
+        stream.set_nodelay(true).map_err(watch_io)?;
         let done = Arc::new(AtomicBool::new(false));
         let mut writer = stream.try_clone().map_err(watch_io)?;
         let beat = shared.clone();
