@@ -36,6 +36,8 @@ pub mod eval;
 pub mod io;
 #[cfg(feature = "native")]
 pub mod merge;
+#[cfg(feature = "native")]
+pub mod parallel;
 pub mod progress;
 #[cfg(feature = "native")]
 pub mod report;

@@ -83,6 +83,20 @@ pub fn fingerprint(tensors: &TensorMap) -> String {
     format!("{h:016x}")
 }
 
+/// Draws every lazily initialised parameter of `m` now. burn draws a fresh module's
+/// random weights at first use, from its process-wide generator, and a clone taken
+/// before then draws its own: a seed set before `init` is only kept if nothing else draws
+/// first, and copies sent to data-parallel peers would each get other weights.
+pub fn materialize<B: Backend, M: Module<B>>(m: &M) {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    m.visit(&mut Touch);
+}
+
 /// Number of trainable scalars.
 pub fn count_trainable<B: Backend, M: Module<B>>(m: &M) -> usize {
     struct Count(usize);

@@ -1,6 +1,6 @@
 //! Evaluations split into shards of whole batches and evaluated apart merge into the
 //! report of one pass: the same per-sample predictions (random starts and AutoAttack's
-//! randomness included), accuracies, components and checks.
+//! randomness included), accuracies, components and checks; so do reports.
 
 use hyperat::Vit;
 use hyperat::attack::AttackParams;
@@ -8,7 +8,9 @@ use hyperat::backend::CpuAutodiff;
 use hyperat::checkpoint::{Adapt, load_vit};
 use hyperat::data::{self, Dataset, Split};
 use hyperat::eval::{EvalConfig, EvalReport, ShardSpec, evaluate, evaluate_shard, merge_shards};
+use hyperat::prelude::*;
 use hyperat::progress::Silent;
+use hyperat::report::{Report, ReportModel, ReportRequest, ReportShard, merge_report};
 
 type A = CpuAutodiff;
 
@@ -104,6 +106,73 @@ fn incomplete_or_mixed_shards_are_refused() {
     cut.adv_pred.pop();
     let cut = merge_shards(vec![shard(&pgd, 0, 2), cut]).unwrap_err();
     assert!(cut.to_string().contains("inconsistent"), "{cut}");
-    let too_many = ShardSpec { index: 0, count: 4 };
-    assert!(evaluate_shard::<A>(&model, &ds, &pgd, too_many, &dev, &mut Silent).is_err());
+    // More shards than batches (3): one is empty, and the merge is still the single pass.
+    let merged = merge_shards((0..4).map(|index| shard(&pgd, index, 4)).collect()).unwrap();
+    let whole = evaluate::<A>(&model, &ds, &pgd, &dev, &mut Silent).unwrap();
+    assert_eq!(comparable(&merged), comparable(&whole));
+    let beyond = ShardSpec { index: 4, count: 4 };
+    assert!(evaluate_shard::<A>(&model, &ds, &pgd, beyond, &dev, &mut Silent).is_err());
+}
+
+/// A report split over two devices in one process, or into two shard files merged
+/// afterwards, is the one-device report: every row's per-sample predictions, PGD, CW
+/// and AutoAttack figures (its 4 images make one batch: one device's shard is empty).
+#[test]
+fn sharded_reports_merge_into_the_single_pass_report() {
+    let backbone = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../public/models/fmnist-vit-tiny/backbone"
+    );
+    let req = ReportRequest {
+        rows: vec![
+            ReportModel::parse(&format!("first={backbone}")),
+            ReportModel::parse(&format!("again={backbone}")),
+        ],
+        limit: 10,
+        steps: 2,
+        batch_size: 4,
+        aa_limit: 4,
+        seed: 3,
+        ..Default::default()
+    };
+    let resolve = |r: &ReportModel| Ok((r.model.clone(), r.model.clone()));
+    let dev: Device<A> = Default::default();
+    let comparable = |r: &Report| {
+        let mut v = serde_json::to_value(r).unwrap();
+        for row in v["rows"].as_array_mut().unwrap() {
+            row["eval_seconds"] = serde_json::Value::Null;
+        }
+        v
+    };
+    let whole = req
+        .run::<A>(&resolve, &dev, &mut Silent, &mut |_| {})
+        .unwrap();
+    assert_eq!(whole.rows.len(), 2);
+    assert_eq!(whole.rows[0].aa_n, Some(4));
+    let devices = req
+        .run_on_devices::<A>(&resolve, &[dev, dev], &mut Silent, &mut |_| {})
+        .unwrap();
+    assert_eq!(comparable(&devices), comparable(&whole));
+    let shards: Vec<ReportShard> = (0..2)
+        .rev()
+        .map(|index| {
+            let spec = ShardSpec { index, count: 2 };
+            // Through JSON, as the shard files travel.
+            let shard = req
+                .run_shard::<A>(&resolve, spec, &dev, &mut Silent)
+                .unwrap();
+            serde_json::from_str(&serde_json::to_string(&shard).unwrap()).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        comparable(&merge_report(shards.clone()).unwrap()),
+        comparable(&whole)
+    );
+    // A shard of another report is refused.
+    let mut other = shards.clone();
+    other[0].config.steps = 3;
+    let err = merge_report(other).unwrap_err().to_string();
+    assert!(err.contains("another report"), "{err}");
+    let err = merge_report(shards[..1].to_vec()).unwrap_err().to_string();
+    assert!(err.contains("expected shards"), "{err}");
 }

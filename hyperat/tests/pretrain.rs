@@ -1,5 +1,6 @@
 //! Pretraining: resumable from its per-epoch snapshot to bit-identical weights, with
-//! the augmentation drawn per step; cancellation is `Error::Cancelled`.
+//! the augmentation drawn per step; cancellation is `Error::Cancelled`; data-parallel
+//! peers take the single-device steps.
 
 use hyperat::backend::{Cpu, CpuAutodiff};
 use hyperat::data::{Augment, Dataset};
@@ -7,7 +8,7 @@ use hyperat::named_params::named_tensors;
 use hyperat::prelude::*;
 use hyperat::progress::Progress;
 use hyperat::rng::Rng;
-use hyperat::train::{PretrainConfig, TrainSnapshot, pretrain};
+use hyperat::train::{PretrainConfig, TrainSnapshot, pretrain, pretrain_parallel};
 use hyperat::{Error, Vit, VitConfig};
 
 type A = CpuAutodiff;
@@ -38,6 +39,19 @@ fn data(n: usize) -> Dataset {
     }
 }
 
+/// `epochs` over 48 images at batch 16 (3 steps each), augmented, every step logged.
+fn config(epochs: usize) -> PretrainConfig {
+    PretrainConfig {
+        epochs,
+        batch_size: 16,
+        lr: 3e-3,
+        eval_limit: 16,
+        log_every: 1,
+        augment: Augment::default(),
+        ..Default::default()
+    }
+}
+
 /// Asks to stop once `after` steps are done; counts records.
 struct StopAfter {
     after: usize,
@@ -60,15 +74,7 @@ impl Progress for StopAfter {
 #[test]
 fn pretraining_resumes_from_its_epoch_snapshot_to_the_same_weights() {
     let (train, holdout) = (data(48), data(16));
-    let cfg = PretrainConfig {
-        epochs: 3,
-        batch_size: 16,
-        lr: 3e-3,
-        eval_limit: 16,
-        log_every: 1,
-        augment: Augment::default(),
-        ..Default::default()
-    };
+    let cfg = config(3);
     let dev = Default::default();
     let tmp = tempfile::tempdir().unwrap();
     let eval_set = Some(("holdout", &holdout));
@@ -143,4 +149,73 @@ fn pretraining_resumes_from_its_epoch_snapshot_to_the_same_weights() {
     let (c, _) = pretrain(tiny(), &train, eval_set, &plain, &dev, &mut quiet, None).unwrap();
     let tc = named_tensors(&c);
     assert!(ta.iter().any(|(k, v)| v != &tc[k]));
+}
+
+/// Largest relative difference over all parameters together.
+fn relative_difference(a: &Vit<A>, b: &Vit<A>) -> f64 {
+    let (ta, tb) = (named_tensors(a), named_tensors(b));
+    let (mut diff, mut norm) = (0.0, 0.0);
+    for (k, x) in &ta {
+        for (p, q) in x.data.iter().zip(&tb[k].data) {
+            diff += f64::from(p - q).powi(2);
+            norm += f64::from(*p).powi(2);
+        }
+    }
+    (diff / norm).sqrt()
+}
+
+/// Two CPU peers, half of each batch apiece (augmented as the whole batch would be),
+/// train to the single-device weights and records (up to float summation order); a
+/// run stopped on two peers resumes on one; a batch that does not split is refused.
+#[test]
+fn two_peers_pretrain_as_one_device() {
+    let (train, holdout) = (data(48), data(16));
+    let cfg = config(2);
+    let dev: Device<A> = Default::default();
+    let eval_set = Some(("holdout", &holdout));
+    let run = |devices: &[Device<A>], after: usize, state: Option<&std::path::Path>| {
+        let mut p = StopAfter {
+            after,
+            done: 0,
+            records: vec![],
+        };
+        let r = pretrain_parallel(tiny(), &train, eval_set, &cfg, devices, &mut p, state);
+        (r, p.records)
+    };
+    let (one, one_records) = run(&[dev], usize::MAX, None);
+    let (one, one_summary) = one.unwrap();
+    let (two, two_records) = run(&[dev, dev], usize::MAX, None);
+    let (two, two_summary) = two.unwrap();
+    let rel = relative_difference(&one, &two);
+    assert!(rel <= 1e-5, "parameters differ by {rel:e}");
+    assert_eq!(one_summary.steps, 6);
+    assert_eq!(two_summary.steps, 6);
+    assert_eq!(one_records.len(), two_records.len());
+    for (a, b) in one_records.iter().zip(&two_records) {
+        assert_eq!((&a["kind"], &a["step"]), (&b["kind"], &b["step"]));
+        for key in ["loss", "acc"] {
+            let (x, y) = (a[key].as_f64(), b[key].as_f64());
+            assert_eq!(x.is_some(), y.is_some(), "{key} in {a} and {b}");
+            if let (Some(x), Some(y)) = (x, y) {
+                assert!(
+                    (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                    "{key}: {x} vs {y}"
+                );
+            }
+        }
+    }
+
+    // Stopped on two peers after epoch 1, resumed on one: the uninterrupted weights.
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state.safetensors");
+    let (stopped, _) = run(&[dev, dev], 4, Some(&state));
+    assert!(matches!(stopped, Err(Error::Cancelled)));
+    assert_eq!(TrainSnapshot::step_of(&state).unwrap(), 3);
+    let (resumed, _) = run(&[dev], usize::MAX, Some(&state));
+    let rel = relative_difference(&one, &resumed.unwrap().0);
+    assert!(rel <= 1e-5, "resumed parameters differ by {rel:e}");
+
+    let (uneven, _) = run(&[dev, dev, dev], usize::MAX, None);
+    let err = uneven.unwrap_err().to_string();
+    assert!(err.contains("does not split evenly"), "{err}");
 }

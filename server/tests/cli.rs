@@ -95,8 +95,8 @@ fn unknown_device_and_missing_model_are_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/config.json"));
 }
 
-/// Pretrain a few steps on Fashion-MNIST, then evaluate clean / FGSM / PGD and check
-/// the report's contract. Needs Debian's `dataset-fashion-mnist` (installed by the
+/// Pretrain a few steps on Fashion-MNIST (data-parallel on two CPU peers), then
+/// evaluate clean / FGSM / PGD and check the report's contract. Needs Debian's `dataset-fashion-mnist` (installed by the
 /// test script) or `HYPERAT_DATA`.
 #[test]
 fn pretrain_then_eval_on_fashion_mnist() {
@@ -120,6 +120,8 @@ fn pretrain_then_eval_on_fashion_mnist() {
                 "64",
                 "--train-limit",
                 "512",
+                "--devices",
+                "cpu:0,cpu:1",
             ])
             .arg("--out")
             .arg(&model),
@@ -386,26 +388,67 @@ fn tune_merge_export_eval_end_to_end() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a HyperAT run"));
-    // The report table.
+    // The report table; and the same report in two shard files merged, and over two
+    // devices in one process.
     let md = p("r.md");
-    run_ok(
-        hyperat()
-            .args([
-                "report", "--limit", "16", "--eps", "0.1", "--steps", "2", "--models",
-            ])
-            .arg(format!(
-                "HyperAT+={}#merged:uniform,LoRA-AT={}#tuned",
-                run.display(),
-                p("lora").display()
-            ))
-            .arg("--md")
-            .arg(&md),
-    );
+    let report = |extra: &[&str], json: &Path| {
+        let mut cmd = hyperat();
+        cmd.args([
+            "report",
+            "--limit",
+            "16",
+            "--eps",
+            "0.1",
+            "--steps",
+            "2",
+            "--batch-size",
+            "4",
+            "--models",
+        ])
+        .arg(format!(
+            "HyperAT+={}#merged:uniform,LoRA-AT={}#tuned",
+            run.display(),
+            p("lora").display()
+        ))
+        .args(extra)
+        .arg("--json")
+        .arg(json);
+        cmd
+    };
+    run_ok(report(&[], &p("whole.json")).arg("--md").arg(&md));
     let table = std::fs::read_to_string(&md).unwrap();
     assert!(
         table.contains("| HyperAT+ |") && table.contains("| LoRA-AT |"),
         "{table}"
     );
+    for k in 0..2 {
+        run_ok(&mut report(
+            &["--shard", &format!("{k}/2")],
+            &p(&format!("r{k}.json")),
+        ));
+    }
+    let files = format!("{},{}", p("r1.json").display(), p("r0.json").display());
+    run_ok(
+        hyperat()
+            .args(["report", "--merge", &files, "--json"])
+            .arg(p("merged.json")),
+    );
+    run_ok(&mut report(
+        &["--devices", "cpu:0,cpu:1"],
+        &p("devices.json"),
+    ));
+    let read = |p: &Path| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        for row in v["rows"].as_array_mut().unwrap() {
+            row["eval_seconds"] = serde_json::Value::Null;
+        }
+        v
+    };
+    let whole = read(&p("whole.json"));
+    assert_eq!(whole["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(read(&p("merged.json")), whole);
+    assert_eq!(read(&p("devices.json")), whole);
 }
 
 /// `eval --shard K/N` in two processes at once, then `eval --merge`, writes the JSON of

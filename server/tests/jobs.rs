@@ -348,7 +348,8 @@ async fn random_truncated_and_oversized_bodies_get_4xx_only() {
 
 /// `serve --devices cpu:0,cpu:1`: a tuning job trains data-parallel over both (the
 /// same checkpoint as the run on one device, within float summation order) and its
-/// record says so; other jobs run on the first device.
+/// record says so; other jobs run on the first device; a tuning or pretraining batch
+/// that does not split over both is refused.
 #[tokio::test]
 async fn a_server_on_two_devices_tunes_over_both_and_records_them() {
     let (models, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -369,6 +370,15 @@ async fn a_server_on_two_devices_tunes_over_both_and_records_them() {
     assert!(
         body.to_string()
             .contains("does not split evenly over 2 devices"),
+        "{body}"
+    );
+    // So is a pretraining job's.
+    let spec = json!({"kind": "pretrain", "config": {"batch_size": 9}});
+    let (status, body) = json(&r, post_json("/api/jobs", &spec, None)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.to_string()
+            .contains("a batch of 9 images does not split evenly over 2 devices"),
         "{body}"
     );
     // PGD-AT and MART: their steps are reproducible across batch splits to 1e-5.

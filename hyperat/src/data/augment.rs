@@ -2,6 +2,8 @@
 //! and horizontal flip, as torchvision's `RandomCrop(size, padding=p)` and
 //! `RandomHorizontalFlip()` do for Fashion-MNIST and CIFAR backbones.
 
+use std::ops::Range;
+
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -53,17 +55,34 @@ impl Dataset {
         rng: &mut Rng,
         device: &B::Device,
     ) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
+        self.augmented_rows(idx, 0..idx.len(), aug, rng, device)
+    }
+
+    /// Rows `rows` of [`Dataset::augmented_batch`] (a data-parallel peer's share): every
+    /// image's random choices are drawn, only the kept rows are built.
+    pub fn augmented_rows<B: Backend>(
+        &self,
+        idx: &[usize],
+        rows: Range<usize>,
+        aug: &Augment,
+        rng: &mut Rng,
+        device: &B::Device,
+    ) -> (Tensor<B, 4>, Tensor<B, 1, Int>) {
         let [c, h, w] = self.shape;
         let n = self.image_len();
         let pad = aug.crop_pad as i64;
-        let mut x = vec![0f32; idx.len() * n];
+        let mut x = vec![0f32; rows.len() * n];
         for (k, &i) in idx.iter().enumerate() {
             let span = (2 * pad + 1) as usize;
             let dy = rng.below(span) as i64 - pad;
             let dx = rng.below(span) as i64 - pad;
             let flip = rng.below(2) == 1 && aug.hflip;
+            if !rows.contains(&k) {
+                continue;
+            }
             let src = &self.pixels[i * n..(i + 1) * n];
-            let dst = &mut x[k * n..(k + 1) * n];
+            let at = k - rows.start;
+            let dst = &mut x[at * n..(at + 1) * n];
             for ch in 0..c {
                 for row in 0..h {
                     let sy = row as i64 + dy;
@@ -82,10 +101,13 @@ impl Dataset {
                 }
             }
         }
-        let labels: Vec<i64> = idx.iter().map(|&i| self.labels[i] as i64).collect();
+        let labels: Vec<i64> = idx[rows.clone()]
+            .iter()
+            .map(|&i| self.labels[i] as i64)
+            .collect();
         (
-            Tensor::from_data(TensorData::new(x, [idx.len(), c, h, w]), device),
-            Tensor::from_data(TensorData::new(labels, [idx.len()]), device),
+            Tensor::from_data(TensorData::new(x, [rows.len(), c, h, w]), device),
+            Tensor::from_data(TensorData::new(labels, [rows.len()]), device),
         )
     }
 }

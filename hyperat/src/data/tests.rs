@@ -237,3 +237,29 @@ fn augmentation_shifts_flips_and_pads_with_zero() {
     }
     assert_eq!(seen.len(), 50, "every shift with and without the flip");
 }
+
+#[test]
+fn a_peers_augmented_rows_are_the_whole_batchs() {
+    let mut ds = counting_image();
+    ds.pixels = ds.pixels.repeat(6);
+    ds.labels = vec![0, 1, 2, 3, 4, 5];
+    let (device, aug) = (Default::default(), Augment::default());
+    let idx = [5, 0, 3, 1, 4, 2];
+    let values = |x: Tensor<Cpu, 4>| x.into_data().to_vec::<f32>().unwrap();
+    let (whole, labels) = ds.augmented_batch::<Cpu>(&idx, &aug, &mut Rng::new(3), &device);
+    let (part, part_labels) = ds.augmented_rows::<Cpu>(&idx, 2..4, &aug, &mut Rng::new(3), &device);
+    assert_eq!(values(part), values(whole.narrow(0, 2, 2)));
+    assert_eq!(
+        part_labels
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap(),
+        labels
+            .narrow(0, 2, 2)
+            .into_data()
+            .convert::<i64>()
+            .to_vec::<i64>()
+            .unwrap()
+    );
+}

@@ -221,6 +221,13 @@ pub fn merge_shards(mut shards: Vec<EvalShard>) -> Result<EvalReport> {
         .first()
         .ok_or_else(|| Error::Invalid("no shards to merge".into()))?
         .clone();
+    // A shard without images (more shards than batches) attacked nothing: it has no
+    // components to count.
+    let component_names: Vec<String> = shards
+        .iter()
+        .find(|s| !s.labels.is_empty())
+        .map(|s| s.component_robust.iter().map(|(n, _)| n.clone()).collect())
+        .unwrap_or_default();
     let mut next_image = 0;
     for (i, s) in shards.iter().enumerate() {
         if s.spec.count != shards.len() || s.spec.index != i {
@@ -241,7 +248,7 @@ pub fn merge_shards(mut shards: Vec<EvalShard>) -> Result<EvalReport> {
         let n = s.labels.len();
         if s.clean_pred.len() != n
             || s.adv_pred.len() != if s.attacked { n } else { 0 }
-            || s.component_robust.len() != first.component_robust.len()
+            || (n > 0 && s.component_robust.len() != component_names.len())
         {
             return Err(Error::Invalid(format!(
                 "shard {} is inconsistent: its predictions, labels or attack components differ in number",
@@ -288,19 +295,24 @@ pub fn merge_shards(mut shards: Vec<EvalShard>) -> Result<EvalReport> {
     } else {
         (None, None, None)
     };
-    let mut checks = first.model_checks.clone();
+    let mut checks = shards.iter().find_map(|s| s.model_checks.clone());
     if let Some(c) = checks.as_mut() {
         let robust = robust_acc.unwrap_or(0.0);
         result_checks(c, first.eps, max_linf, nan_count, clean_acc, robust);
     }
-    let components = (!first.component_robust.is_empty()).then(|| {
-        first
-            .component_robust
+    let components = (!component_names.is_empty()).then(|| {
+        component_names
             .iter()
             .enumerate()
-            .map(|(i, (name, _))| ComponentAcc {
+            .map(|(i, name)| ComponentAcc {
                 name: name.clone(),
-                robust_acc: share(shards.iter().map(|s| s.component_robust[i].1).sum()),
+                robust_acc: share(
+                    shards
+                        .iter()
+                        .filter_map(|s| s.component_robust.get(i))
+                        .map(|c| c.1)
+                        .sum(),
+                ),
             })
             .collect()
     });

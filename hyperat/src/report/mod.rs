@@ -3,19 +3,15 @@
 
 use std::path::Path;
 
-use burn::tensor::backend::AutodiffBackend;
-
-use crate::attack::AttackParams;
-use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::eval::{EvalConfig, EvalReport, evaluate};
-use crate::progress::Progress;
+use crate::eval::EvalReport;
 use crate::tune::{RunDir, TuneSummary};
-use crate::variant::{VariantModel, load_spec};
 pub use crate::wire::{Evaluation, Report, ReportConfig, ReportRow, VariantFigures};
 
 mod request;
+mod shard;
 pub use request::{ReportModel, ReportRequest};
+pub use shard::{ReportShard, RowShard, RowTask, merge_report, merge_row};
 
 impl Report {
     /// Reads a report written by `hyperat report --json`.
@@ -54,91 +50,6 @@ fn run_summary(spec: &str) -> Option<TuneSummary> {
     RunDir::open(Path::new(spec.split('#').next()?))
         .ok()?
         .summary()
-}
-
-/// Evaluates one model: clean, PGD-k and CW-k on `ds`.
-pub fn evaluate_row<B: AutodiffBackend>(
-    name: &str,
-    spec: &str,
-    ds: &Dataset,
-    cfg: &ReportConfig,
-    device: &B::Device,
-    progress: &mut dyn Progress,
-) -> Result<ReportRow> {
-    let model = load_spec::<B>(spec, device)?;
-    evaluate_loaded_row(name, spec, &model, ds, cfg, device, progress)
-}
-
-/// [`evaluate_row`] of a model already loaded from `spec`.
-pub fn evaluate_loaded_row<B: AutodiffBackend>(
-    name: &str,
-    spec: &str,
-    model: &VariantModel<B>,
-    ds: &Dataset,
-    cfg: &ReportConfig,
-    device: &B::Device,
-    progress: &mut dyn Progress,
-) -> Result<ReportRow> {
-    let params = AttackParams {
-        eps: cfg.eps,
-        alpha: Some(cfg.alpha),
-        steps: cfg.steps,
-        restarts: 1,
-        ..Default::default()
-    };
-    let run = |attack: &str, progress: &mut dyn Progress| {
-        let ec = EvalConfig {
-            attack: attack.into(),
-            params: params.clone(),
-            batch_size: cfg.batch_size,
-            seed: cfg.seed,
-        };
-        evaluate::<B>(model, ds, &ec, device, progress)
-    };
-    let pgd = run("pgd", progress)?;
-    let cw = run("cw", progress)?;
-    let aa = if cfg.aa_limit > 0 {
-        let mut sub = ds.clone();
-        sub.truncate(cfg.aa_limit);
-        let ec = EvalConfig {
-            attack: "autoattack".into(),
-            params: AttackParams {
-                eps: cfg.eps,
-                ..Default::default()
-            },
-            batch_size: cfg.batch_size,
-            seed: cfg.seed,
-        };
-        Some(evaluate::<B>(model, &sub, &ec, device, progress)?)
-    } else {
-        None
-    };
-    let summary = spec.contains('#').then(|| run_summary(spec)).flatten();
-    let base = spec.ends_with("#base");
-    Ok(ReportRow {
-        name: name.to_string(),
-        spec: spec.to_string(),
-        n: pgd.n,
-        clean_acc: pgd.clean_acc,
-        mean_confidence: pgd.mean_confidence,
-        pgd_acc: pgd.robust_acc.unwrap_or(0.0),
-        pgd_robust_flags: Some(robust_flags(&pgd)),
-        cw_acc: cw.robust_acc.unwrap_or(0.0),
-        trainable_params: summary
-            .as_ref()
-            .filter(|_| !base)
-            .map(|s| s.trainable_params),
-        train_seconds: summary.as_ref().filter(|_| !base).map(|s| s.seconds),
-        peak_mem_mib: summary
-            .as_ref()
-            .filter(|_| !base)
-            .and_then(|s| s.peak_mem_mib),
-        eval_seconds: pgd.seconds + cw.seconds + aa.as_ref().map_or(0.0, |a| a.seconds),
-        aa_pgd_acc: aa.as_ref().map(|a| robust_on_first(&pgd, a.n)),
-        aa_acc: aa.as_ref().and_then(|a| a.robust_acc),
-        aa_n: aa.as_ref().map(|a| a.n),
-        aa_components: aa.and_then(|a| a.components),
-    })
 }
 
 /// `1`/`0` per image: robust (clean and adversarial right) or not.

@@ -4,13 +4,13 @@
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::{Report, ReportConfig, evaluate_loaded_row};
+use super::{Report, ReportConfig, ReportRow, ReportShard, RowShard, RowTask, merge_row};
 use crate::attack::AttackParams;
 use crate::data::{self, Split, standard_eps};
 use crate::error::{Error, Result};
-use crate::eval::MAX_BATCH;
-use crate::progress::Progress;
-use crate::variant::load_spec;
+use crate::eval::{MAX_BATCH, ShardSpec};
+use crate::progress::{Progress, Silent};
+use crate::variant::{VariantModel, load_spec};
 
 /// One model of the table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -123,11 +123,71 @@ impl ReportRequest {
     /// what `resolve` calls it. `on_row` hears each row as it is done.
     pub fn run<B: AutodiffBackend>(
         &self,
-        resolve: &dyn Fn(&ReportModel) -> Result<(String, String)>,
+        resolve: &Resolve<'_>,
         device: &B::Device,
         progress: &mut dyn Progress,
-        on_row: &mut dyn FnMut(&super::ReportRow),
+        on_row: &mut dyn FnMut(&ReportRow),
     ) -> Result<Report> {
+        self.run_on_devices::<B>(resolve, std::slice::from_ref(device), progress, on_row)
+    }
+
+    /// [`ReportRequest::run`] with each row's images split over `devices` (one shard
+    /// per device, each on its own thread, merged): the report one device writes.
+    pub fn run_on_devices<B: AutodiffBackend>(
+        &self,
+        resolve: &Resolve<'_>,
+        devices: &[B::Device],
+        progress: &mut dyn Progress,
+        on_row: &mut dyn FnMut(&ReportRow),
+    ) -> Result<Report> {
+        let count = devices.len().max(1);
+        let specs: Vec<ShardSpec> = (0..count).map(|index| ShardSpec { index, count }).collect();
+        let mut rows = vec![];
+        let mut merge = |shards: Vec<RowShard>| {
+            let row = merge_row(shards)?;
+            on_row(&row);
+            rows.push(row);
+            Ok(())
+        };
+        let config = self.shard_rows::<B>(resolve, &specs, devices, progress, &mut merge)?;
+        Ok(Report { config, rows })
+    }
+
+    /// Shard `shard` of every row on `device` (`hyperat report --shard`), to merge with
+    /// the others' by [`merge_report`](super::merge_report).
+    pub fn run_shard<B: AutodiffBackend>(
+        &self,
+        resolve: &Resolve<'_>,
+        shard: ShardSpec,
+        device: &B::Device,
+        progress: &mut dyn Progress,
+    ) -> Result<ReportShard> {
+        shard.batches(0)?;
+        let mut rows = vec![];
+        let mut keep = |mut shards: Vec<RowShard>| {
+            rows.extend(shards.pop());
+            Ok(())
+        };
+        let devices = std::slice::from_ref(device);
+        let config = self.shard_rows::<B>(resolve, &[shard], devices, progress, &mut keep)?;
+        Ok(ReportShard {
+            config,
+            shard,
+            rows,
+        })
+    }
+
+    /// Evaluates shard `specs[i]` of every row on `devices[i]` (the first on this thread
+    /// with `progress`, the others each on its own, loading the model there), handing
+    /// each row's shards to `done`; returns the threat model.
+    fn shard_rows<B: AutodiffBackend>(
+        &self,
+        resolve: &Resolve<'_>,
+        specs: &[ShardSpec],
+        devices: &[B::Device],
+        progress: &mut dyn Progress,
+        done: &mut dyn FnMut(Vec<RowShard>) -> Result<()>,
+    ) -> Result<ReportConfig> {
         self.validate()?;
         if self.rows.is_empty() {
             return Err(Error::Invalid("no models given".into()));
@@ -142,12 +202,11 @@ impl ReportRequest {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut ds = None;
-        let mut rows = vec![];
         for (name, spec) in &resolved {
             if progress.cancelled() {
                 return Err(Error::Cancelled);
             }
-            let model = load_spec::<B>(spec, device)?;
+            let model = load_spec::<B>(spec, &devices[0])?;
             if ds.is_none() {
                 let shape = model.config.input_shape();
                 let mut d = data::load(&self.dataset, Split::Test, Some(shape))?;
@@ -155,13 +214,42 @@ impl ReportRequest {
                 ds = Some(d);
             }
             let ds = ds.as_ref().expect("loaded");
-            let row = evaluate_loaded_row(name, spec, &model, ds, &config, device, progress)?;
-            on_row(&row);
-            rows.push(row);
+            let config = &config;
+            let task = |model: &VariantModel<B>, i: usize, progress: &mut dyn Progress| {
+                let row = RowTask {
+                    name,
+                    spec,
+                    model,
+                    ds,
+                    config,
+                };
+                row.evaluate(specs[i], &devices[i], progress)
+            };
+            let shards = std::thread::scope(|s| {
+                let others: Vec<_> = (1..devices.len())
+                    .map(|i| {
+                        s.spawn(move || {
+                            let model = load_spec::<B>(spec, &devices[i])?;
+                            task(&model, i, &mut Silent)
+                        })
+                    })
+                    .collect();
+                let mut all = vec![task(&model, 0, progress)];
+                all.extend(
+                    others
+                        .into_iter()
+                        .map(|h| h.join().expect("a report shard's thread panicked")),
+                );
+                all.into_iter().collect::<Result<Vec<_>>>()
+            })?;
+            done(shards)?;
         }
-        Ok(Report { config, rows })
+        Ok(config)
     }
 }
+
+/// Turns a row into its display name and the spec to load.
+pub type Resolve<'a> = dyn Fn(&ReportModel) -> Result<(String, String)> + 'a;
 
 #[cfg(test)]
 mod tests {

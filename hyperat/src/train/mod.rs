@@ -5,7 +5,7 @@ mod pretrain;
 mod request;
 mod snapshot;
 
-pub use pretrain::{PretrainConfig, PretrainSummary, pretrain};
+pub use pretrain::{PretrainConfig, PretrainSummary, pretrain, pretrain_parallel};
 pub use request::PretrainRequest;
 pub use snapshot::TrainSnapshot;
 

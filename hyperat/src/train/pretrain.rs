@@ -9,6 +9,7 @@
 //! and reaches the weights an uninterrupted one would.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Instant;
 
 use burn::prelude::*;
@@ -22,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::eval::{EvalConfig, evaluate};
 use crate::loss::cross_entropy;
 use crate::optim::{AdamW, AdamWConfig};
+use crate::parallel::{Peer, on_devices};
 use crate::progress::{Progress, Silent};
 use crate::rng::{Rng, mix, step_batch};
 use crate::vit::Vit;
@@ -101,7 +103,7 @@ pub struct PretrainSummary {
 /// (the caller keeps its metrics file consistent: [`TrainSnapshot::step_of`] says where
 /// it left).
 pub fn pretrain<B: AutodiffBackend>(
-    mut vit: Vit<B>,
+    vit: Vit<B>,
     train: &Dataset,
     eval_set: Option<(&str, &Dataset)>,
     cfg: &PretrainConfig,
@@ -109,108 +111,161 @@ pub fn pretrain<B: AutodiffBackend>(
     progress: &mut dyn Progress,
     state: Option<&Path>,
 ) -> Result<(Vit<B>, PretrainSummary)> {
-    let per_epoch = train.len() / cfg.batch_size.max(1);
-    if per_epoch == 0 {
-        return Err(Error::Invalid(format!(
-            "batch size {} is larger than the training set ({} images)",
-            cfg.batch_size,
-            train.len()
-        )));
-    }
-    let total = cfg.total_steps(train.len());
-    let sched = WarmupCosine {
-        lr: cfg.lr,
-        min_lr: cfg.min_lr,
-        warmup: cfg.warmup.unwrap_or(total / 20).max(1),
-        total,
-    };
-    vit.mean = vit.mean.set_require_grad(false);
-    vit.std = vit.std.set_require_grad(false);
-    let mut opt = AdamW::<B>::new(AdamWConfig {
-        weight_decay: cfg.weight_decay,
-        max_grad_norm: None,
-        ..Default::default()
-    });
-    let (mut step, mut seconds_before) = (0, 0.0);
-    if let Some(path) = state.filter(|p| p.exists()) {
-        let snap = TrainSnapshot::read(path)?;
-        vit = snap.restore(vit, &mut opt, device)?;
-        (step, seconds_before) = (snap.step, snap.seconds);
-    }
-    let start = Instant::now();
-    let seconds = |start: &Instant| seconds_before + start.elapsed().as_secs_f64();
-    let mut eval_acc = None;
-    let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
-    progress.update(step, total, "steps");
-    while step < total {
-        if progress.cancelled() {
-            return Err(Error::Cancelled);
-        }
-        let idx = step_batch(train.len(), cfg.batch_size, cfg.seed, step);
-        let mut rng = Rng::new(mix(cfg.seed, step as u64, 0xA064));
-        let (x, y) = train.augmented_batch::<B>(&idx, &cfg.augment, &mut rng, device);
-        let logits = vit.forward(x);
-        let loss = cross_entropy(logits.clone(), y.clone());
-        let pred = logits.argmax(1).reshape([idx.len()]);
-        let batch_correct = pred.equal(y).int().sum().into_scalar().elem::<i64>() as usize;
-        let loss_value = loss.clone().into_scalar().elem::<f64>();
-        if !loss_value.is_finite() {
+    let devices = std::slice::from_ref(device);
+    pretrain_parallel(vit, train, eval_set, cfg, devices, progress, state)
+}
+
+/// [`pretrain`] data-parallel over `devices` (one peer per device, see
+/// [`crate::parallel`]): each step's batch splits evenly over the peers, whose averaged
+/// gradients make the single-device step. Peer 0 evaluates, reports to `progress` and
+/// writes `state`; the trained model returned is peer 0's.
+pub fn pretrain_parallel<B: AutodiffBackend>(
+    vit: Vit<B>,
+    train: &Dataset,
+    eval_set: Option<(&str, &Dataset)>,
+    cfg: &PretrainConfig,
+    devices: &[B::Device],
+    progress: &mut dyn Progress,
+    state: Option<&Path>,
+) -> Result<(Vit<B>, PretrainSummary)> {
+    let start = Mutex::new(vit);
+    on_devices::<B, _>(devices, progress, |peer, device, progress| {
+        let vit = start
+            .lock()
+            .expect("the starting model")
+            .clone()
+            .fork(device);
+        let run = PeerRun {
+            peer,
+            device,
+            state,
+        };
+        run.pretrain(vit, train, eval_set, cfg, progress)
+    })
+}
+
+/// Where one peer of [`pretrain_parallel`] runs.
+struct PeerRun<'a, B: Backend> {
+    peer: Peer,
+    device: &'a B::Device,
+    /// Read by every peer to resume, written by peer 0.
+    state: Option<&'a Path>,
+}
+
+impl<B: AutodiffBackend> PeerRun<'_, B> {
+    fn pretrain(
+        &self,
+        mut vit: Vit<B>,
+        train: &Dataset,
+        eval_set: Option<(&str, &Dataset)>,
+        cfg: &PretrainConfig,
+        progress: &mut dyn Progress,
+    ) -> Result<(Vit<B>, PretrainSummary)> {
+        let (peer, device) = (self.peer, self.device);
+        let per_epoch = train.len() / cfg.batch_size.max(1);
+        if per_epoch == 0 {
             return Err(Error::Invalid(format!(
-                "loss became {loss_value} at step {step}; lower the learning rate"
+                "batch size {} is larger than the training set ({} images)",
+                cfg.batch_size,
+                train.len()
             )));
         }
-        let grads = loss.backward();
-        let lr = sched.at(step);
-        vit = opt.step(lr, vit, &grads).0;
-        step += 1;
-        loss_sum += loss_value * idx.len() as f64;
-        correct += batch_correct;
-        seen += idx.len();
-        let epoch = (step - 1) / per_epoch;
-        if step % cfg.log_every.max(1) == 0 || step == total {
-            progress.metrics(
-                &json!({"kind": "train", "epoch": epoch, "step": step, "lr": lr,
-                           "loss": loss_sum / seen as f64, "acc": correct as f64 / seen as f64,
-                           "seconds": seconds(&start)}),
-            );
-            (loss_sum, correct, seen) = (0.0, 0, 0);
+        let rows = peer.rows(cfg.batch_size)?;
+        let total = cfg.total_steps(train.len());
+        let sched = WarmupCosine {
+            lr: cfg.lr,
+            min_lr: cfg.min_lr,
+            warmup: cfg.warmup.unwrap_or(total / 20).max(1),
+            total,
+        };
+        vit.mean = vit.mean.set_require_grad(false);
+        vit.std = vit.std.set_require_grad(false);
+        let mut opt = AdamW::<B>::new(AdamWConfig {
+            weight_decay: cfg.weight_decay,
+            max_grad_norm: None,
+            ..Default::default()
+        });
+        let (mut step, mut seconds_before) = (0, 0.0);
+        if let Some(path) = self.state.filter(|p| p.exists()) {
+            let snap = TrainSnapshot::read(path)?;
+            vit = snap.restore(vit, &mut opt, device)?;
+            (step, seconds_before) = (snap.step, snap.seconds);
         }
+        let start = Instant::now();
+        let seconds = |start: &Instant| seconds_before + start.elapsed().as_secs_f64();
+        let mut eval_acc = None;
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0f64, 0usize);
         progress.update(step, total, "steps");
-        if step % per_epoch == 0 || step == total {
-            eval_acc = eval_epoch(
-                &vit,
-                eval_set,
-                cfg,
-                device,
-                epoch,
-                step,
-                seconds(&start),
-                progress,
-            )?;
-            if let Some(path) = state {
-                TrainSnapshot::capture(&vit, &opt, step, seconds(&start)).write(path)?;
+        while step < total {
+            if peer.any::<B::InnerBackend>(progress.cancelled(), device)? {
+                return Err(Error::Cancelled);
+            }
+            let idx = step_batch(train.len(), cfg.batch_size, cfg.seed, step);
+            let mut rng = Rng::new(mix(cfg.seed, step as u64, 0xA064));
+            let (x, y) =
+                train.augmented_rows::<B>(&idx, rows.clone(), &cfg.augment, &mut rng, device);
+            let logits = vit.forward(x);
+            let loss = cross_entropy(logits.clone(), y.clone());
+            let pred = logits.argmax(1).reshape([rows.len()]);
+            let hits = pred.equal(y).int().sum().into_scalar().elem::<i64>() as f64;
+            // The whole batch's loss and accuracy (means over equal shares), the same on
+            // every peer, so a diverging loss stops all peers at once.
+            let local = [
+                loss.clone().into_scalar().elem::<f64>(),
+                hits / rows.len() as f64,
+            ];
+            let [loss_value, batch_acc] = peer.mean::<B::InnerBackend>(&local, device)?[..] else {
+                unreachable!("two figures in, two out")
+            };
+            if !loss_value.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "loss became {loss_value} at step {step}; lower the learning rate"
+                )));
+            }
+            let mut grads = loss.backward();
+            peer.average_grads(&vit, &mut grads)?;
+            let lr = sched.at(step);
+            vit = opt.step(lr, vit, &grads).0;
+            step += 1;
+            loss_sum += loss_value * idx.len() as f64;
+            correct += batch_acc * idx.len() as f64;
+            seen += idx.len();
+            let epoch = (step - 1) / per_epoch;
+            if step % cfg.log_every.max(1) == 0 || step == total {
+                progress.metrics(
+                    &json!({"kind": "train", "epoch": epoch, "step": step, "lr": lr,
+                               "loss": loss_sum / seen as f64, "acc": correct / seen as f64,
+                               "seconds": seconds(&start)}),
+                );
+                (loss_sum, correct, seen) = (0.0, 0.0, 0);
+            }
+            progress.update(step, total, "steps");
+            if peer.leads() && (step % per_epoch == 0 || step == total) {
+                let at = (epoch, step, seconds(&start));
+                eval_acc = eval_epoch(&vit, eval_set, cfg, device, at, progress)?;
+                if let Some(path) = self.state {
+                    TrainSnapshot::capture(&vit, &opt, step, seconds(&start)).write(path)?;
+                }
             }
         }
+        let summary = PretrainSummary {
+            steps: step,
+            eval_acc,
+            eval_split: eval_set.map(|(name, _)| name.to_string()),
+            seconds: seconds(&start),
+        };
+        Ok((vit, summary))
     }
-    let summary = PretrainSummary {
-        steps: step,
-        eval_acc,
-        eval_split: eval_set.map(|(name, _)| name.to_string()),
-        seconds: seconds(&start),
-    };
-    Ok((vit, summary))
 }
 
 /// Clean accuracy on the first `eval_limit` images of the evaluation set, logged as an
-/// `eval` record.
+/// `eval` record (`at`: epoch, step and seconds so far).
 fn eval_epoch<B: AutodiffBackend>(
     vit: &Vit<B>,
     eval_set: Option<(&str, &Dataset)>,
     cfg: &PretrainConfig,
     device: &B::Device,
-    epoch: usize,
-    step: usize,
-    seconds: f64,
+    (epoch, step, seconds): (usize, usize, f64),
     progress: &mut dyn Progress,
 ) -> Result<Option<f64>> {
     let Some((split, set)) = eval_set.filter(|_| cfg.eval_limit > 0) else {

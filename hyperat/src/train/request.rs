@@ -12,12 +12,13 @@ use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
-use super::{PretrainConfig, PretrainSummary, TrainSnapshot, pretrain};
+use super::{PretrainConfig, PretrainSummary, TrainSnapshot, pretrain_parallel};
 use crate::checkpoint::{Adapt, Checkpoint, save_vit};
 use crate::config::VitConfig;
 use crate::data::{self, Augment, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::io::{read, truncate_metrics, write_atomic};
+use crate::parallel::Peer;
 use crate::progress::Progress;
 use crate::vit::Vit;
 
@@ -113,6 +114,15 @@ impl PretrainRequest {
         Ok(())
     }
 
+    /// Checks that each step's batch splits evenly over `devices` data-parallel peers.
+    pub fn check_devices(&self, devices: usize) -> Result<()> {
+        let peers = Peer {
+            rank: 0,
+            count: devices.max(1),
+        };
+        peers.rows(self.batch_size).map(|_| ())
+    }
+
     /// The training loop's settings.
     pub fn loop_config(&self) -> PretrainConfig {
         PretrainConfig {
@@ -146,7 +156,21 @@ impl PretrainRequest {
         device: &B::Device,
         progress: &mut dyn Progress,
     ) -> Result<PretrainSummary> {
+        self.run_parallel::<B>(out, std::slice::from_ref(device), progress)
+    }
+
+    /// [`PretrainRequest::run`] data-parallel over `devices` (each step's batch split
+    /// evenly over them; see [`crate::parallel`]).
+    pub fn run_parallel<B: AutodiffBackend>(
+        &self,
+        out: &Path,
+        devices: &[B::Device],
+        progress: &mut dyn Progress,
+    ) -> Result<PretrainSummary> {
         self.validate()?;
+        self.check_devices(devices.len())?;
+        let default_device = B::Device::default();
+        let device = devices.first().unwrap_or(&default_device);
         let request_path = out.join("pretrain.json");
         if request_path.exists() {
             if Self::read(out)? != *self {
@@ -185,12 +209,12 @@ impl PretrainRequest {
             progress,
             log: &mut log,
         };
-        let (vit, summary) = pretrain(
+        let (vit, summary) = pretrain_parallel(
             vit,
             &train,
             eval_set.as_ref().map(|(n, d)| (*n, d)),
             &lc,
-            device,
+            devices,
             &mut forward,
             Some(&state),
         )?;

@@ -10,7 +10,6 @@ pub mod diversity;
 mod model;
 pub mod monitor;
 pub mod nodes;
-pub mod parallel;
 mod request;
 mod run;
 mod run_dir;

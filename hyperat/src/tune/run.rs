@@ -3,19 +3,18 @@
 
 use std::path::Path;
 
-use burn::collective::CollectiveConfig;
 use burn::tensor::backend::AutodiffBackend;
 
 use super::diagnostics::run_diagnostics;
 use super::monitor::holdout_records;
 use super::nodes::{Nodes, OnLost};
-use super::parallel::Peer;
 use super::run_dir::{RunDir, TuneSummary};
 use super::trainer::Trainer;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::named_params::{count_trainable, fingerprint, trainable_tensors};
-use crate::progress::{Progress, Silent};
+use crate::parallel::{Peer, Peers, on_devices};
+use crate::progress::Progress;
 use crate::rng::mix;
 
 /// Runs (or resumes) the run in `dir` on `train` until its last step, or until
@@ -47,19 +46,9 @@ pub fn run_parallel<B: AutodiffBackend>(
     progress: &mut dyn Progress,
     stop_at: Option<usize>,
 ) -> Result<TuneSummary> {
-    let count = devices.len();
-    if count <= 1 {
-        let device = devices.first().cloned().unwrap_or_default();
-        return run::<B>(dir, train, holdout, &device, progress, stop_at);
-    }
-    let peers = Peers {
-        first: 0,
-        count,
-        config: CollectiveConfig::default().with_num_devices(count),
-    };
-    let summary = run_peers::<B>(&peers, dir, train, holdout, devices, progress, stop_at);
-    Peer::abort::<B::InnerBackend>();
-    summary
+    on_devices::<B, _>(devices, progress, |peer, device, progress| {
+        run_as::<B>(peer, dir, train, holdout, device, progress, stop_at)
+    })
 }
 
 /// [`run_parallel`] as node `nodes.rank` of a run over several processes (see
@@ -91,7 +80,9 @@ pub fn run_on_nodes<B: AutodiffBackend>(
         count: nodes.count * local,
         config: nodes.collective_config(local)?,
     };
-    let summary = run_peers::<B>(&peers, dir, train, holdout, devices, progress, stop_at)?;
+    let summary = peers.run::<B, _>(devices, progress, |peer, device, progress| {
+        run_as::<B>(peer, dir, train, holdout, device, progress, stop_at)
+    })?;
     // The barrier before anything closes: another node may still fetch this one's
     // share. Then every peer leaves the collective (closing its connections cleanly),
     // node 0 last, as it hosts the orchestrator the others leave through.
@@ -118,69 +109,6 @@ fn run_key(dir: &Path) -> Result<u64> {
     Ok(settings.bytes().fold(mix(0, step as u64, 0x4E0D), |h, b| {
         mix(h, u64::from(b), 0x4E0D)
     }))
-}
-
-/// This process's peers of a data-parallel run: global ranks `first..` (one per local
-/// device) of `count`.
-struct Peers {
-    first: usize,
-    count: usize,
-    config: CollectiveConfig,
-}
-
-/// Runs one peer per device on its own thread; a peer that fails or panics resets the
-/// collective, so the others' pending all-reduces fail too instead of waiting forever.
-fn run_peers<B: AutodiffBackend>(
-    peers: &Peers,
-    dir: &Path,
-    train: &Dataset,
-    holdout: Option<&Dataset>,
-    devices: &[B::Device],
-    progress: &mut dyn Progress,
-    stop_at: Option<usize>,
-) -> Result<TuneSummary> {
-    let peer_run = |local: usize, progress: &mut dyn Progress| {
-        let peer = Peer {
-            rank: peers.first + local,
-            count: peers.count,
-        };
-        let device = &devices[local];
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            peer.register::<B::InnerBackend>(device, peers.config.clone())?;
-            run_as::<B>(peer, dir, train, holdout, device, progress, stop_at)
-        }))
-        .unwrap_or_else(|_| {
-            Err(Error::Invalid(format!(
-                "data-parallel peer {} panicked",
-                peer.rank
-            )))
-        });
-        if r.is_err() {
-            Peer::abort::<B::InnerBackend>();
-        }
-        r
-    };
-    let results: Vec<Result<TuneSummary>> = std::thread::scope(|s| {
-        let others: Vec<_> = (1..devices.len())
-            .map(|local| s.spawn(move || peer_run(local, &mut Silent)))
-            .collect();
-        let mut all = vec![peer_run(0, progress)];
-        all.extend(
-            others
-                .into_iter()
-                .map(|h| h.join().expect("panics are caught")),
-        );
-        all
-    });
-    // A cancel stops every peer alike; otherwise the first peer's own error explains
-    // best (the others then report the broken collective).
-    let mut results = results.into_iter();
-    let lead = results.next().expect("peer 0");
-    match (lead, results.find(|r| r.is_err())) {
-        (Ok(summary), None) => Ok(summary),
-        (Err(e), _) | (Ok(_), Some(Err(e))) => Err(e),
-        (Ok(_), Some(Ok(_))) => unreachable!("found an error"),
-    }
 }
 
 /// [`run`] as one peer: only peer 0 writes the run folder and evaluates.
@@ -216,11 +144,9 @@ fn run_as<B: AutodiffBackend>(
     };
     progress.update(trainer.steps_taken(), cfg.steps, "steps");
     // Peer 0's cancel stops every peer before the same step.
-    let cancelled = |progress: &dyn Progress| -> Result<bool> {
-        let flag = f64::from(u8::from(progress.cancelled()));
-        Ok(peer.mean::<B::InnerBackend>(&[flag], device)?[0] > 0.0)
-    };
-    while trainer.steps_taken() < end && !cancelled(progress)? {
+    while trainer.steps_taken() < end
+        && !peer.any::<B::InnerBackend>(progress.cancelled(), device)?
+    {
         let step = trainer.step(train)?;
         let done = step.step;
         if done % cfg.log_every.max(1) == 0 || done == cfg.steps {

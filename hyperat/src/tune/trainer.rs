@@ -12,7 +12,6 @@ use serde::Serialize;
 
 use super::Tuned;
 use super::diversity::delta_similarity;
-use super::parallel::Peer;
 use super::run_dir::{RunDir, RunInfo, tuned_at};
 use crate::attack::{Adapted, Classifier};
 use crate::data::Dataset;
@@ -20,6 +19,7 @@ use crate::defense::{Defense, by_name};
 use crate::error::{Error, Result};
 use crate::loss::cross_entropy;
 use crate::optim::{AdamW, AdamWConfig};
+use crate::parallel::Peer;
 use crate::rng::{Rng, mix, step_batch};
 use crate::train::{TrainSnapshot, WarmupCosine};
 use crate::vit::Adapters;

@@ -90,8 +90,16 @@ pub struct Vit<B: Backend> {
 
 impl<B: Backend> Vit<B> {
     /// A randomly initialised ViT for `cfg` (timm-like init: normal(0.02) weights,
-    /// zero biases, small token embeddings).
+    /// zero biases, small token embeddings), its weights drawn at once from burn's
+    /// generator (so a seed set just before decides them; see
+    /// [`crate::named_params::materialize`]).
     pub fn init(cfg: &VitConfig, device: &B::Device) -> Self {
+        let vit = Self::init_lazy(cfg, device);
+        crate::named_params::materialize(&vit);
+        vit
+    }
+
+    fn init_lazy(cfg: &VitConfig, device: &B::Device) -> Self {
         let d = cfg.embed_dim;
         let c = cfg.in_chans;
         let p = cfg.patch_size;

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use hyperat::backend::{BackendTask, DeviceKind, dispatch};
+use hyperat::backend::{DeviceKind, DeviceList, DevicesTask, dispatch_devices};
 use hyperat::prelude::*;
 use hyperat::train::{PretrainRequest, PretrainSummary};
 
@@ -18,6 +18,10 @@ pub struct Args {
     /// Continue the run in --out from its last epoch (its settings come from there).
     #[arg(long)]
     resume: bool,
+    /// Data-parallel over several devices of one backend, e.g. cuda:0,cuda:1 or
+    /// cpu:0,cpu:1 (each step's batch split evenly; overrides --device).
+    #[arg(long)]
+    devices: Option<DeviceList>,
     /// Start from a preset architecture (random weights): vit-tiny-fmnist, vit-mini-fmnist, ….
     #[arg(long, conflicts_with = "from", required_unless_present_any = ["from", "resume"])]
     preset: Option<String>,
@@ -101,12 +105,12 @@ impl Args {
 
 struct Pretraining(Args);
 
-impl BackendTask for Pretraining {
+impl DevicesTask for Pretraining {
     type Output = Result<PretrainSummary>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<PretrainSummary> {
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Result<PretrainSummary> {
         let req = self.0.request()?;
         eprintln!(
-            "pretrain: {} on {}, {} epochs at batch {} (crop padding {}, flips {}), folder {}",
+            "pretrain: {} on {}, {} epochs at batch {}{} (crop padding {}, flips {}), folder {}",
             req.from
                 .as_ref()
                 .map(|p| p.display().to_string())
@@ -114,18 +118,23 @@ impl BackendTask for Pretraining {
             req.dataset,
             req.epochs,
             req.batch_size,
+            match devices.len() {
+                1 => String::new(),
+                n => format!(" split over {n} devices"),
+            },
             req.crop_pad,
             if req.hflip { "on" } else { "off" },
             self.0.out.display()
         );
         let mut bar = Bar::new("pretrain");
-        Ok(req.run::<B>(&self.0.out, &device, &mut bar)?)
+        Ok(req.run_parallel::<B>(&self.0.out, &devices, &mut bar)?)
     }
 }
 
 pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
     let out = a.out.clone();
-    let s = dispatch(device, Pretraining(a))??;
+    let devices = a.devices.clone().unwrap_or(DeviceList::single(device));
+    let s = dispatch_devices(&devices, Pretraining(a))??;
     eprintln!(
         "pretrain: {} steps in {:.0}s, {} accuracy {}; checkpoint in {}",
         s.steps,

@@ -4,9 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use hyperat::backend::{BackendTask, DeviceKind, dispatch};
+use hyperat::backend::{
+    BackendTask, DeviceKind, DeviceList, DevicesTask, dispatch, dispatch_devices,
+};
+use hyperat::eval::ShardSpec;
 use hyperat::prelude::*;
-use hyperat::report::{Report, ReportModel, ReportRequest, markdown};
+use hyperat::report::{Report, ReportModel, ReportRequest, ReportShard, markdown, merge_report};
 use hyperat::tune::RunDir;
 use hyperat::tune::diagnostics::{DeltaDiagnostics, run_diagnostics};
 
@@ -16,7 +19,7 @@ use super::progress::Bar;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Models: `NAME=SPEC` or `SPEC`, where SPEC is a timm folder or RUN_DIR#variant.
-    #[arg(long, value_delimiter = ',', required_unless_present = "deltas")]
+    #[arg(long, value_delimiter = ',', required_unless_present_any = ["deltas", "merge"])]
     models: Vec<String>,
     /// Instead of evaluating models: the delta-similarity table of this HyperAT run
     /// (pairwise cosine of the methods' weight deltas per block and target, their norms
@@ -55,6 +58,18 @@ pub struct Args {
     /// Write the markdown table.
     #[arg(long)]
     md: Option<PathBuf>,
+    /// Evaluate only shard K of N of every row's images (whole batches) and write it to
+    /// --json, for `--merge` (one process or machine per shard).
+    #[arg(long, requires = "json", conflicts_with = "devices")]
+    shard: Option<ShardSpec>,
+    /// Split every row's images over several devices of one backend in this process,
+    /// e.g. cuda:0,cuda:1 (one shard per device, merged; overrides --device).
+    #[arg(long)]
+    devices: Option<DeviceList>,
+    /// Merge the shard files of one report (comma-separated) into the report one pass
+    /// would write; evaluates nothing.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["models", "shard", "deltas"])]
+    merge: Option<Vec<PathBuf>>,
 }
 
 impl Args {
@@ -83,15 +98,27 @@ fn as_given(row: &ReportModel) -> hyperat::Result<(String, String)> {
     Ok((spec.clone(), spec))
 }
 
-struct Table(ReportRequest);
+/// The report on every device (one shard each), or one `--shard` of it.
+struct Table(ReportRequest, Option<ShardSpec>);
 
-impl BackendTask for Table {
-    type Output = Result<Report>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        let req = self.0;
+enum Measured {
+    Whole(Report),
+    Shard(ReportShard),
+}
+
+impl DevicesTask for Table {
+    type Output = Result<Measured>;
+    fn run<B: AutodiffBackend>(self, devices: Vec<B::Device>) -> Self::Output {
+        let (req, shard) = (self.0, self.1);
         let mut bar = Bar::new("report");
+        if let Some(spec) = shard {
+            let device = &devices[0];
+            return Ok(Measured::Shard(
+                req.run_shard::<B>(&as_given, spec, device, &mut bar)?,
+            ));
+        }
         let steps = req.steps;
-        Ok(req.run::<B>(&as_given, &device, &mut bar, &mut |row| {
+        let report = req.run_on_devices::<B>(&as_given, &devices, &mut bar, &mut |row| {
             eprintln!(
                 "{}: clean {:.2}% PGD-{steps} {:.2}% CW-{steps} {:.2}%",
                 row.name,
@@ -99,7 +126,8 @@ impl BackendTask for Table {
                 100.0 * row.pgd_acc,
                 100.0 * row.cw_acc
             )
-        })?)
+        })?;
+        Ok(Measured::Whole(report))
     }
 }
 
@@ -139,7 +167,31 @@ pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
         }
         return Ok(());
     }
-    let report = dispatch(device, Table(a.request()))??;
+    let report = match &a.merge {
+        Some(files) => merge_report(
+            files
+                .iter()
+                .map(|f| ReportShard::read(f))
+                .collect::<hyperat::Result<Vec<_>>>()?,
+        )?,
+        None => {
+            let devices = a.devices.clone().unwrap_or(DeviceList::single(device));
+            match dispatch_devices(&devices, Table(a.request(), a.shard))?? {
+                Measured::Whole(report) => report,
+                Measured::Shard(shard) => {
+                    let path = json.as_deref().expect("--shard requires --json");
+                    hyperat::io::write_atomic(path, serde_json::to_string(&shard)?.as_bytes())?;
+                    eprintln!(
+                        "report: shard {} of {} rows written to {}; merge with --merge",
+                        shard.shard,
+                        shard.rows.len(),
+                        path.display()
+                    );
+                    return Ok(());
+                }
+            }
+        }
+    };
     let table = markdown(&report.rows, &report.config);
     println!("{table}");
     if let Some(p) = json {

@@ -62,7 +62,7 @@ pub async fn submit<B: AutodiffBackend>(
     {
         let s = s.clone();
         let spec = spec.clone();
-        tokio::task::spawn_blocking(move || check(&s.models, &spec, s.tune_peers))
+        tokio::task::spawn_blocking(move || check(&s.models, &spec, s.train_peers))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))??;
     }

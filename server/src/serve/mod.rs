@@ -105,7 +105,7 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
     /// Devices for the jobs, e.g. cuda:0,cuda:1 (overrides --device): models and every
-    /// job on the first, tuning jobs data-parallel over all.
+    /// job on the first, tuning and pretraining jobs data-parallel over all.
     #[arg(long)]
     devices: Option<DeviceList>,
     /// Folder of model folders (the shipped Fashion-MNIST model by default).

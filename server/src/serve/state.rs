@@ -100,8 +100,9 @@ pub struct AppState<B: AutodiffBackend> {
     pub decode_slots: Arc<Semaphore>,
     /// The job queue and its worker.
     pub jobs: Arc<Jobs<B>>,
-    /// Devices a tuning job splits each batch over (its batch size must divide).
-    pub tune_peers: usize,
+    /// Devices a tuning or pretraining job splits each batch over (its batch size must
+    /// divide).
+    pub train_peers: usize,
     /// Set when the server stops: event streams end so that shutdown does not wait on them.
     closing: tokio::sync::watch::Sender<bool>,
     /// Showcases computed so far, by model, variant and eps (a classroom loading the page
@@ -138,7 +139,7 @@ impl<B: AutodiffBackend> AppState<B> {
         Self::on_devices(config, JobDevices::one(device, &name))
     }
 
-    /// [`AppState::new`] with models and jobs on the first of `devices`, tuning jobs
+    /// [`AppState::new`] with models and jobs on the first of `devices`, training jobs
     /// data-parallel over all of them.
     pub fn on_devices(config: ServeConfig, devices: JobDevices<B>) -> hyperat::Result<Arc<Self>> {
         if devices.devices.is_empty() || devices.names.len() != devices.devices.len() {
@@ -163,7 +164,7 @@ impl<B: AutodiffBackend> AppState<B> {
             datasets: Mutex::new(HashMap::new()),
             dataset_load: Mutex::new(()),
             jobs: jobs.clone(),
-            tune_peers: devices.devices.len(),
+            train_peers: devices.devices.len(),
             closing: tokio::sync::watch::channel(false).0,
             showcases: Mutex::new(HashMap::new()),
         });

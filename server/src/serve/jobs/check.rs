@@ -55,11 +55,11 @@ pub(super) fn merge_source<B: AutodiffBackend>(
 }
 
 /// Checks a spec before it is queued (unknown fields, bad values, unknown models, a
-/// tuning batch that does not split over the server's `tune_peers` devices).
+/// training batch that does not split over the server's `train_peers` devices).
 pub fn check<B: AutodiffBackend>(
     s: &ModelRegistry<B>,
     spec: &JobSpec,
-    tune_peers: usize,
+    train_peers: usize,
 ) -> Result<(), crate::serve::error::ApiError> {
     use crate::serve::error::ApiError;
     let inv = ApiError::invalid;
@@ -78,9 +78,9 @@ pub fn check<B: AutodiffBackend>(
                     "steps at most 1000000, batch_size at most 4096".to_string()
                 ));
             }
-            hyperat::tune::parallel::Peer {
+            hyperat::parallel::Peer {
                 rank: 0,
-                count: tune_peers.max(1),
+                count: train_peers.max(1),
             }
             .rows(req.batch_size)?;
         }
@@ -88,6 +88,7 @@ pub fn check<B: AutodiffBackend>(
             let req = pretrain_request(&spec.config).map_err(inv)?;
             known_dataset(&req.dataset)?;
             req.validate()?;
+            req.check_devices(train_peers)?;
         }
         JobKind::Eval => {
             let req: EvalRequest = parse_config(&spec.config).map_err(inv)?;

@@ -58,8 +58,8 @@ pub struct Jobs<B: AutodiffBackend> {
     _backend: PhantomData<fn() -> B>,
 }
 
-/// The devices jobs run on: the first serves models and runs every job; tuning jobs
-/// use all of them, one data-parallel peer each.
+/// The devices jobs run on: the first serves models and runs every job; tuning and
+/// pretraining jobs use all of them, one data-parallel peer each.
 #[derive(Clone, Debug)]
 pub struct JobDevices<B: AutodiffBackend> {
     /// The devices, in peer order.
@@ -190,7 +190,7 @@ impl<B: AutodiffBackend> Jobs<B> {
     }
 
     /// Starts the worker thread; it adds the models finished runs make to `models`, and
-    /// tunes data-parallel over `devices`.
+    /// trains data-parallel over `devices`.
     pub fn start(jobs: &Arc<Self>, models: Arc<ModelRegistry<B>>, devices: JobDevices<B>) {
         let weak = Arc::downgrade(jobs);
         let handle = std::thread::Builder::new()

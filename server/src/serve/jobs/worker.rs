@@ -119,7 +119,7 @@ pub(super) fn worker<B: AutodiffBackend>(
             r.started = Some(now());
             r.attempts += 1;
             r.devices = match r.spec.kind {
-                JobKind::Tune => devices.names.clone(),
+                JobKind::Tune | JobKind::Pretrain => devices.names.clone(),
                 _ => devices.names[..1].to_vec(),
             };
             let (r, spec) = (r.clone(), r.spec.clone());
@@ -219,7 +219,7 @@ fn unless_cancelled<T>(result: hyperat::Result<T>) -> Result<Option<T>, String> 
 /// Runs one job; `Ok(None)` when it stopped early (cancel or shutdown).
 fn run_job<B: AutodiffBackend>(
     s: &ModelRegistry<B>,
-    tune_devices: &[B::Device],
+    train_devices: &[B::Device],
     id: &str,
     dir: &Path,
     spec: &JobSpec,
@@ -240,7 +240,7 @@ fn run_job<B: AutodiffBackend>(
             };
             let data = RunData::load(&run_dir).map_err(err)?;
             let (train, holdout) = (&data.train, data.holdout.as_ref());
-            let ran = run_parallel::<B>(dir, train, holdout, tune_devices, rep, None);
+            let ran = run_parallel::<B>(dir, train, holdout, train_devices, rep, None);
             let Some(summary) = unless_cancelled(ran)? else {
                 return Ok(None);
             };
@@ -249,8 +249,8 @@ fn run_job<B: AutodiffBackend>(
         }
         JobKind::Pretrain => {
             let req: PretrainRequest = pretrain_request(&spec.config)?;
-            let Some(summary) = unless_cancelled(req.run::<B>(&dir.join("model"), device, rep))?
-            else {
+            let ran = req.run_parallel::<B>(&dir.join("model"), train_devices, rep);
+            let Some(summary) = unless_cancelled(ran)? else {
                 return Ok(None);
             };
             let model = load_entry::<B>(id, dir, device).map_err(err)?;

@@ -1,14 +1,14 @@
-//! Data-parallel tuning on burn-collective: one thread per device (a *peer*), each with
-//! the same parameters, takes its rows of every step's batch; the peers average their
-//! gradients with burn-collective's all-reduce before the optimiser step, so every peer
-//! takes the same update and a run does not depend on how many peers made it (up to
-//! float summation order).
+//! Data-parallel training on burn-collective (tuning and pretraining): one thread per
+//! device (a *peer*), each with the same parameters, takes its rows of every step's
+//! batch; the peers average their gradients with burn-collective's all-reduce before the
+//! optimiser step, so every peer takes the same update and a run does not depend on how
+//! many peers made it (up to float summation order).
 //!
 //! What keeps a peer's share equal to the single-device step: the batch, the sampled
-//! defense and the attack's random start are functions of `(seed, step)` (a peer's
-//! [`Rng::for_rows`](crate::rng::Rng::for_rows) draws the whole batch's noise and keeps
-//! its rows); every loss is a mean over equal shares. Only peer 0 writes the run
-//! folder (metrics, evaluations, checkpoints).
+//! defense, the augmentation and the attack's random start are functions of
+//! `(seed, step)` (a peer's [`Rng::for_rows`](crate::rng::Rng::for_rows) draws the whole
+//! batch's noise and keeps its rows); every loss is a mean over equal shares. Only peer 0
+//! writes the run folder (metrics, evaluations, checkpoints).
 
 use std::ops::Range;
 
@@ -22,6 +22,7 @@ use burn::tensor::TensorPrimitive;
 use burn::tensor::backend::AutodiffBackend;
 
 use crate::error::{Error, Result};
+use crate::progress::{Progress, Silent};
 use crate::rng::RowShard;
 
 /// One peer of a data-parallel run: `rank` of `count`.
@@ -111,6 +112,12 @@ impl Peer {
         Ok(v.into_iter().map(f64::from).collect())
     }
 
+    /// Whether `flag` holds on any peer (a cancel seen by peer 0 stops every peer before
+    /// the same step).
+    pub fn any<B: Backend>(self, flag: bool, device: &B::Device) -> Result<bool> {
+        Ok(self.mean::<B>(&[f64::from(u8::from(flag))], device)?[0] > 0.0)
+    }
+
     fn all_reduce_mean<B: Backend, const D: usize>(self, t: Tensor<B, D>) -> Result<Tensor<B, D>> {
         let shape = t.shape();
         let reduced = all_reduce::<B>(
@@ -162,6 +169,100 @@ impl Peer {
         });
         Ok(())
     }
+}
+
+/// This process's peers of a data-parallel run: global ranks `first..` (one per local
+/// device) of `count`, joined through `config`.
+pub struct Peers {
+    /// Global rank of this process's first device.
+    pub first: usize,
+    /// Peers in the run, over every process.
+    pub count: usize,
+    /// The collective they join.
+    pub config: CollectiveConfig,
+}
+
+impl Peers {
+    /// One process's `count` devices, no other nodes.
+    pub fn local(count: usize) -> Self {
+        Self {
+            first: 0,
+            count,
+            config: CollectiveConfig::default().with_num_devices(count),
+        }
+    }
+
+    /// Runs `work` once per device, each as its peer on its own thread (local peer 0 on
+    /// this one, with `progress`; the others silent), and returns local peer 0's result.
+    /// A peer that fails or panics resets the collective, so the others' pending
+    /// all-reduces fail too instead of waiting forever.
+    pub fn run<B: AutodiffBackend, T: Send>(
+        &self,
+        devices: &[B::Device],
+        progress: &mut dyn Progress,
+        work: impl Fn(Peer, &B::Device, &mut dyn Progress) -> Result<T> + Sync,
+    ) -> Result<T> {
+        let work = &work;
+        let peer_run = |local: usize, progress: &mut dyn Progress| {
+            let peer = Peer {
+                rank: self.first + local,
+                count: self.count,
+            };
+            let device = &devices[local];
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                peer.register::<B::InnerBackend>(device, self.config.clone())?;
+                work(peer, device, progress)
+            }))
+            .unwrap_or_else(|_| {
+                Err(Error::Invalid(format!(
+                    "data-parallel peer {} panicked",
+                    peer.rank
+                )))
+            });
+            if r.is_err() {
+                Peer::abort::<B::InnerBackend>();
+            }
+            r
+        };
+        let results: Vec<Result<T>> = std::thread::scope(|s| {
+            let others: Vec<_> = (1..devices.len())
+                .map(|local| s.spawn(move || peer_run(local, &mut Silent)))
+                .collect();
+            let mut all = vec![peer_run(0, progress)];
+            all.extend(
+                others
+                    .into_iter()
+                    .map(|h| h.join().expect("panics are caught")),
+            );
+            all
+        });
+        // A cancel stops every peer alike; otherwise the first peer's own error explains
+        // best (the others then report the broken collective).
+        let mut results = results.into_iter();
+        let lead = results.next().expect("peer 0");
+        match (lead, results.find(|r| r.is_err())) {
+            (Ok(out), None) => Ok(out),
+            (Err(e), _) | (Ok(_), Some(Err(e))) => Err(e),
+            (Ok(_), Some(Ok(_))) => unreachable!("found an error"),
+        }
+    }
+}
+
+/// Runs `work` data-parallel over `devices` of this process ([`Peers::run`]), or alone
+/// on the one device (the default device if none is given), then ends the collective so
+/// the next run can form its own.
+pub fn on_devices<B: AutodiffBackend, T: Send>(
+    devices: &[B::Device],
+    progress: &mut dyn Progress,
+    work: impl Fn(Peer, &B::Device, &mut dyn Progress) -> Result<T> + Sync,
+) -> Result<T> {
+    if devices.len() <= 1 {
+        let device = devices.first().cloned().unwrap_or_default();
+        return work(Peer::ALONE, &device, progress);
+    }
+    let out = Peers::local(devices.len()).run::<B, T>(devices, progress, work);
+    Peer::abort::<B::InnerBackend>();
+    out
 }
 
 /// Values per all-reduce of gradients (64 MiB of f32), as PyTorch DDP's buckets.
