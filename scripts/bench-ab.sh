@@ -4,12 +4,13 @@
 # Each round runs `BIN bench --skip-small --reps 5` for every binary in turn; the table
 # gives, per workload, the minimum of the rounds' medians for each binary. These 2-core
 # machines drift by 10-20% over minutes, so binaries are compared within one sitting,
-# interleaved. Background `hyperat tune` runs are paused (SIGSTOP) meanwhile and resumed.
+# interleaved. Background `hyperat tune`, `report` and `eval` runs (any binary named
+# hyperat*) are paused (SIGSTOP) meanwhile and resumed.
 set -euo pipefail
 rounds=$1
 shift
 out=$(mktemp -d)
-pids=$(pgrep -f "hyperat tune" || true)
+pids=$(pgrep -f "hyperat[^ ]* (tune|report|eval) " || true)
 resume() { [ -z "$pids" ] || kill -CONT $pids; }
 trap resume EXIT
 [ -z "$pids" ] || kill -STOP $pids

@@ -14,10 +14,27 @@ pub(crate) fn linear_with<B: Backend>(
     x: Tensor<B, 3>,
     delta: Option<&LinearDelta<B>>,
 ) -> Tensor<B, 3> {
+    // The low-rank path stays batched: its thin products (rank 8) gain from splitting
+    // over images, and its weight gradients are small.
     match delta {
-        Some(d) => layer.forward(x.clone()) + d.apply(x),
-        None => layer.forward(x),
+        Some(d) => on_rows(x.clone(), |x| layer.forward(x)) + d.apply(x),
+        None => on_rows(x, |x| layer.forward(x)),
     }
+}
+
+/// `f` applied to `x` `[batch, tokens, in]` as one `[batch·tokens, in]` matrix. A
+/// product with a weight on the 3-D tensor is a batched matmul: one small gemm per
+/// image, packing the weight each time, and a weight gradient made of one `[in, out]`
+/// product per image summed afterwards; on the matrix each is one gemm. The reshapes
+/// are views.
+pub(crate) fn on_rows<B: Backend>(
+    x: Tensor<B, 3>,
+    f: impl FnOnce(Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Tensor<B, 3> {
+    let [b, n, d] = x.dims();
+    let y = f(x.reshape([b * n, d]));
+    let out = y.dims()[1];
+    y.reshape([b, n, out])
 }
 
 /// Multi-head self-attention with a fused `qkv` linear (timm's `Attention`).
@@ -59,6 +76,7 @@ impl<B: Backend> Attention<B> {
         let [b, n, d] = x.dims();
         let h = self.num_heads;
         let code = delta.map(|delta| delta.down(x.clone()));
+        let x = x.reshape([b * n, d]); // one gemm per product (see `on_rows`)
         let weight = self.qkv.weight.val();
         let bias = self.qkv.bias.as_ref().map(|bias| bias.val());
         [0, 1, 2].map(|part| {
@@ -69,7 +87,7 @@ impl<B: Backend> Attention<B> {
                 bias.clone().map(|bias| bias.narrow(0, columns.start, d)),
             );
             if let (Some(delta), Some(code)) = (delta, &code) {
-                y = y + delta.up(code.clone(), Some(columns));
+                y = y + delta.up(code.clone(), Some(columns)).reshape([b * n, d]);
             }
             if part == 0 {
                 y = y.mul_scalar(q_scale);

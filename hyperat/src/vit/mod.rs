@@ -53,7 +53,7 @@ impl<B: Backend> PatchEmbed<B> {
             .reshape([b, c, gh, p, gw, p])
             .permute([0, 2, 4, 1, 3, 5])
             .reshape([b, gh * gw, c * p * p]);
-        self.proj.forward(patches)
+        block::on_rows(patches, |rows| self.proj.forward(rows))
     }
 }
 
