@@ -171,6 +171,16 @@ impl Peer {
     }
 }
 
+/// Checks, before anything starts, that a batch of `batch` images splits evenly over
+/// `devices` data-parallel peers (each peer checks its own rows again as it starts).
+pub fn check_split(batch: usize, devices: usize) -> Result<()> {
+    let peer = Peer {
+        rank: 0,
+        count: devices.max(1),
+    };
+    peer.rows(batch).map(|_| ())
+}
+
 /// This process's peers of a data-parallel run: global ranks `first..` (one per local
 /// device) of `count`, joined through `config`.
 pub struct Peers {

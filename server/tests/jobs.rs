@@ -361,26 +361,24 @@ async fn a_server_on_two_devices_tunes_over_both_and_records_them() {
     let state = AppState::on_devices(config(models.path(), data.path(), None), devices).unwrap();
     let loopback = MockConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
     let r = app(state.clone()).layer(loopback);
-    // A batch that does not split over the two devices is refused at submission.
+    // A tuning or pretraining batch that does not split over the two devices is
+    // refused at submission.
     let mut odd = tiny_request(3);
     odd.batch_size = 7;
-    let spec = json!({"kind": "tune", "model": "tiny", "config": odd});
-    let (status, body) = json(&r, post_json("/api/jobs", &spec, None)).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body.to_string()
-            .contains("does not split evenly over 2 devices"),
-        "{body}"
-    );
-    // So is a pretraining job's.
-    let spec = json!({"kind": "pretrain", "config": {"batch_size": 9}});
-    let (status, body) = json(&r, post_json("/api/jobs", &spec, None)).await;
-    assert_eq!(status, 422, "{body}");
-    assert!(
-        body.to_string()
-            .contains("a batch of 9 images does not split evenly over 2 devices"),
-        "{body}"
-    );
+    for (spec, message) in [
+        (
+            json!({"kind": "tune", "model": "tiny", "config": odd}),
+            "a batch of 7 images does not split evenly over 2 devices",
+        ),
+        (
+            json!({"kind": "pretrain", "config": {"batch_size": 9}}),
+            "a batch of 9 images does not split evenly over 2 devices",
+        ),
+    ] {
+        let (status, body) = json(&r, post_json("/api/jobs", &spec, None)).await;
+        assert_eq!(status, 422, "{body}");
+        assert!(body.to_string().contains(message), "{body}");
+    }
     // PGD-AT and MART: their steps are reproducible across batch splits to 1e-5.
     let mut req = tiny_request(3);
     req.methods = "pgd-at,mart".into();

@@ -18,7 +18,7 @@ use crate::config::VitConfig;
 use crate::data::{self, Augment, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::io::{read, truncate_metrics, write_atomic};
-use crate::parallel::Peer;
+use crate::parallel::check_split;
 use crate::progress::Progress;
 use crate::vit::Vit;
 
@@ -114,15 +114,6 @@ impl PretrainRequest {
         Ok(())
     }
 
-    /// Checks that each step's batch splits evenly over `devices` data-parallel peers.
-    pub fn check_devices(&self, devices: usize) -> Result<()> {
-        let peers = Peer {
-            rank: 0,
-            count: devices.max(1),
-        };
-        peers.rows(self.batch_size).map(|_| ())
-    }
-
     /// The training loop's settings.
     pub fn loop_config(&self) -> PretrainConfig {
         PretrainConfig {
@@ -168,7 +159,7 @@ impl PretrainRequest {
         progress: &mut dyn Progress,
     ) -> Result<PretrainSummary> {
         self.validate()?;
-        self.check_devices(devices.len())?;
+        check_split(self.batch_size, devices.len())?;
         let default_device = B::Device::default();
         let device = devices.first().unwrap_or(&default_device);
         let request_path = out.join("pretrain.json");

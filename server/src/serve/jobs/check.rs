@@ -78,17 +78,13 @@ pub fn check<B: AutodiffBackend>(
                     "steps at most 1000000, batch_size at most 4096".to_string()
                 ));
             }
-            hyperat::parallel::Peer {
-                rank: 0,
-                count: train_peers.max(1),
-            }
-            .rows(req.batch_size)?;
+            hyperat::parallel::check_split(req.batch_size, train_peers)?;
         }
         JobKind::Pretrain => {
             let req = pretrain_request(&spec.config).map_err(inv)?;
             known_dataset(&req.dataset)?;
             req.validate()?;
-            req.check_devices(train_peers)?;
+            hyperat::parallel::check_split(req.batch_size, train_peers)?;
         }
         JobKind::Eval => {
             let req: EvalRequest = parse_config(&spec.config).map_err(inv)?;
