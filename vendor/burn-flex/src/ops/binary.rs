@@ -6,6 +6,7 @@ use burn_std::{Bytes, Shape, bf16, f16};
 
 use crate::FlexTensor;
 use crate::layout::Layout;
+use crate::ops::unary::vectorized;
 use crate::strided_index::StridedIter;
 
 #[cfg(feature = "simd")]
@@ -1126,8 +1127,8 @@ fn zip_inplace<E: Copy + Send + Sync, Op: Fn(E, E) -> E + Send + Sync>(l: &mut [
         use rayon::prelude::*;
         l.par_chunks_mut(1 << 13)
             .zip(r.par_chunks(1 << 13))
-            .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(x, &y)| *x = op(*x, y)));
+            .for_each(|(a, b)| vectorized(|| a.iter_mut().zip(b).for_each(|(x, &y)| *x = op(*x, y))));
         return;
     }
-    l.iter_mut().zip(r).for_each(|(x, &y)| *x = op(*x, y));
+    vectorized(|| l.iter_mut().zip(r).for_each(|(x, &y)| *x = op(*x, y)));
 }

@@ -181,23 +181,59 @@ pub(crate) fn map_inplace<E: Copy + Send + Sync, Op: Fn(E) -> E + Send + Sync>(s
     if s.len() >= PAR_MIN {
         use rayon::prelude::*;
         s.par_chunks_mut(PAR_CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|x| *x = op(*x)));
+            .for_each(|c| vectorized(|| c.iter_mut().for_each(|x| *x = op(*x))));
         return;
     }
-    s.iter_mut().for_each(|x| *x = op(*x));
+    vectorized(|| s.iter_mut().for_each(|x| *x = op(*x)));
 }
 
 /// `op` of every element into a new vector, in parallel for large slices.
 pub(crate) fn map_collect<E: Copy + Send + Sync, Op: Fn(E) -> E + Send + Sync>(src: &[E], op: &Op) -> Vec<E> {
-    #[cfg(feature = "rayon")]
-    if src.len() >= PAR_MIN {
-        use rayon::prelude::*;
-        let mut out: Vec<E> = src.to_vec();
-        out.par_chunks_mut(PAR_CHUNK)
-            .for_each(|c| c.iter_mut().for_each(|x| *x = op(*x)));
-        return out;
+    let mut out: Vec<E> = src.to_vec();
+    map_inplace(&mut out, op);
+    out
+}
+
+// ============================================================================
+// HyperAT patch: elementwise loops compiled for the CPU they run on
+// ============================================================================
+//
+// The crate is compiled for baseline x86-64, so the loops above auto-vectorise
+// with SSE2 (4 f32 lanes); a profile of a PGD attack on an AVX-512 CPU had a
+// quarter of its samples in `exp_f32` inside such loops. `vectorized` runs a
+// loop through a copy compiled with AVX-512 (or AVX2 + FMA) when the CPU has
+// it, picked at run time as gemm and macerator do. Rust never contracts
+// `a * b + c` into an FMA on its own, so every element's result is the same
+// bits as the SSE2 loop's.
+
+/// Runs `f` (a loop, inlined into the chosen copy) with the widest vector
+/// instructions this CPU has.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has the features `with_avx512` is compiled for.
+            return unsafe { with_avx512(f) };
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: as above, for `with_avx2`.
+            return unsafe { with_avx2(f) };
+        }
     }
-    src.iter().map(|&x| op(x)).collect()
+    f()
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(all(target_arch = "x86_64", feature = "std"))]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 // ============================================================================
