@@ -163,19 +163,36 @@ fn detect_broadcast_pattern(lhs: &Layout, rhs: &FlexTensor) -> Option<BroadcastV
     if ndims == 0 || rhs_layout.num_dims() != ndims {
         return None;
     }
-    let lhs_shape = lhs.shape();
-    let rhs_strides = rhs_layout.strides();
+    // HyperAT patch: dims of size 1 never advance, so their strides do not
+    // matter; dropping them first lets `x[b,1,h,w] / std[1,1,1,1]` (stride 1 on
+    // the channel dim) take the per-row-scalar path. And the shared "row" is the
+    // longest suffix of dims that rhs stores contiguously, not only the last
+    // dim: `tokens[b,T,D] + pos_embed[1,T,D]` is one row of T·D repeated b
+    // times. Both fell back to a scalar `StridedIter` walk before.
+    let dims: Vec<(usize, isize)> = lhs
+        .shape()
+        .iter()
+        .zip(rhs_layout.strides())
+        .filter(|(n, _)| **n != 1)
+        .map(|(n, s)| (*n, *s))
+        .collect();
+    let &(_, last_stride) = dims.last()?;
 
-    let last_stride = rhs_strides[ndims - 1];
-
-    // Case A: shared row. Innermost rhs stride is 1, and every outer
-    // dim either has stride 0 (a broadcast dim) or size 1 (stride
-    // doesn't matter since the dim never advances past index 0).
+    // Case A: shared row. A suffix of dims is contiguous in rhs (the row),
+    // every dim before it has stride 0 (broadcast).
     if last_stride == 1 {
-        let outer_ok = (0..ndims - 1).all(|d| rhs_strides[d] == 0 || lhs_shape[d] == 1);
-        if outer_ok {
-            let outer_count: usize = (0..ndims - 1).map(|d| lhs_shape[d]).product();
-            let row_len = lhs_shape[ndims - 1];
+        let mut row_len: usize = 1;
+        let mut row_dims = 0;
+        for &(n, stride) in dims.iter().rev() {
+            if stride != row_len as isize {
+                break;
+            }
+            row_len *= n;
+            row_dims += 1;
+        }
+        let outer = &dims[..dims.len() - row_dims];
+        if outer.iter().all(|&(_, stride)| stride == 0) {
+            let outer_count: usize = outer.iter().map(|&(n, _)| n).product();
             if outer_count == 0 || row_len == 0 {
                 return None;
             }
@@ -195,31 +212,19 @@ fn detect_broadcast_pattern(lhs: &Layout, rhs: &FlexTensor) -> Option<BroadcastV
     // Case B: per-row scalar. Innermost dims all have stride 0 in
     // rhs and outer dims walk rhs contiguously in row-major order.
     if last_stride == 0 {
-        // Count the trailing stride-0 dims to find the inner scalar span.
-        let mut inner_dims = 0usize;
-        let mut row_len: usize = 1;
-        for d in (0..ndims).rev() {
-            if rhs_strides[d] == 0 {
-                inner_dims += 1;
-                row_len *= lhs_shape[d];
-            } else {
-                break;
-            }
-        }
-        if inner_dims == 0 {
-            return None;
-        }
+        let inner_dims = dims.iter().rev().take_while(|&&(_, stride)| stride == 0).count();
+        let row_len: usize = dims[dims.len() - inner_dims..].iter().map(|&(n, _)| n).product();
+        let outer = &dims[..dims.len() - inner_dims];
         // The outer dims must walk rhs's storage contiguously in
         // row-major order.
-        let outer_ndims = ndims - inner_dims;
         let mut expected: isize = 1;
-        for d in (0..outer_ndims).rev() {
-            if rhs_strides[d] != expected {
+        for &(n, stride) in outer.iter().rev() {
+            if stride != expected {
                 return None;
             }
-            expected *= lhs_shape[d] as isize;
+            expected *= n as isize;
         }
-        let outer_count: usize = (0..outer_ndims).map(|d| lhs_shape[d]).product();
+        let outer_count: usize = outer.iter().map(|&(n, _)| n).product();
         if outer_count == 0 || row_len == 0 {
             return None;
         }
@@ -315,15 +320,34 @@ fn run_broadcast_pattern_f32(
 /// Apply `dst[r * row_len + j] = op(dst[r * row_len + j], scalars[r])`
 /// for `r in 0..scalars.len(), j in 0..row_len`. Generic over `Op` so
 /// each call site gets a monomorphized, autovectorizable inner loop.
+/// HyperAT patch: across rayon's pool in blocks of whole rows above
+/// `PAR_MIN` elements, each block at the CPU's widest vectors (`vectorized`);
+/// upstream ran layer norm's per-row centring and scaling on one thread.
 #[cfg(feature = "simd")]
 #[inline]
 fn per_row_scalar_apply<Op>(dst: &mut [f32], scalars: &[f32], row_len: usize, op: Op)
 where
     Op: Fn(f32, f32) -> f32 + Send + Sync,
 {
-    for (i, &scalar) in scalars.iter().enumerate() {
-        let start = i * row_len;
-        for x in dst[start..start + row_len].iter_mut() {
+    let dst = &mut dst[..scalars.len() * row_len];
+    #[cfg(feature = "rayon")]
+    if dst.len() >= crate::ops::unary::PAR_MIN && row_len > 0 {
+        use rayon::prelude::*;
+        let rows = ((1 << 13) / row_len).max(1);
+        dst.par_chunks_mut(rows * row_len)
+            .zip(scalars.par_chunks(rows))
+            .for_each(|(d, s)| vectorized(|| per_row_loop(d, s, row_len, &op)));
+        return;
+    }
+    vectorized(|| per_row_loop(dst, scalars, row_len, &op));
+}
+
+/// The loop of `per_row_scalar_apply`, inlined into `vectorized`'s copies.
+#[cfg(feature = "simd")]
+#[inline(always)]
+fn per_row_loop<Op: Fn(f32, f32) -> f32>(dst: &mut [f32], scalars: &[f32], row_len: usize, op: &Op) {
+    for (row, &scalar) in dst.chunks_exact_mut(row_len).zip(scalars) {
+        for x in row.iter_mut() {
             *x = op(*x, scalar);
         }
     }
@@ -1127,8 +1151,14 @@ fn zip_inplace<E: Copy + Send + Sync, Op: Fn(E, E) -> E + Send + Sync>(l: &mut [
         use rayon::prelude::*;
         l.par_chunks_mut(1 << 13)
             .zip(r.par_chunks(1 << 13))
-            .for_each(|(a, b)| vectorized(|| a.iter_mut().zip(b).for_each(|(x, &y)| *x = op(*x, y))));
+            .for_each(|(a, b)| vectorized(|| zip_loop(a, b, op)));
         return;
     }
-    vectorized(|| l.iter_mut().zip(r).for_each(|(x, &y)| *x = op(*x, y)));
+    vectorized(|| zip_loop(l, r, op));
+}
+
+/// The loop of `zip_inplace`, named so that it inlines into `vectorized`'s copies.
+#[inline(always)]
+fn zip_loop<E: Copy, Op: Fn(E, E) -> E>(l: &mut [E], r: &[E], op: &Op) {
+    l.iter_mut().zip(r).for_each(|(x, &y)| *x = op(*x, y));
 }

@@ -181,10 +181,16 @@ pub(crate) fn map_inplace<E: Copy + Send + Sync, Op: Fn(E) -> E + Send + Sync>(s
     if s.len() >= PAR_MIN {
         use rayon::prelude::*;
         s.par_chunks_mut(PAR_CHUNK)
-            .for_each(|c| vectorized(|| c.iter_mut().for_each(|x| *x = op(*x))));
+            .for_each(|c| vectorized(|| map_loop(c, op)));
         return;
     }
-    vectorized(|| s.iter_mut().for_each(|x| *x = op(*x)));
+    vectorized(|| map_loop(s, op));
+}
+
+/// The loop of `map_inplace`, named so that it inlines into `vectorized`'s copies.
+#[inline(always)]
+fn map_loop<E: Copy, Op: Fn(E) -> E>(s: &mut [E], op: &Op) {
+    s.iter_mut().for_each(|x| *x = op(*x));
 }
 
 /// `op` of every element into a new vector, in parallel for large slices.
@@ -206,8 +212,9 @@ pub(crate) fn map_collect<E: Copy + Send + Sync, Op: Fn(E) -> E + Send + Sync>(s
 // `a * b + c` into an FMA on its own, so every element's result is the same
 // bits as the SSE2 loop's.
 
-/// Runs `f` (a loop, inlined into the chosen copy) with the widest vector
-/// instructions this CPU has.
+/// Runs `f` with the widest vector instructions this CPU has. `f` must be a
+/// small closure calling an `#[inline(always)]` loop function: a closure that
+/// holds the loop itself may stay out of line, compiled for baseline x86-64.
 #[inline(always)]
 pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
