@@ -27,6 +27,7 @@ N = int(env("N", "10000"))
 AA_N = int(env("AA_N", "1000"))
 ABL_N = int(env("ABL_N", "2000"))
 JOBS = int(env("JOBS", "2"))
+AA_SHARDS = int(env("AA_SHARDS", "4"))  # shards of a row with AutoAttack (see row_jobs)
 THREADS = int(env("THREADS", "1"))
 LR = {"full-at": env("LR_FULL_AT", "1e-3"), "lora-at": env("LR_LORA_AT", "3e-3"),
       "full-lora-at": env("LR_FULL_LORA_AT", "1e-3"), "hyperat": env("LR_HYPERAT", "3e-3"),
@@ -134,9 +135,12 @@ def slug(s):
     return re.sub(r"[^A-Za-z0-9+]+", "-", s).strip("-")
 
 
-def row_job(group, name, spec, n, aa_n=0):
+def row_jobs(group, name, spec, n, aa_n=0):
     """`hyperat report` of one row: clean, PGD-20, CW-20 on the first n test images
-    (eps 0.1, step 0.01), AutoAttack on the first aa_n."""
+    (eps 0.1, step 0.01), AutoAttack on the first aa_n. A row with AutoAttack (hours on
+    this CPU) runs as AA_SHARDS shards of whole batches (`report --shard K/N`), each kept
+    when it finishes and merged into the one-pass report (`report --merge`): a session
+    that stops loses one shard's work, not the row's."""
     out = f"{OUT}/rows/{group}/{slug(name)}.json"
     run, _, variant = spec.partition("#")
     inputs = [f"{run}/summary.json"] if variant else [f"{run}/train.json"]
@@ -144,9 +148,19 @@ def row_job(group, name, spec, n, aa_n=0):
         inputs.append(f"{run}/merges/{variant[7:]}.safetensors")
     cmd = [BIN, "report", "--dataset", "fashion-mnist", "--limit", str(n), "--eps", "0.1",
            "--alpha", "0.01", "--steps", "20", "--seed", "0", "--aa-limit", str(aa_n),
-           "--models", f"{name}={spec}", "--json", out]
-    return Job(group, f"evaluate {group}: {name}", cmd, [out], inputs,
-               2 * n * COST["attack_image"] + aa_n * 0.6 * COST["aa_robust_image"])
+           "--models", f"{name}={spec}"]
+    seconds = 2 * n * COST["attack_image"] + aa_n * 0.6 * COST["aa_robust_image"]
+    title = f"evaluate {group}: {name}"
+    if aa_n == 0 or AA_SHARDS <= 1:
+        return [Job(group, title, cmd + ["--json", out], [out], inputs, seconds)]
+    parts = [f"{OUT}/rows/{group}/shards/{slug(name)}.{k}of{AA_SHARDS}.json" for k in range(AA_SHARDS)]
+    merged = Job(group, title, [BIN, "report", "--merge", ",".join(parts), "--json", out], [out], parts, 5)
+    if os.path.exists(out) and merged.done():  # measured already (in shards or in one pass)
+        return [merged]
+    shards = [Job(group, f"{title} (shard {k + 1} of {AA_SHARDS})",
+                  cmd + ["--shard", f"{k}/{AA_SHARDS}", "--json", part], [part], inputs, seconds / AA_SHARDS)
+              for k, part in enumerate(parts)]
+    return shards + [merged]
 
 
 def main_rows():
@@ -183,10 +197,10 @@ def plan():
     jobs += [tune_job(n, k, m, EPOCHS, 0, x) for n, k, m, x in MAIN]
     jobs += [merge_job("hyperat", s, x) for s, x in
              [("uniform", []), ("adaptive", ["--merge-steps", "40", "--batch-size", "64"]), ("ties", []), ("dare", [])]]
-    jobs += [row_job("main", n, s, N, a) for n, s, a in main_rows()]
+    jobs += [j for n, s, a in main_rows() for j in row_jobs("main", n, s, N, a)]
     jobs += [tune_job(n, k, m, ABL_EPOCHS, s, x) for n, k, m, s, x in ABLATIONS]
-    jobs += [row_job("seeds", n, s, N) for n, s in seed_rows()]
-    jobs += [row_job("ablations", n, s, ABL_N) for n, s in ablation_rows()]
+    jobs += [j for n, s in seed_rows() for j in row_jobs("seeds", n, s, N)]
+    jobs += [j for n, s in ablation_rows() for j in row_jobs("ablations", n, s, ABL_N)]
     if ONLY:  # run names, or backbone / merge / main / seeds / ablations
         jobs = [j for j in jobs if j.key in ONLY]
     return jobs
