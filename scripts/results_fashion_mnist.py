@@ -155,7 +155,7 @@ def row_jobs(group, name, spec, n, aa_n=0):
         return [Job(group, title, cmd + ["--json", out], [out], inputs, seconds)]
     parts = [f"{OUT}/rows/{group}/shards/{slug(name)}.{k}of{AA_SHARDS}.json" for k in range(AA_SHARDS)]
     merged = Job(group, title, [BIN, "report", "--merge", ",".join(parts), "--json", out], [out], parts, 5)
-    if os.path.exists(out) and merged.done():  # measured already (in shards or in one pass)
+    if merged.done():  # measured already (in shards or in one pass)
         return [merged]
     shards = [Job(group, f"{title} (shard {k + 1} of {AA_SHARDS})",
                   cmd + ["--shard", f"{k}/{AA_SHARDS}", "--json", part], [part], inputs, seconds / AA_SHARDS)

@@ -329,11 +329,14 @@ fn per_row_scalar_apply<Op>(dst: &mut [f32], scalars: &[f32], row_len: usize, op
 where
     Op: Fn(f32, f32) -> f32 + Send + Sync,
 {
+    if row_len == 0 {
+        return;
+    }
     let dst = &mut dst[..scalars.len() * row_len];
     #[cfg(feature = "rayon")]
-    if dst.len() >= crate::ops::unary::PAR_MIN && row_len > 0 {
+    if dst.len() >= crate::ops::unary::PAR_MIN {
         use rayon::prelude::*;
-        let rows = ((1 << 13) / row_len).max(1);
+        let rows = (crate::ops::unary::PAR_CHUNK / row_len).max(1);
         dst.par_chunks_mut(rows * row_len)
             .zip(scalars.par_chunks(rows))
             .for_each(|(d, s)| vectorized(|| per_row_loop(d, s, row_len, &op)));
@@ -1149,8 +1152,8 @@ fn zip_inplace<E: Copy + Send + Sync, Op: Fn(E, E) -> E + Send + Sync>(l: &mut [
     #[cfg(feature = "rayon")]
     if n >= crate::ops::unary::PAR_MIN {
         use rayon::prelude::*;
-        l.par_chunks_mut(1 << 13)
-            .zip(r.par_chunks(1 << 13))
+        l.par_chunks_mut(crate::ops::unary::PAR_CHUNK)
+            .zip(r.par_chunks(crate::ops::unary::PAR_CHUNK))
             .for_each(|(a, b)| vectorized(|| zip_loop(a, b, op)));
         return;
     }

@@ -172,8 +172,9 @@ pub fn exp(tensor: FlexTensor) -> FlexTensor {
 
 /// Elements below which an elementwise op stays on the calling thread.
 pub(crate) const PAR_MIN: usize = 1 << 15;
+/// Elements per rayon task of an elementwise op (also `simd::portable`'s chunk).
 #[cfg(feature = "rayon")]
-const PAR_CHUNK: usize = 1 << 13;
+pub(crate) const PAR_CHUNK: usize = 1 << 13;
 
 /// `x = op(x)` for every element, in parallel for large slices.
 pub(crate) fn map_inplace<E: Copy + Send + Sync, Op: Fn(E) -> E + Send + Sync>(s: &mut [E], op: &Op) {

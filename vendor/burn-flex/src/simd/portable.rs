@@ -11,12 +11,12 @@ use rayon::prelude::*;
 /// Threshold for parallel execution (elements).
 /// HyperAT patch: upstream's 4M kept every activation of a small ViT (0.4–1.6M
 /// elements at batch 128) on one thread while the other cores waited; the
-/// same threshold as the unary ops now (`ops::unary::PAR_MIN`).
+/// unary ops' threshold and chunk now.
 #[cfg(feature = "rayon")]
-const PARALLEL_THRESHOLD: usize = 1 << 15;
+const PARALLEL_THRESHOLD: usize = crate::ops::unary::PAR_MIN;
 
 #[cfg(feature = "rayon")]
-const CHUNK_SIZE: usize = 1 << 13;
+const CHUNK_SIZE: usize = crate::ops::unary::PAR_CHUNK;
 
 // ============================================================================
 // f32 in-place binary ops
