@@ -83,14 +83,14 @@ def pretrain_job():
                PRE_EPOCHS * PER_EPOCH * COST["pretrain_step"])
 
 
-def tune_job(name, kind, methods, epochs, seed=0, extra=()):
+def tune_job(name, kind, methods, epochs, seed=0, extra=(), eps="0.1"):
     d = f"{OUT}/{name}"
     if os.path.exists(f"{d}/run.json"):
         cmd = [BIN, "tune", "--resume", "--out", d]
     else:
         cmd = [BIN, "tune", "--backbone", BACKBONE, "--dataset", "fashion-mnist", "--kind", kind,
                "--methods", methods, "--epochs", str(epochs), "--batch-size", "128",
-               "--lr", LR[kind], "--warmup-fraction", "0.1", "--eps", "0.1", "--alpha", "0.025",
+               "--lr", LR[kind], "--warmup-fraction", "0.1", "--eps", eps, "--alpha", str(float(eps) / 4),
                "--attack-steps", "5", "--seed", str(seed), "--checkpoint-every", "100",
                "--out", d, *extra]
         if kind == "full-at":
@@ -121,6 +121,33 @@ ABLATIONS = (
        ("abl-hyperat-patch", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--train-patch-embed"]),
        ("abl-hyperat-r4", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "4", "--lora-alpha", "8"]),
        ("abl-hyperat-r16", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "16", "--lora-alpha", "32"])])
+
+
+# The shipping screen (docs/results-fashion-mnist.md, "The shipped model"): HyperAT at the
+# ablations' budget, trained at a smaller radius or with its patch embedding trainable,
+# to find a setting whose HyperAT+ keeps >= 80% clean on the test set. Judged on the
+# hold-out only (1000 images, PGD-20 at eps 0.1), beside the reference abl-hyperat-s0 of
+# the ablations. The rule, fixed before the runs: a setting's gains over the reference
+# carry over to the 10-epoch run (HyperAT+ there: 76.57% clean on the test set, 65.0%
+# under AutoAttack); keep the settings whose clean gain is >= 4.5 points (test clean >= 81,
+# a point of margin) and whose robust loss is <= 7 points (AutoAttack >= 58, three points
+# of margin), and train the one of them with the highest hold-out robust accuracy for the
+# full budget; if none qualifies, say so and keep the reference.
+SCREEN_EPS = [e for e in env("SCREEN_EPS", "0.08,0.06").split(",") if e]
+SCREEN = [(f"screen-hyperat-eps{e}", e, []) for e in SCREEN_EPS]
+
+
+def screen_jobs():
+    jobs = [tune_job(n, "hyperat", METHODS, ABL_EPOCHS, 0, hyperat_flags(METHOD_WARMUP), e)
+            for n, e, _ in SCREEN]
+    for run in ["abl-hyperat-s0", "abl-hyperat-patch"] + [n for n, _, _ in SCREEN]:
+        d, out = f"{OUT}/{run}", f"{OUT}/screen/{run}.json"
+        cmd = [BIN, "eval", "--model", f"{d}#merged:uniform", "--split", "holdout", "--limit", "1000",
+               "--attack", "pgd", "--steps", "20", "--eps", "0.1", "--alpha", "0.01",
+               "--batch-size", "250", "--json", out]
+        jobs.append(Job("screen", f"screen: hold-out of {run}", cmd, [out], [f"{d}/summary.json"],
+                        2000 * COST["attack_image"]))
+    return jobs
 
 
 def merge_job(run, strategy, extra=()):
@@ -201,7 +228,8 @@ def plan():
     jobs += [tune_job(n, k, m, ABL_EPOCHS, s, x) for n, k, m, s, x in ABLATIONS]
     jobs += [j for n, s in seed_rows() for j in row_jobs("seeds", n, s, N)]
     jobs += [j for n, s in ablation_rows() for j in row_jobs("ablations", n, s, ABL_N)]
-    if ONLY:  # run names, or backbone / merge / main / seeds / ablations
+    jobs += screen_jobs()
+    if ONLY:  # run names, or backbone / merge / main / seeds / ablations / screen
         jobs = [j for j in jobs if j.key in ONLY]
     return jobs
 
