@@ -17,12 +17,19 @@ import sys
 
 
 def load_rows(out, group):
+    """The rows of a group, in the plan's order (backbone first, merges last)."""
     rows = {}
     for f in sorted(glob.glob(f"{out}/rows/{group}/*.json")):
         r = json.load(open(f))
         for row in r["rows"]:
             rows[row["name"]] = row
-    return rows
+    os.environ["OUT"] = out
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import results_fashion_mnist as plan
+    order = {"main": [n for n, _, _ in plan.main_rows()], "seeds": [n for n, _ in plan.seed_rows()],
+             "ablations": [n for n, _ in plan.ablation_rows()]}.get(group, [])
+    rank = {n: i for i, n in enumerate(order)}
+    return dict(sorted(rows.items(), key=lambda kv: rank.get(kv[0], len(rank))))
 
 
 def pct(v):
