@@ -6,7 +6,7 @@ use burn_std::{Bytes, Shape, bf16, f16};
 
 use crate::FlexTensor;
 use crate::layout::Layout;
-use crate::ops::unary::vectorized;
+use crate::ops::unary::widest_copies;
 use crate::strided_index::StridedIter;
 
 #[cfg(feature = "simd")]
@@ -321,7 +321,7 @@ fn run_broadcast_pattern_f32(
 /// for `r in 0..scalars.len(), j in 0..row_len`. Generic over `Op` so
 /// each call site gets a monomorphized, autovectorizable inner loop.
 /// HyperAT patch: across rayon's pool in blocks of whole rows above
-/// `PAR_MIN` elements, each block at the CPU's widest vectors (`vectorized`);
+/// `PAR_MIN` elements, each block at the CPU's widest vectors (`per_row_widest`);
 /// upstream ran layer norm's per-row centring and scaling on one thread.
 #[cfg(feature = "simd")]
 #[inline]
@@ -339,18 +339,26 @@ where
         let rows = (crate::ops::unary::PAR_CHUNK / row_len).max(1);
         dst.par_chunks_mut(rows * row_len)
             .zip(scalars.par_chunks(rows))
-            .for_each(|(d, s)| vectorized(|| per_row_loop(d, s, row_len, &op)));
+            .for_each(|(d, s)| per_row_widest(d, s, row_len, &op));
         return;
     }
-    vectorized(|| per_row_loop(dst, scalars, row_len, &op));
+    per_row_widest(dst, scalars, row_len, &op);
 }
 
-/// The loop of `per_row_scalar_apply`, inlined into `vectorized`'s copies.
+#[cfg(feature = "simd")]
+widest_copies! {
+    /// `per_row_loop` at the CPU's widest vectors.
+    fn per_row_widest[Op: Fn(f32, f32) -> f32](dst: &mut [f32], scalars: &[f32], row_len: usize, op: &Op) => per_row_loop
+}
+
+/// The loop of `per_row_scalar_apply`, inlined into `per_row_widest`'s copies.
 #[cfg(feature = "simd")]
 #[inline(always)]
 fn per_row_loop<Op: Fn(f32, f32) -> f32>(dst: &mut [f32], scalars: &[f32], row_len: usize, op: &Op) {
-    for (row, &scalar) in dst.chunks_exact_mut(row_len).zip(scalars) {
-        for x in row.iter_mut() {
+    let rows = scalars.len().min(dst.len() / row_len);
+    for r in 0..rows {
+        let scalar = scalars[r];
+        for x in &mut dst[r * row_len..(r + 1) * row_len] {
             *x = op(*x, scalar);
         }
     }
@@ -1154,14 +1162,25 @@ fn zip_inplace<E: Copy + Send + Sync, Op: Fn(E, E) -> E + Send + Sync>(l: &mut [
         use rayon::prelude::*;
         l.par_chunks_mut(crate::ops::unary::PAR_CHUNK)
             .zip(r.par_chunks(crate::ops::unary::PAR_CHUNK))
-            .for_each(|(a, b)| vectorized(|| zip_loop(a, b, op)));
+            .for_each(|(a, b)| zip_widest(a, b, op));
         return;
     }
-    vectorized(|| zip_loop(l, r, op));
+    zip_widest(l, r, op);
 }
 
-/// The loop of `zip_inplace`, named so that it inlines into `vectorized`'s copies.
+widest_copies! {
+    /// `zip_loop` at the CPU's widest vectors.
+    fn zip_widest[E: Copy, Op: Fn(E, E) -> E](l: &mut [E], r: &[E], op: &Op) => zip_loop
+}
+
+/// The loop of `zip_inplace`, inlined into `zip_widest`'s copies. Indexed, not
+/// `zip(..).for_each`: an out-of-line `Zip::fold` is compiled for baseline x86-64.
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // the index form is the point (see above)
 fn zip_loop<E: Copy, Op: Fn(E, E) -> E>(l: &mut [E], r: &[E], op: &Op) {
-    l.iter_mut().zip(r).for_each(|(x, &y)| *x = op(*x, y));
+    let n = l.len().min(r.len());
+    let (l, r) = (&mut l[..n], &r[..n]);
+    for i in 0..n {
+        l[i] = op(l[i], r[i]);
+    }
 }

@@ -171,6 +171,7 @@ pub fn exp(tensor: FlexTensor) -> FlexTensor {
 // per-task cost is noise, and each chunk's loop still auto-vectorises.
 
 /// Elements below which an elementwise op stays on the calling thread.
+#[cfg(feature = "rayon")]
 pub(crate) const PAR_MIN: usize = 1 << 15;
 /// Elements per rayon task of an elementwise op (also `simd::portable`'s chunk).
 #[cfg(feature = "rayon")]
@@ -182,16 +183,20 @@ pub(crate) fn map_inplace<E: Copy + Send + Sync, Op: Fn(E) -> E + Send + Sync>(s
     if s.len() >= PAR_MIN {
         use rayon::prelude::*;
         s.par_chunks_mut(PAR_CHUNK)
-            .for_each(|c| vectorized(|| map_loop(c, op)));
+            .for_each(|c| map_widest(c, op));
         return;
     }
-    vectorized(|| map_loop(s, op));
+    map_widest(s, op);
 }
 
-/// The loop of `map_inplace`, named so that it inlines into `vectorized`'s copies.
+/// The loop of `map_inplace`, inlined into `map_widest`'s copies.
+/// A plain `for` over the slice: `for_each`/`fold` of the iterator adapters are not
+/// `#[inline(always)]`, and an out-of-line `fold` is compiled for baseline x86-64.
 #[inline(always)]
 fn map_loop<E: Copy, Op: Fn(E) -> E>(s: &mut [E], op: &Op) {
-    s.iter_mut().for_each(|x| *x = op(*x));
+    for x in s {
+        *x = op(*x);
+    }
 }
 
 /// `op` of every element into a new vector, in parallel for large slices.
@@ -207,41 +212,51 @@ pub(crate) fn map_collect<E: Copy + Send + Sync, Op: Fn(E) -> E + Send + Sync>(s
 //
 // The crate is compiled for baseline x86-64, so the loops above auto-vectorise
 // with SSE2 (4 f32 lanes); a profile of a PGD attack on an AVX-512 CPU had a
-// quarter of its samples in `exp_f32` inside such loops. `vectorized` runs a
-// loop through a copy compiled with AVX-512 (or AVX2 + FMA) when the CPU has
-// it, picked at run time as gemm and macerator do. Rust never contracts
+// quarter of its samples in `exp_f32` inside such loops. Each loop runs
+// through a copy compiled with AVX-512 (or AVX2 + FMA) when the CPU has
+// it, picked at run time as gemm and macerator do (`widest_copies`). Rust never contracts
 // `a * b + c` into an FMA on its own, so every element's result is the same
 // bits as the SSE2 loop's.
 
-/// Runs `f` with the widest vector instructions this CPU has. `f` must be a
-/// small closure calling an `#[inline(always)]` loop function: a closure that
-/// holds the loop itself may stay out of line, compiled for baseline x86-64.
-#[inline(always)]
-pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(all(target_arch = "x86_64", feature = "std"))]
-    {
-        if std::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has the features `with_avx512` is compiled for.
-            return unsafe { with_avx512(f) };
+/// Defines `fn $name` running the `#[inline(always)]` loop `$loop` through a copy
+/// compiled with AVX-512 (else AVX2 + FMA) when the CPU has it. The copies are
+/// functions of their own with the target features on them, so the loop (and the
+/// op closure in it) inlines into them. A generic "run this closure with AVX-512"
+/// helper was tried first: the closure holding the loop stayed out of line, compiled
+/// for baseline x86-64 (GELU's backward ran 4 lanes wide, 16% of a training step).
+macro_rules! widest_copies {
+    ($(#[$meta:meta])* fn $name:ident[$($gen:tt)*]($($arg:ident: $ty:ty),*) => $loop:ident) => {
+        $(#[$meta])*
+        #[inline]
+        fn $name<$($gen)*>($($arg: $ty),*) {
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                unsafe fn avx512<$($gen)*>($($arg: $ty),*) {
+                    $loop($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<$($gen)*>($($arg: $ty),*) {
+                    $loop($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features `avx512` is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above, for `avx2`.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $loop($($arg),*)
         }
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: as above, for `with_avx2`.
-            return unsafe { with_avx2(f) };
-        }
-    }
-    f()
+    };
 }
+pub(crate) use widest_copies;
 
-#[cfg(all(target_arch = "x86_64", feature = "std"))]
-#[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
-unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(all(target_arch = "x86_64", feature = "std"))]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+widest_copies! {
+    /// `map_loop` at the CPU's widest vectors.
+    fn map_widest[E: Copy, Op: Fn(E) -> E](s: &mut [E], op: &Op) => map_loop
 }
 
 // ============================================================================
