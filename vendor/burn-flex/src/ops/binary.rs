@@ -6,7 +6,8 @@ use burn_std::{Bytes, Shape, bf16, f16};
 
 use crate::FlexTensor;
 use crate::layout::Layout;
-use crate::ops::unary::widest_copies;
+use crate::ops::unary::{collect_into, widest_copies};
+use core::mem::MaybeUninit;
 use crate::strided_index::StridedIter;
 
 #[cfg(feature = "simd")]
@@ -260,11 +261,106 @@ fn apply_broadcast_pattern_f32(
         run_broadcast_pattern_f32(dst, rhs_storage, simd_op, pattern);
         lhs
     } else {
-        // Copy lhs once, then apply the broadcast in place. The
-        // memcpy is cheaper than the StridedIter fallback it replaces.
-        let mut out: Vec<f32> = lhs.storage::<f32>()[..numel].to_vec();
-        run_broadcast_pattern_f32(&mut out, rhs_storage, simd_op, pattern);
+        // HyperAT patch: one pass into fresh memory (upstream copied lhs, then
+        // applied the broadcast to the copy in place).
+        let src = &lhs.storage::<f32>()[..numel];
+        let out = match simd_op {
+            BinaryOp::Add => broadcast_collect_f32(src, rhs_storage, pattern, |a, b| a + b),
+            BinaryOp::Sub => broadcast_collect_f32(src, rhs_storage, pattern, |a, b| a - b),
+            BinaryOp::Mul => broadcast_collect_f32(src, rhs_storage, pattern, |a, b| a * b),
+            BinaryOp::Div => broadcast_collect_f32(src, rhs_storage, pattern, |a, b| a / b),
+        };
         make_tensor(out, lhs.layout().shape().clone(), lhs.dtype())
+    }
+}
+
+/// HyperAT patch: `op(lhs, rhs)` of a detected broadcast pattern into a new vector,
+/// across rayon's pool in blocks of whole rows above `PAR_MIN` elements.
+#[cfg(feature = "simd")]
+fn broadcast_collect_f32<Op>(src: &[f32], rhs_storage: &[f32], pattern: BroadcastView, op: Op) -> Vec<f32>
+where
+    Op: Fn(f32, f32) -> f32 + Send + Sync,
+{
+    let (row_len, rows) = match pattern {
+        BroadcastView::SharedRow { outer_count, row_len, .. } => (row_len, outer_count),
+        BroadcastView::PerRowScalar { outer_count, row_len, .. } => (row_len, outer_count),
+    };
+    let src = &src[..rows * row_len];
+    if let BroadcastView::SharedRow { outer_count: 1, rhs_row_offset, .. } = pattern {
+        // One row: a plain zip, split by elements rather than rows.
+        return zip_collect(src, &rhs_storage[rhs_row_offset..rhs_row_offset + row_len], &op);
+    }
+    let per_block = if row_len == 0 { 1 } else { (crate::ops::unary::PAR_CHUNK / row_len).max(1) };
+    collect_into(src.len(), |dst| {
+        let run = |d: &mut [MaybeUninit<f32>], s: &[f32], first_row: usize| match pattern {
+            BroadcastView::SharedRow { rhs_row_offset, .. } => {
+                shared_row_into_widest(d, s, &rhs_storage[rhs_row_offset..rhs_row_offset + row_len], &op)
+            }
+            BroadcastView::PerRowScalar { rhs_scalar_base, .. } => {
+                let base = rhs_scalar_base + first_row;
+                let n = if row_len == 0 { 0 } else { s.len() / row_len };
+                per_row_into_widest(d, s, &rhs_storage[base..base + n], row_len, &op)
+            }
+        };
+        #[cfg(feature = "rayon")]
+        if src.len() >= crate::ops::unary::PAR_MIN && row_len > 0 {
+            use rayon::prelude::*;
+            dst.par_chunks_mut(per_block * row_len)
+                .zip(src.par_chunks(per_block * row_len))
+                .enumerate()
+                .for_each(|(k, (d, s))| run(d, s, k * per_block));
+            return;
+        }
+        let _ = per_block;
+        run(dst, src, 0);
+    })
+}
+
+#[cfg(feature = "simd")]
+widest_copies! {
+    /// `shared_row_into_loop` at the CPU's widest vectors.
+    fn shared_row_into_widest[Op: Fn(f32, f32) -> f32](dst: &mut [MaybeUninit<f32>], src: &[f32], row: &[f32], op: &Op) => shared_row_into_loop
+}
+
+#[cfg(feature = "simd")]
+/// `dst[k·n + j] = op(src[k·n + j], row[j])` for the whole rows of `src` (n = row's length).
+#[inline(always)]
+fn shared_row_into_loop<Op: Fn(f32, f32) -> f32>(dst: &mut [MaybeUninit<f32>], src: &[f32], row: &[f32], op: &Op) {
+    let n = row.len();
+    assert!(dst.len() == src.len() && (n == 0 || src.len() % n == 0), "every element must be written");
+    if n == 0 {
+        return;
+    }
+    for (d, s) in dst.chunks_exact_mut(n).zip(src.chunks_exact(n)) {
+        for j in 0..n {
+            d[j].write(op(s[j], row[j]));
+        }
+    }
+}
+
+#[cfg(feature = "simd")]
+widest_copies! {
+    /// `per_row_into_loop` at the CPU's widest vectors.
+    fn per_row_into_widest[Op: Fn(f32, f32) -> f32](dst: &mut [MaybeUninit<f32>], src: &[f32], scalars: &[f32], row_len: usize, op: &Op) => per_row_into_loop
+}
+
+#[cfg(feature = "simd")]
+/// `dst[r·n + j] = op(src[r·n + j], scalars[r])` (n = `row_len`).
+#[inline(always)]
+fn per_row_into_loop<Op: Fn(f32, f32) -> f32>(
+    dst: &mut [MaybeUninit<f32>],
+    src: &[f32],
+    scalars: &[f32],
+    row_len: usize,
+    op: &Op,
+) {
+    assert!(dst.len() == src.len() && src.len() == scalars.len() * row_len, "every element must be written");
+    for r in 0..scalars.len() {
+        let scalar = scalars[r];
+        let (d, s) = (&mut dst[r * row_len..(r + 1) * row_len], &src[r * row_len..(r + 1) * row_len]);
+        for j in 0..row_len {
+            d[j].write(op(s[j], scalar));
+        }
     }
 }
 
@@ -410,9 +506,7 @@ where
     ) {
         // Both contiguous (but lhs not at offset 0)
         (Some((l_start, l_end)), Some((r_start, r_end))) => {
-            let mut out = lhs_storage[l_start..l_end].to_vec();
-            zip_inplace(&mut out, &rhs_storage[r_start..r_end], &op);
-            out
+            zip_collect(&lhs_storage[l_start..l_end], &rhs_storage[r_start..r_end], &op)
         }
         // Fast path for 2D non-contiguous (common for transpose)
         _ if lhs.layout().num_dims() == 2 => {
@@ -1166,6 +1260,40 @@ fn zip_inplace<E: Copy + Send + Sync, Op: Fn(E, E) -> E + Send + Sync>(l: &mut [
         return;
     }
     zip_widest(l, r, op);
+}
+
+/// HyperAT patch: `op(l, r)` elementwise into a new vector in one pass (upstream
+/// copied `l`, then zipped the copy in place), in parallel for large slices.
+fn zip_collect<E: Copy + Send + Sync, Op: Fn(E, E) -> E + Send + Sync>(l: &[E], r: &[E], op: &Op) -> Vec<E> {
+    let n = l.len().min(r.len());
+    let (l, r) = (&l[..n], &r[..n]);
+    collect_into(n, |dst| {
+        #[cfg(feature = "rayon")]
+        if n >= crate::ops::unary::PAR_MIN {
+            use rayon::prelude::*;
+            let chunk = crate::ops::unary::PAR_CHUNK;
+            dst.par_chunks_mut(chunk)
+                .zip(l.par_chunks(chunk).zip(r.par_chunks(chunk)))
+                .for_each(|(d, (a, b))| zip_into_widest(d, a, b, op));
+            return;
+        }
+        zip_into_widest(dst, l, r, op);
+    })
+}
+
+widest_copies! {
+    /// `zip_into_loop` at the CPU's widest vectors.
+    fn zip_into_widest[E: Copy, Op: Fn(E, E) -> E](dst: &mut [MaybeUninit<E>], l: &[E], r: &[E], op: &Op) => zip_into_loop
+}
+
+/// `dst = op(l, r)`, the loop of `zip_collect`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // indexed: see `zip_loop`
+fn zip_into_loop<E: Copy, Op: Fn(E, E) -> E>(dst: &mut [MaybeUninit<E>], l: &[E], r: &[E], op: &Op) {
+    assert!(dst.len() == l.len() && l.len() == r.len(), "every element must be written");
+    for i in 0..l.len() {
+        dst[i].write(op(l[i], r[i]));
+    }
 }
 
 widest_copies! {

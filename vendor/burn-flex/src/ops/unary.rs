@@ -1,6 +1,7 @@
 //! Unary tensor operations (exp, log, sqrt, sin, cos, etc.).
 
 use alloc::vec::Vec;
+use core::mem::MaybeUninit;
 use burn_backend::DType;
 use burn_std::{BoolDType, Bytes, bf16, f16};
 #[cfg(not(feature = "std"))]
@@ -200,10 +201,40 @@ fn map_loop<E: Copy, Op: Fn(E) -> E>(s: &mut [E], op: &Op) {
 }
 
 /// `op` of every element into a new vector, in parallel for large slices.
+/// HyperAT patch: one pass into fresh memory (upstream copied `src` first, then
+/// mapped the copy in place: a `memmove` per op on every shared tensor).
 pub(crate) fn map_collect<E: Copy + Send + Sync, Op: Fn(E) -> E + Send + Sync>(src: &[E], op: &Op) -> Vec<E> {
-    let mut out: Vec<E> = src.to_vec();
-    map_inplace(&mut out, op);
+    collect_into(src.len(), |dst| {
+        #[cfg(feature = "rayon")]
+        if src.len() >= PAR_MIN {
+            use rayon::prelude::*;
+            dst.par_chunks_mut(PAR_CHUNK)
+                .zip(src.par_chunks(PAR_CHUNK))
+                .for_each(|(d, s)| map_into_widest(d, s, op));
+            return;
+        }
+        map_into_widest(dst, src, op);
+    })
+}
+
+/// A vector of `n` elements, every one written by `fill` (which must write all of
+/// its slice: the loops it calls assert equal lengths).
+pub(crate) fn collect_into<E>(n: usize, fill: impl FnOnce(&mut [MaybeUninit<E>])) -> Vec<E> {
+    let mut out: Vec<E> = Vec::with_capacity(n);
+    fill(&mut out.spare_capacity_mut()[..n]);
+    // SAFETY: `fill` wrote all `n` elements (see the loops' length asserts).
+    unsafe { out.set_len(n) };
     out
+}
+
+/// `dst = op(src)`, the loop of `map_collect`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // indexed: see `zip_loop`
+fn map_into_loop<E: Copy, Op: Fn(E) -> E>(dst: &mut [MaybeUninit<E>], src: &[E], op: &Op) {
+    assert_eq!(dst.len(), src.len(), "every element must be written");
+    for i in 0..src.len() {
+        dst[i].write(op(src[i]));
+    }
 }
 
 // ============================================================================
@@ -257,6 +288,11 @@ pub(crate) use widest_copies;
 widest_copies! {
     /// `map_loop` at the CPU's widest vectors.
     fn map_widest[E: Copy, Op: Fn(E) -> E](s: &mut [E], op: &Op) => map_loop
+}
+
+widest_copies! {
+    /// `map_into_loop` at the CPU's widest vectors.
+    fn map_into_widest[E: Copy, Op: Fn(E) -> E](dst: &mut [MaybeUninit<E>], src: &[E], op: &Op) => map_into_loop
 }
 
 // ============================================================================
