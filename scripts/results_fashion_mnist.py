@@ -145,6 +145,19 @@ SCREEN_EPS = [e for e in env("SCREEN_EPS", "0.08,0.06").split(",") if e]
 SCREEN = [(f"screen-hyperat-eps{e}", e, []) for e in SCREEN_EPS]
 
 
+# The candidate shipped model: HyperAT at the full budget, trained at the radius the
+# screen kept (SHIP_EPS; eps 0.06 on 2026-12-06), evaluated like the main rows.
+SHIP_EPS = env("SHIP_EPS", "0.06")
+
+
+def ship_jobs():
+    name = f"hyperat-eps{SHIP_EPS}"
+    jobs = [tune_job(name, "hyperat", METHODS, EPOCHS, 0, hyperat_flags(METHOD_WARMUP), SHIP_EPS)]
+    return jobs + [
+        j for j in row_jobs("main", f"HyperAT+ (uniform, trained at eps {SHIP_EPS})",
+                            f"{OUT}/{name}#merged:uniform", N, AA_N)]
+
+
 def screen_jobs():
     jobs = [tune_job(n, "hyperat", METHODS, ABL_EPOCHS, 0, hyperat_flags(METHOD_WARMUP), e)
             for n, e, _ in SCREEN]
@@ -237,6 +250,7 @@ def plan():
     jobs += [j for n, s in seed_rows() for j in row_jobs("seeds", n, s, N)]
     jobs += [j for n, s in ablation_rows() for j in row_jobs("ablations", n, s, ABL_N)]
     jobs += screen_jobs()
+    jobs += ship_jobs()
     if ONLY:  # run names, or backbone / merge / main / seeds / ablations / screen
         jobs = [j for j in jobs if j.key in ONLY]
     return jobs
