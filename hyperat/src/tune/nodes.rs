@@ -423,6 +423,16 @@ impl Watch {
         Ok(())
     }
 
+    /// After this node's step failed: waits (up to the heartbeat timeout) for the watch
+    /// to name the node that stopped, as a failed all-reduce often comes first and only
+    /// says "a peer". `on_lost` has then been called; the step's own error follows.
+    pub fn settle(&self) {
+        let until = Instant::now() + self.shared.timeout;
+        while Instant::now() < until && !self.shared.fired.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Closes the watch after the peers left the collective. Node 0 first waits (up to
     /// the heartbeat timeout) for the others to close theirs: they unregister from the
     /// orchestrator it hosts, which must outlive them.

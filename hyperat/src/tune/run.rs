@@ -80,9 +80,11 @@ pub fn run_on_nodes<B: AutodiffBackend>(
         count: nodes.count * local,
         config: nodes.collective_config(local)?,
     };
-    let summary = peers.run::<B, _>(devices, progress, |peer, device, progress| {
-        run_as::<B>(peer, dir, train, holdout, device, progress, stop_at)
-    })?;
+    let summary = peers
+        .run::<B, _>(devices, progress, |peer, device, progress| {
+            run_as::<B>(peer, dir, train, holdout, device, progress, stop_at)
+        })
+        .inspect_err(|_| watch.settle())?;
     // The barrier before anything closes: another node may still fetch this one's
     // share. Then every peer leaves the collective (closing its connections cleanly),
     // node 0 last, as it hosts the orchestrator the others leave through.
