@@ -194,7 +194,7 @@ fn hyper_times<B: AutodiffBackend>(
     reps: usize,
     device: &B::Device,
 ) -> HyperTimes {
-    use crate::attack::Adapted;
+    use crate::attack::frozen_view;
     use crate::merge::{MergeStrategy, Uniform, fold};
     use crate::tune::{TuneConfig, Tuned};
     let tc = TuneConfig::default();
@@ -217,11 +217,8 @@ fn hyper_times<B: AutodiffBackend>(
         m = (m + 1) % 3;
         let adapters = model.adapters(m).expect("hyperat");
         let (frozen_vit, frozen_ad) = (model.vit.clone().no_grad(), adapters.detach());
-        let view = Adapted {
-            vit: &frozen_vit,
-            adapters: &frozen_ad,
-        };
-        let adv = pgd.perturb(&view, x.clone(), y.clone(), &mut rng);
+        let view = frozen_view(&frozen_vit, Some(&frozen_ad));
+        let adv = pgd.perturb(view.as_ref(), x.clone(), y.clone(), &mut rng);
         let loss = cross_entropy(
             model.logits(Tensor::from_inner(adv), Some(&adapters)),
             Tensor::from_inner(y.clone()),

@@ -101,6 +101,24 @@ impl<B: Backend> Classifier<B> for Adapted<'_, B> {
     }
 }
 
+/// A frozen ViT with frozen (detached) deltas as one classifier for attacks and
+/// evaluation: the deltas folded into the weights (`W + scaling·A·B`) where they fold, so
+/// each attack step runs the plain model instead of a low-rank side path (four small
+/// matmuls and an extra pass over each linear's output, forward and backward); deltas
+/// with an input norm (FullLoRA) stay a side path. Folding changes only float rounding.
+pub fn frozen_view<'a, B: Backend>(
+    vit: &'a Vit<B>,
+    adapters: Option<&'a Adapters<B>>,
+) -> Box<dyn Classifier<B> + 'a> {
+    match adapters {
+        None => Box::new(vit.clone()),
+        Some(a) => match a.fold_into(vit.clone()) {
+            Some(folded) => Box::new(folded),
+            None => Box::new(Adapted { vit, adapters: a }),
+        },
+    }
+}
+
 /// Robust flags (per sample) after each named component of a composite attack.
 pub type ComponentFlags = Vec<(String, Vec<bool>)>;
 

@@ -12,7 +12,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use super::{DenseDeltas, MergeStrategy, MethodLora, weighted_adapters, weighted_sum};
-use crate::attack::{Adapted, Attack, Classifier, Pgd};
+use crate::attack::{Attack, Pgd, frozen_view};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::loss::{cross_entropy, cross_entropy_each};
@@ -154,10 +154,7 @@ pub fn check_weights<B: AutodiffBackend>(
         device,
     );
     let adapters = weighted_adapters(methods, &lambdas, depth, device);
-    let model = Adapted {
-        vit: &vit,
-        adapters: &adapters,
-    };
+    let model = frozen_view(&vit, Some(&adapters));
     let pgd = cfg.pgd();
     let mut rng = Rng::new(cfg.seed ^ 0x5eed_c4ec);
     let (mut loss, mut right) = (0.0f64, 0usize);
@@ -167,7 +164,7 @@ pub fn check_weights<B: AutodiffBackend>(
         let (x, y) = val.batch::<B::InnerBackend>(&idx, device);
         let b = idx.len();
         let clean = model.logits(Tensor::from_inner(x.clone())).inner();
-        let x_adv = Attack::<B>::perturb(&pgd, &model, x, y.clone(), &mut rng);
+        let x_adv = Attack::<B>::perturb(&pgd, model.as_ref(), x, y.clone(), &mut rng);
         let logits = model.logits(Tensor::from_inner(x_adv)).inner();
         let each = cross_entropy_each(logits.clone(), y.clone());
         loss += each.sum().into_scalar().elem::<f64>();
@@ -233,10 +230,7 @@ pub fn learn_weights<B: AutodiffBackend>(
         let frozen = adapters.detach();
         let x_adv = Attack::<B>::perturb(
             &pgd,
-            &Adapted {
-                vit: &vit,
-                adapters: &frozen,
-            },
+            frozen_view(&vit, Some(&frozen)).as_ref(),
             x,
             y.clone(),
             &mut rng,

@@ -159,8 +159,23 @@ fn folding_equals_the_unfolded_model() {
         rel(folded.clone(), unfolded.clone())
     );
     assert!(
-        rel(vit.forward(x.clone()), unfolded) > 1e-3,
+        rel(vit.forward(x.clone()), unfolded.clone()) > 1e-3,
         "the merge changes the logits"
+    );
+    // The attacks' view folds the same adapters into the weights; one with an input
+    // norm (FullLoRA) does not fold and stays a side path with the same logits.
+    let mut adapters = weighted_adapters(&ms, &lambdas, 2, &dev);
+    let folded_view = crate::attack::frozen_view(&vit, Some(&adapters)).logits(x.clone());
+    assert!(rel(folded_view, unfolded.clone()) < 1e-5);
+    let d = adapters.blocks[1].0[Target::Fc2.index()].as_mut().unwrap();
+    let width = d.lora_a.dims()[0];
+    d.input_norm = Some((Tensor::ones([width], &dev), Tensor::zeros([width], &dev)));
+    assert!(adapters.fold_into(vit.clone()).is_none());
+    let side = crate::attack::frozen_view(&vit, Some(&adapters)).logits(x.clone());
+    assert!(rel(side.clone(), vit.forward_with(x.clone(), &adapters)) == 0.0);
+    assert!(
+        rel(side, unfolded) > 1e-6,
+        "the input norm changes the logits"
     );
     // TIES (not low-rank): folded vs the dense deltas as adapters.
     let ties = Ties { density: 0.3 }.merge(&ms).unwrap();

@@ -11,7 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use serde_json::{Value, json};
 
 use super::{TuneConfig, Tuned};
-use crate::attack::{Adapted, AttackParams, Classifier};
+use crate::attack::{AttackParams, frozen_view};
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::eval::{EvalConfig, evaluate};
@@ -66,13 +66,7 @@ pub fn holdout_records<B: AutodiffBackend>(
     let mut out = vec![];
     for (name, adapters) in &variants {
         let started = Instant::now();
-        let classifier: Box<dyn Classifier<B> + '_> = match adapters {
-            Some(a) => Box::new(Adapted {
-                vit: &vit,
-                adapters: a,
-            }),
-            None => Box::new(vit.clone()),
-        };
+        let classifier = frozen_view(&vit, adapters.as_ref());
         let r = evaluate::<B>(classifier.as_ref(), images, &ec, device, &mut Silent)?;
         out.push(
             json!({"kind": "holdout", "step": step, "model": name, "n": r.n,

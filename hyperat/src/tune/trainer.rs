@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::Tuned;
 use super::diversity::delta_similarity;
 use super::run_dir::{RunDir, RunInfo, tuned_at};
-use crate::attack::{Adapted, Classifier};
+use crate::attack::frozen_view;
 use crate::data::Dataset;
 use crate::defense::{Defense, by_name};
 use crate::error::{Error, Result};
@@ -266,13 +266,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 // Attack a frozen view: same weights, same generated factors, no graph.
                 let frozen_vit = model.vit.clone().no_grad();
                 let frozen_ad = adapters.map(|a| a.detach());
-                let view: Box<dyn Classifier<B> + '_> = match &frozen_ad {
-                    Some(a) => Box::new(Adapted {
-                        vit: &frozen_vit,
-                        adapters: a,
-                    }),
-                    None => Box::new(frozen_vit.clone()),
-                };
+                let view = frozen_view(&frozen_vit, frozen_ad.as_ref());
                 let x_adv = d.attack(view.as_ref(), x.clone(), y.clone(), rng);
                 let b = y.dims()[0];
                 let yd = Tensor::from_inner(y.clone());

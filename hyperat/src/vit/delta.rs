@@ -183,6 +183,25 @@ impl<B: Backend> Adapters<B> {
         self.blocks.get(layer).and_then(|b| b.get(t))
     }
 
+    /// `vit` with every delta added to its linear's weight (`W + scaling·A·B`), or `None`
+    /// when a delta has an input norm and so does not fold (see
+    /// [`crate::attack::frozen_view`]). The weights keep their ids.
+    pub fn fold_into(&self, mut vit: super::Vit<B>) -> Option<super::Vit<B>> {
+        let mut deltas = self.blocks.iter().flat_map(|b| b.0.iter()).flatten();
+        if deltas.any(|d| d.input_norm.is_some()) {
+            return None;
+        }
+        for (block, deltas) in vit.blocks.iter_mut().zip(&self.blocks) {
+            for (t, d) in Target::ALL.into_iter().zip(&deltas.0) {
+                if let Some(d) = d {
+                    let lin = block.linear_mut(t);
+                    lin.weight = lin.weight.clone().map(|w| w + d.dense());
+                }
+            }
+        }
+        Some(vit)
+    }
+
     /// Every delta cut from the autodiff graph: attack steps reuse the factors generated
     /// for the training step without back-propagating into the generator.
     pub fn detach(&self) -> Self {
