@@ -148,14 +148,22 @@ fn layer_norm_ref(row: &[f64], gamma: &[f64], beta: &[f64], eps: f64) -> Vec<f64
 
 #[test]
 fn layer_norm_backward_matches_decomposition_and_finite_differences() {
+    // Rows shorter than the fused kernel's 16 lanes, and rows of 2 lane blocks and a
+    // tail over 3 chunks of 64 rows (the kernel's partial sums).
+    check_layer_norm_backward(SHAPE);
+    check_layer_norm_backward([2, 70, 37]);
+}
+
+fn check_layer_norm_backward(shape: [usize; 3]) {
+    let (n, f) = (shape.iter().product::<usize>(), shape[2]);
     let eps = 1e-6;
-    let x = values(105, 5, 2.0);
-    let w = values(105, 6, 1.0);
-    let gamma: Vec<f64> = values(7, 7, 0.5).iter().map(|v| 1.0 + v).collect();
-    let beta = values(7, 8, 0.5);
+    let x = values(n, 5, 2.0);
+    let w = values(n, 6, 1.0);
+    let gamma: Vec<f64> = values(f, 7, 0.5).iter().map(|v| 1.0 + v).collect();
+    let beta = values(f, 8, 0.5);
     let device = Default::default();
 
-    let mut ln = LayerNormConfig::new(7).with_epsilon(eps).init::<A>(&device);
+    let mut ln = LayerNormConfig::new(f).with_epsilon(eps).init::<A>(&device);
     let g32: Vec<f32> = gamma.iter().map(|&v| v as f32).collect();
     let b32: Vec<f32> = beta.iter().map(|&v| v as f32).collect();
     ln.gamma = ln
@@ -166,8 +174,8 @@ fn layer_norm_backward_matches_decomposition_and_finite_differences() {
         .map(|b| b.map(|_| Tensor::from_floats(b32.as_slice(), &device).require_grad()));
 
     // The fused op (burn-nn's LayerNorm calls the backend's layer_norm).
-    let xt = tensor(&x, SHAPE).require_grad();
-    let grads = (ln.forward(xt.clone()) * tensor(&w, SHAPE))
+    let xt = tensor(&x, shape).require_grad();
+    let grads = (ln.forward(xt.clone()) * tensor(&w, shape))
         .sum()
         .backward();
     let dx = host(xt.grad(&grads).unwrap());
@@ -175,15 +183,15 @@ fn layer_norm_backward_matches_decomposition_and_finite_differences() {
     let dbeta = host(ln.beta.as_ref().unwrap().val().grad(&grads).unwrap());
 
     // The decomposition burn's default used before the patch.
-    let xt2 = tensor(&x, SHAPE).require_grad();
+    let xt2 = tensor(&x, shape).require_grad();
     let gt = Tensor::<A, 1>::from_floats(g32.as_slice(), &device).require_grad();
     let bt = Tensor::<A, 1>::from_floats(b32.as_slice(), &device).require_grad();
     let mean = xt2.clone().mean_dim(2);
     let centered = xt2.clone() - mean;
     let var = (centered.clone() * centered.clone()).mean_dim(2);
-    let y = centered / (var + eps).sqrt() * gt.clone().reshape([1, 1, 7])
-        + bt.clone().reshape([1, 1, 7]);
-    let grads2 = (y * tensor(&w, SHAPE)).sum().backward();
+    let y = centered / (var + eps).sqrt() * gt.clone().reshape([1, 1, f])
+        + bt.clone().reshape([1, 1, f]);
+    let grads2 = (y * tensor(&w, shape)).sum().backward();
     let dx2 = host(xt2.grad(&grads2).unwrap());
     assert!(rel_err(&dx, &dx2) <= 1e-5, "dx {}", rel_err(&dx, &dx2));
     assert!(rel_err(&dgamma, &host(gt.grad(&grads2).unwrap())) <= 1e-5);
@@ -191,7 +199,7 @@ fn layer_norm_backward_matches_decomposition_and_finite_differences() {
 
     // Finite differences of the f64 reference, for x, gamma and beta.
     let loss =
-        |x: &[f64], g: &[f64], b: &[f64]| rowwise(x, &w, 7, |r| layer_norm_ref(r, g, b, eps));
+        |x: &[f64], g: &[f64], b: &[f64]| rowwise(x, &w, f, |r| layer_norm_ref(r, g, b, eps));
     let fd_x = finite_diff(&x, |p| loss(p, &gamma, &beta));
     let fd_g = finite_diff(&gamma, |p| loss(&x, p, &beta));
     let fd_b = finite_diff(&beta, |p| loss(&x, &gamma, p));

@@ -4,6 +4,7 @@ mod base;
 mod bool_tensor;
 #[cfg(feature = "distributed")]
 mod distributed;
+mod flex_fused;
 mod int_tensor;
 mod module;
 mod qtensor;

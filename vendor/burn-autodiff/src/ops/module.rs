@@ -205,10 +205,8 @@ impl<B: Backend, C: CheckpointStrategy> ModuleOps<Autodiff<B, C>> for Autodiff<B
                 let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
                 let gamma =
                     checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_state);
-                if let Some(node) = node_beta {
-                    grads.register::<B>(node.id, layer_norm_affine_grad::<B>(grad.clone()));
-                }
-                layer_norm_backward::<B>(x, gamma, grad, epsilon, node_x, node_gamma, grads);
+                let nodes = [node_x, node_gamma, node_beta];
+                layer_norm_backward::<B>(x, gamma, grad, epsilon, nodes, grads);
             }
         }
 
@@ -227,7 +225,8 @@ impl<B: Backend, C: CheckpointStrategy> ModuleOps<Autodiff<B, C>> for Autodiff<B
                 let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
                 let gamma =
                     checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(gamma_state);
-                layer_norm_backward::<B>(x, gamma, grad, epsilon, node_x, node_gamma, grads);
+                let nodes = [node_x, node_gamma, None];
+                layer_norm_backward::<B>(x, gamma, grad, epsilon, nodes, grads);
             }
         }
 
@@ -2184,16 +2183,29 @@ fn layer_norm_affine_grad<B: Backend>(grad: B::FloatTensorPrimitive) -> B::Float
     B::float_reshape(B::float_sum_dim(flat, 0), Shape::new([features]))
 }
 
-/// HyperAT patch: the input and scale gradients of layer norm over the last dimension.
+/// HyperAT patch: the input, scale and shift gradients of layer norm over the last
+/// dimension (fused on flex, see `flex_fused`).
 fn layer_norm_backward<B: Backend>(
     x: B::FloatTensorPrimitive,
     gamma: B::FloatTensorPrimitive,
     grad: B::FloatTensorPrimitive,
     epsilon: f64,
-    node_x: Option<crate::graph::NodeRef>,
-    node_gamma: Option<crate::graph::NodeRef>,
+    [node_x, node_gamma, node_beta]: [Option<crate::graph::NodeRef>; 3],
     grads: &mut Gradients,
 ) {
+    if let Some([dx, dgamma, dbeta]) =
+        super::flex_fused::layer_norm_backward::<B>(&x, &gamma, &grad, epsilon)
+    {
+        for (node, g) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, g);
+            }
+        }
+        return;
+    }
+    if let Some(node) = node_beta {
+        grads.register::<B>(node.id, layer_norm_affine_grad::<B>(grad.clone()));
+    }
     let shape = x.shape();
     let rank = shape.num_dims();
     let last = rank - 1;
