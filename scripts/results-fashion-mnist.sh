@@ -38,9 +38,11 @@ mkdir -p "$out/bin"
 cp "${CARGO_TARGET_DIR:-target}/release/hyperat" "$out/bin/hyperat.tmp" && mv "$out/bin/hyperat.tmp" "$out/bin/hyperat"
 OUT=$out BIN=$out/bin/hyperat python3 scripts/results_fashion_mnist.py
 # The shipped default model: the backbone, the HyperAT run (its hypernetwork, so every
-# method's LoRA can be generated) and the uniform merge exported as a plain timm ViT.
+# method's LoRA can be generated) and the uniform merge exported as a plain timm ViT. The
+# run is the one trained at the shipping screen's radius (SHIP_EPS, see the plan): at
+# eps 0.1 HyperAT+ fell short of the clean-accuracy target.
 ship=public/models/fmnist-vit-tiny
-h=$out/hyperat
+h=$out/hyperat-eps${SHIP_EPS:-0.06}
 rm -rf "$ship.tmp" && mkdir -p "$ship.tmp/hyperat"
 cp -r "$out/backbone" "$ship.tmp/backbone"
 rm -f "$ship.tmp/backbone/pretrain.json"

@@ -151,10 +151,16 @@ SHIP_EPS = env("SHIP_EPS", "0.06")
 
 
 def ship_jobs():
+    """The run, its merges (the shipped folder carries them) and its main-table row, all
+    under the run's name (`ONLY=hyperat-eps0.06` makes the candidate alone)."""
     name = f"hyperat-eps{SHIP_EPS}"
     jobs = [tune_job(name, "hyperat", METHODS, EPOCHS, 0, hyperat_flags(METHOD_WARMUP), SHIP_EPS)]
-    return jobs + row_jobs("main", f"HyperAT+ (uniform, trained at eps {SHIP_EPS})",
-                           f"{OUT}/{name}#merged:uniform", N, AA_N)
+    jobs += [merge_job(name, s, x) for s, x in MERGES]
+    jobs += row_jobs("main", f"HyperAT+ (uniform, trained at eps {SHIP_EPS})",
+                     f"{OUT}/{name}#merged:uniform", N, AA_N)
+    for j in jobs:
+        j.key = name
+    return jobs
 
 
 def screen_jobs():
@@ -168,6 +174,10 @@ def screen_jobs():
         jobs.append(Job("screen", f"screen: hold-out of {run}", cmd, [out], [f"{d}/summary.json"],
                         2000 * COST["attack_image"]))
     return jobs
+
+
+# The merges of a HyperAT run, with their settings.
+MERGES = [("uniform", []), ("adaptive", ["--merge-steps", "40", "--batch-size", "64"]), ("ties", []), ("dare", [])]
 
 
 def merge_job(run, strategy, extra=()):
@@ -242,8 +252,7 @@ def ablation_rows():
 def plan():
     jobs = [pretrain_job()]
     jobs += [tune_job(n, k, m, EPOCHS, 0, x) for n, k, m, x in MAIN]
-    jobs += [merge_job("hyperat", s, x) for s, x in
-             [("uniform", []), ("adaptive", ["--merge-steps", "40", "--batch-size", "64"]), ("ties", []), ("dare", [])]]
+    jobs += [merge_job("hyperat", s, x) for s, x in MERGES]
     jobs += [j for n, s, a in main_rows() for j in row_jobs("main", n, s, N, a)]
     jobs += [tune_job(n, k, m, ABL_EPOCHS, s, x) for n, k, m, s, x in ABLATIONS]
     jobs += [j for n, s in seed_rows() for j in row_jobs("seeds", n, s, N)]
