@@ -156,7 +156,7 @@ def ship_jobs():
     name = f"hyperat-eps{SHIP_EPS}"
     jobs = [tune_job(name, "hyperat", METHODS, EPOCHS, 0, hyperat_flags(METHOD_WARMUP), SHIP_EPS)]
     jobs += [merge_job(name, s, x) for s, x in MERGES]
-    jobs += row_jobs("main", f"HyperAT+ (uniform, trained at eps {SHIP_EPS})",
+    jobs += row_jobs("main", f"HyperAT+ (uniform) trained at eps {SHIP_EPS}",
                      f"{OUT}/{name}#merged:uniform", N, AA_N)
     for j in jobs:
         j.key = name

@@ -18,7 +18,8 @@ use super::progress::Bar;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Models: `NAME=SPEC` or `SPEC`, where SPEC is a timm folder or RUN_DIR#variant.
+    /// Models, comma-separated (so a NAME cannot hold a comma): `NAME=SPEC` or `SPEC`,
+    /// where SPEC is a timm folder or RUN_DIR#variant.
     #[arg(long, value_delimiter = ',', required_unless_present_any = ["deltas", "merge"])]
     models: Vec<String>,
     /// Instead of evaluating models: the delta-similarity table of this HyperAT run
