@@ -792,12 +792,17 @@ fn a_shared_link_opens_the_same_demo() {
             model["default_variant"]
         ),
     );
+    // The defaults: PGD-10 at the budget the model trained against (the slider's half
+    // steps of 1/255), or the page's 0.1 for a model without one.
+    let eps255 = model["train_eps"]
+        .as_f64()
+        .map_or(25.5, |e| (e * 255.0 * 2.0).round() / 2.0);
     let state = playground_state(&b);
     assert_eq!(
         (&state["attack"], &state["eps"], &state["steps"]),
         (
             &serde_json::json!("pgd"),
-            &serde_json::json!("25.5"),
+            &serde_json::json!(format!("{eps255}")),
             &serde_json::json!("10")
         )
     );
