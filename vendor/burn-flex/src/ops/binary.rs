@@ -285,12 +285,14 @@ where
         BroadcastView::SharedRow { outer_count, row_len, .. } => (row_len, outer_count),
         BroadcastView::PerRowScalar { outer_count, row_len, .. } => (row_len, outer_count),
     };
+    if row_len == 0 || rows == 0 {
+        return Vec::new();
+    }
     let src = &src[..rows * row_len];
     if let BroadcastView::SharedRow { outer_count: 1, rhs_row_offset, .. } = pattern {
         // One row: a plain zip, split by elements rather than rows.
         return zip_collect(src, &rhs_storage[rhs_row_offset..rhs_row_offset + row_len], &op);
     }
-    let per_block = if row_len == 0 { 1 } else { (crate::ops::unary::PAR_CHUNK / row_len).max(1) };
     collect_into(src.len(), |dst| {
         let run = |d: &mut [MaybeUninit<f32>], s: &[f32], first_row: usize| match pattern {
             BroadcastView::SharedRow { rhs_row_offset, .. } => {
@@ -298,20 +300,19 @@ where
             }
             BroadcastView::PerRowScalar { rhs_scalar_base, .. } => {
                 let base = rhs_scalar_base + first_row;
-                let n = if row_len == 0 { 0 } else { s.len() / row_len };
-                per_row_into_widest(d, s, &rhs_storage[base..base + n], row_len, &op)
+                per_row_into_widest(d, s, &rhs_storage[base..base + s.len() / row_len], row_len, &op)
             }
         };
         #[cfg(feature = "rayon")]
-        if src.len() >= crate::ops::unary::PAR_MIN && row_len > 0 {
+        if src.len() >= crate::ops::unary::PAR_MIN {
             use rayon::prelude::*;
+            let per_block = (crate::ops::unary::PAR_CHUNK / row_len).max(1);
             dst.par_chunks_mut(per_block * row_len)
                 .zip(src.par_chunks(per_block * row_len))
                 .enumerate()
                 .for_each(|(k, (d, s))| run(d, s, k * per_block));
             return;
         }
-        let _ = per_block;
         run(dst, src, 0);
     })
 }
