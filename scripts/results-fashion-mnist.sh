@@ -20,13 +20,15 @@
 #   - at ABL_EPOCHS (2) epochs: HyperAT+, LoRA-AT and one-method HyperAT for each of SEEDS
 #     (0,1,2), evaluated on all N test images (paired McNemar tests on their PGD-20
 #     predictions); HyperAT with the other method warm-up, with a trainable patch
-#     embedding, at rank 4 and 16, on the first ABL_N (2000) test images.
+#     embedding, at rank 4 and 16, on the first ABL_N (2000) test images;
+#   - on the hold-out only: the shipping screen (SCREEN_EPS) and WiSE-FT's interpolation
+#     from the backbone toward HyperAT+ (WISE_T).
 # Settings chosen on the hold-out, never the test set: learning rates LR_FULL_AT (1e-3,
 # weight decay WD_FULL_AT 0.05) and LR_LORA_AT (3e-3) are the PyTorch parity recipe's
 # (docs/parity-pytorch.md), LR_FULL_LORA_AT (1e-3) from docs/lr-sweep-fashion-mnist.md,
 # LR_HYPERAT, HYPERAT_FLAGS and METHOD_WARMUP from docs/sweep-distinct-fashion-mnist.md.
 # JOBS jobs run side by side (default 2), THREADS threads each (default 1); ONLY runs a
-# subset (run names, or backbone, merge, main, seeds, ablations).
+# subset (run names, or backbone, merge, main, seeds, ablations, screen, wise).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS

@@ -143,6 +143,8 @@ ABLATIONS = (
 # full budget; if none qualifies, say so and keep the reference.
 SCREEN_EPS = [e for e in env("SCREEN_EPS", "0.08,0.06").split(",") if e]
 SCREEN = [(f"screen-hyperat-eps{e}", e) for e in SCREEN_EPS]
+SCREEN_REFERENCE, SCREEN_PATCH = "abl-hyperat-s0", "abl-hyperat-patch"
+SCREEN_MIN_CLEAN_GAIN, SCREEN_MAX_ROBUST_LOSS = 4.5, 7.0  # points, the rule above
 
 
 # The candidate shipped model: HyperAT at the full budget, trained at the radius the
@@ -166,7 +168,7 @@ def ship_jobs():
 def screen_jobs():
     jobs = [tune_job(n, "hyperat", METHODS, ABL_EPOCHS, 0, hyperat_flags(METHOD_WARMUP), e)
             for n, e in SCREEN]
-    for run in ["abl-hyperat-s0", "abl-hyperat-patch"] + [n for n, _ in SCREEN]:
+    for run in [SCREEN_REFERENCE, SCREEN_PATCH] + [n for n, _ in SCREEN]:
         d, out = f"{OUT}/{run}", f"{OUT}/screen/{run}.json"
         cmd = [BIN, "eval", "--model", f"{d}#merged:uniform", "--split", "holdout", "--limit", "1000",
                "--attack", "pgd", "--steps", "20", "--eps", "0.1", "--alpha", "0.01",
@@ -184,6 +186,27 @@ def merge_job(run, strategy, extra=()):
     d = f"{OUT}/{run}"
     return Job("merge", f"merge {run} {strategy}", [BIN, "merge", "--run", d, "--strategy", strategy, *extra],
                [f"{d}/merges/{strategy}.safetensors"], [f"{d}/summary.json"], 300)
+
+
+# WiSE-FT (docs/results-fashion-mnist.md, "Trading robustness back…"): the backbone's
+# weights interpolated toward the main run's HyperAT+, `backbone + t·(HyperAT+ − backbone)`,
+# each t measured on the HOLD-OUT (1000 images, clean and PGD-20 at eps 0.1).
+WISE_T = env("WISE_T", "0 0.1 0.2 0.3 0.4 0.45 0.5 0.6 0.65 0.7 0.75 0.8 0.85 0.9 1.0").split()
+
+
+def wise_jobs():
+    jobs = []
+    for t in WISE_T:
+        model, out = f"{OUT}/wise/models/t{t}", f"{OUT}/wise/holdout/t{t}.json"
+        src = [f"{OUT}/hyperat/summary.json"]
+        jobs.append(Job("wise", f"wise: interpolate t = {t}",
+                        [BIN, "interpolate", "--from", BACKBONE, "--to", f"{OUT}/hyperat#merged:uniform",
+                         "--weight", t, "--out", model], [f"{model}/config.json"], src, 5))
+        jobs.append(Job("wise", f"wise: hold-out of t = {t}",
+                        [BIN, "eval", "--model", model, "--split", "holdout", "--limit", "1000", "--attack",
+                         "pgd", "--steps", "20", "--eps", "0.1", "--alpha", "0.01", "--batch-size", "250",
+                         "--json", out], [out], [f"{model}/config.json"], 2000 * COST["attack_image"]))
+    return jobs
 
 
 # ---- evaluation rows --------------------------------------------------------------------
@@ -259,7 +282,8 @@ def plan():
     jobs += [j for n, s in ablation_rows() for j in row_jobs("ablations", n, s, ABL_N)]
     jobs += screen_jobs()
     jobs += ship_jobs()
-    if ONLY:  # run names, or backbone / merge / main / seeds / ablations / screen
+    jobs += wise_jobs()
+    if ONLY:  # run names, or backbone / merge / main / seeds / ablations / screen / wise
         jobs = [j for j in jobs if j.key in ONLY]
     return jobs
 

@@ -1,0 +1,40 @@
+"""Formatting and statistics shared by the results document's sections."""
+import json
+import math
+import os
+
+
+def pct(v):
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def human(s):
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min"
+
+
+def mcnemar(a, b):
+    """Exact two-sided McNemar test on paired 0/1 strings: (a-only, b-only, p)."""
+    n10 = sum(1 for x, y in zip(a, b) if x == "1" and y == "0")
+    n01 = sum(1 for x, y in zip(a, b) if x == "0" and y == "1")
+    n = n10 + n01
+    if n == 0:
+        return n10, n01, 1.0
+    k = min(n10, n01)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return n10, n01, min(1.0, 2 * tail)
+
+
+def p_text(p):
+    """A p-value as people write it: 0.15, 0.0012, 6e-10, < 1e-300."""
+    if p == 0:
+        return "< 1e-300"
+    if p >= 0.001:
+        return f"{p:.2g}"
+    mantissa, exponent = f"{p:.0e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def records(run):
+    """A run's metrics.jsonl records (none when the run has not started)."""
+    path = f"{run}/metrics.jsonl"
+    return [json.loads(l) for l in open(path)] if os.path.exists(path) else []

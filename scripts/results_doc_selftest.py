@@ -1,0 +1,95 @@
+"""Self-test of the results document (run by scripts/test.sh): McNemar's exact test on
+hand-checked cases, then the whole document rendered from a small made-up results folder,
+checking that its computed figures are the ones the folder implies."""
+import json
+import os
+import tempfile
+
+from results_doc_common import mcnemar, p_text
+
+
+def check_mcnemar():
+    assert mcnemar("1100", "1010") == (1, 1, 1.0)
+    b, c, pv = mcnemar("1" * 10, "0" * 10)
+    assert (b, c) == (10, 0) and abs(pv - 2 / 1024) < 1e-15
+    b, c, pv = mcnemar("1" * 7 + "0" * 3, "0" * 7 + "1" * 3)  # 7 vs 3: p = 2·P(X ≤ 3), X ~ B(10, 1/2)
+    assert (b, c) == (7, 3) and abs(pv - 2 * 176 / 1024) < 1e-15
+    assert mcnemar("0101", "0101") == (0, 0, 1.0)
+    assert [p_text(x) for x in (0.15, 0.0012, 6.2e-10, 0.0)] == ["0.15", "0.0012", "6e-10", "< 1e-300"]
+
+
+def write(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        if isinstance(obj, list):
+            f.write("".join(json.dumps(r) + "\n" for r in obj))
+        else:
+            json.dump(obj, f)
+
+
+def row(name, spec, clean, flags, aa=None):
+    r = {"name": name, "spec": spec, "n": len(flags), "clean_acc": clean, "mean_confidence": 0.7,
+         "pgd_acc": flags.count("1") / len(flags), "pgd_robust_flags": flags, "cw_acc": 0.5,
+         "trainable_params": 1000, "train_seconds": 60.0, "peak_mem_mib": 100.0, "eval_seconds": 10.0}
+    if aa is not None:
+        r.update(aa_acc=aa, aa_n=len(flags), aa_pgd_acc=r["pgd_acc"],
+                 aa_components=[{"name": "apgd-ce", "robust_acc": aa + 0.1}, {"name": "square", "robust_acc": aa}])
+    return r
+
+
+def made_up_folder(out):
+    """Backbone, a HyperAT run with diagnostics, main rows, a screen, a shipped row, WiSE."""
+    write(f"{out}/backbone/train.json", {
+        "request": {"preset": "vit-tiny-fmnist", "epochs": 2, "crop_pad": 2, "lr": 1e-3, "weight_decay": 0.05},
+        "params": 205068, "summary": {"seconds": 120.0}})
+    write(f"{out}/backbone/metrics.jsonl", [{"kind": "eval", "acc": 0.9, "step": 1}])
+    cfg = {"config": {"steps": 4290, "batch_size": 128, "lr": 3e-3}}
+    for run in ("hyperat", "lora-at", "hyperat-eps0.06"):
+        write(f"{out}/{run}/run.json", cfg)
+        write(f"{out}/{run}/summary.json", {"seconds": 3600.0})
+    entry = {"block": 0, "target": "fc1", "cosine": [0.9, 0.9, 0.9], "rel_norm": [2.0, 1.5, 1.0]}
+    diag = [{"kind": "diagnostics", "step": s, "pairs": ["a/b", "a/c", "b/c"], "methods": ["a", "b", "c"],
+             "delta_cosine": {"mean": m, "min": m - 0.1, "max": m + 0.05}, "embed_cosine_mean": 0.5,
+             "cond_cosine_mean": 0.99, "entries": [entry]} for s, m in ((100, 0.75), (4290, 0.96))]
+    hold = [{"kind": "holdout", "model": "merged:uniform", "step": s, "robust_acc": a, "clean_acc": 0.8}
+            for s, a in ((214, 0.3), (3861, 0.69), (4290, 0.7))]
+    write(f"{out}/hyperat/metrics.jsonl", diag + hold)
+    write(f"{out}/hyperat-eps0.06/metrics.jsonl", diag)
+    h = f"{out}/hyperat"
+    # HyperAT+ keeps images 0-5, LoRA-AT images 4-9: b = 4, c = 4 → p = 1.
+    write(f"{out}/rows/main/a.json", {"rows": [
+        row("Backbone (no AT)", f"{out}/backbone", 0.9, "0" * 10),
+        row("LoRA-AT (PGD-AT)", f"{out}/lora-at#tuned", 0.8, "0000111111", aa=0.5),
+        row("HyperAT+ (uniform)", f"{h}#merged:uniform", 0.78, "1111110000", aa=0.4),
+        row("HyperAT+ (uniform) trained at eps 0.06", f"{out}/hyperat-eps0.06#merged:uniform",
+            0.82, "1111111111", aa=0.6)]})
+    screen = {"abl-hyperat-s0": (0.76, 0.58), "abl-hyperat-patch": (0.78, 0.62),
+              "screen-hyperat-eps0.08": (0.79, 0.58), "screen-hyperat-eps0.06": (0.813, 0.569)}
+    for run, (c, r) in screen.items():
+        write(f"{out}/screen/{run}.json", {"n": 1000, "clean_acc": c, "robust_acc": r, "mean_confidence": 0.6})
+    for t, c, r in ((0.0, 0.9, 0.0), (0.5, 0.8, 0.33), (0.8, 0.8, 0.66), (1.0, 0.8, 0.7)):
+        write(f"{out}/wise/holdout/t{t:g}.json", {"n": 1000, "clean_acc": c, "robust_acc": r, "mean_confidence": 0.7})
+
+
+def run(document):
+    check_mcnemar()
+    with tempfile.TemporaryDirectory() as out:
+        made_up_folder(out)
+        doc = "\n".join(document(out, 5.0))
+    expect = [
+        "| LoRA-AT (PGD-AT) | +0.00 | 4 | 4 | 1 |",  # the paired table: b, c, p
+        "HyperAT+ (uniform) ≥ LoRA-AT (PGD-AT): **not distinguishable** (60.00 vs 60.00",
+        "| 4290 | 0.960 (0.860–1.010) |",  # the delta-cosine trajectory
+        "is **not met** (0.960)",
+        "| trained at eps 0.06 | 81.30 | 56.90 | 0.600 | +5.3 / -1.1 | yes |",  # the screen rule
+        "| trained at eps 0.08 | 79.00 | 58.00 | 0.600 | +3.0 / +0.0 | no |",
+        "The rule keeps: trained at eps 0.06.",
+        "Shipped-model targets: **all met**",
+        "vs HyperAT+ (uniform): 4 / 0, p = 0.12",  # 4 discordant images, one way
+        "| clean | 90.0 | 80.0 | 80.0 | 80.0 |",  # WiSE, transposed
+        "no more robust): t = 0.5, 0.8.",
+        "Still to run (the script resumes them): Linear probe, Full-AT (PGD-AT)",
+    ]
+    missing = [e for e in expect if e not in doc]
+    assert not missing, "results doc self-test: not in the document:\n" + "\n".join(missing) + "\n---\n" + doc
+    print("results_doc: self-test passed")
