@@ -152,16 +152,17 @@ SCREEN_MIN_CLEAN_GAIN, SCREEN_MAX_ROBUST_LOSS = 4.5, 7.0  # points, the rule abo
 SHIP_EPS = env("SHIP_EPS", "0.06")
 
 
+SHIP_RUN = f"hyperat-eps{SHIP_EPS}"
+
+
 def ship_jobs():
     """The run, its merges (the shipped folder carries them) and its main-table row, all
     under the run's name (`ONLY=hyperat-eps0.06` makes the candidate alone)."""
-    name = f"hyperat-eps{SHIP_EPS}"
+    name = SHIP_RUN
     jobs = [tune_job(name, "hyperat", METHODS, EPOCHS, 0, hyperat_flags(METHOD_WARMUP), SHIP_EPS)]
-    jobs += [merge_job(name, s, x) for s, x in MERGES]
+    jobs += [merge_job(name, s, x, key=name) for s, x in MERGES]
     jobs += row_jobs("main", f"HyperAT+ (uniform) trained at eps {SHIP_EPS}",
-                     f"{OUT}/{name}#merged:uniform", N, AA_N)
-    for j in jobs:
-        j.key = name
+                     f"{OUT}/{name}#merged:uniform", N, AA_N, key=name)
     return jobs
 
 
@@ -182,9 +183,9 @@ def screen_jobs():
 MERGES = [("uniform", []), ("adaptive", ["--merge-steps", "40", "--batch-size", "64"]), ("ties", []), ("dare", [])]
 
 
-def merge_job(run, strategy, extra=()):
+def merge_job(run, strategy, extra=(), key="merge"):
     d = f"{OUT}/{run}"
-    return Job("merge", f"merge {run} {strategy}", [BIN, "merge", "--run", d, "--strategy", strategy, *extra],
+    return Job(key, f"merge {run} {strategy}", [BIN, "merge", "--run", d, "--strategy", strategy, *extra],
                [f"{d}/merges/{strategy}.safetensors"], [f"{d}/summary.json"], 300)
 
 
@@ -215,12 +216,14 @@ def slug(s):
     return re.sub(r"[^A-Za-z0-9+]+", "-", s).strip("-")
 
 
-def row_jobs(group, name, spec, n, aa_n=0):
+def row_jobs(group, name, spec, n, aa_n=0, key=None):
     """`hyperat report` of one row: clean, PGD-20, CW-20 on the first n test images
     (eps 0.1, step 0.01), AutoAttack on the first aa_n. A row with AutoAttack (hours on
     this CPU) runs as AA_SHARDS shards of whole batches (`report --shard K/N`), each kept
     when it finishes and merged into the one-pass report (`report --merge`): a session
-    that stops loses one shard's work, not the row's."""
+    that stops loses one shard's work, not the row's. `key` (default: the group) is
+    what ONLY selects them by."""
+    key = key or group
     out = f"{OUT}/rows/{group}/{slug(name)}.json"
     run, _, variant = spec.partition("#")
     inputs = [f"{run}/summary.json"] if variant else [f"{run}/train.json"]
@@ -232,12 +235,12 @@ def row_jobs(group, name, spec, n, aa_n=0):
     seconds = 2 * n * COST["attack_image"] + aa_n * 0.6 * COST["aa_robust_image"]
     title = f"evaluate {group}: {name}"
     if aa_n == 0 or AA_SHARDS <= 1:
-        return [Job(group, title, cmd + ["--json", out], [out], inputs, seconds)]
+        return [Job(key, title, cmd + ["--json", out], [out], inputs, seconds)]
     parts = [f"{OUT}/rows/{group}/shards/{slug(name)}.{k}of{AA_SHARDS}.json" for k in range(AA_SHARDS)]
-    merged = Job(group, title, [BIN, "report", "--merge", ",".join(parts), "--json", out], [out], parts, 5)
+    merged = Job(key, title, [BIN, "report", "--merge", ",".join(parts), "--json", out], [out], parts, 5)
     if merged.done():  # measured already (in shards or in one pass)
         return [merged]
-    shards = [Job(group, f"{title} (shard {k + 1} of {AA_SHARDS})",
+    shards = [Job(key, f"{title} (shard {k + 1} of {AA_SHARDS})",
                   cmd + ["--shard", f"{k}/{AA_SHARDS}", "--json", part], [part], inputs, seconds / AA_SHARDS)
               for k, part in enumerate(parts)]
     return shards + [merged]
@@ -336,5 +339,8 @@ def run(jobs):
 if __name__ == "__main__":
     if sys.argv[1:] == ["--plan"]:  # what is left and its cost, nothing run
         show(plan())
+        sys.exit(0)
+    if sys.argv[1:] == ["--ship-run"]:  # the run the shipped model is packed from
+        print(f"{OUT}/{SHIP_RUN}")
         sys.exit(0)
     sys.exit(0 if run(plan()) else 1)
