@@ -10,7 +10,8 @@
 #      timm, the same workloads), so docs/performance.md can give ratios measured in one run;
 #   2. a short HyperAT `tune` on CUDA (300 steps, PGD-5, warm-up 150, as the results
 #      script's HyperAT row) and the same on the CPU for 20 steps, for the per-step ratio;
-#   3. PGD-20 of the tuned model's merge on 1000 test images, on CUDA.
+#   3. PGD-20 of the tuned model's merge on 1000 test images, on CUDA;
+#   4. scripts/backend-parity.sh cuda: the CUDA backend (burn's fusion on) against the CPU.
 # The GPU machine has python3 with torch and timm but no Rust: the binary is built here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +59,8 @@ run)
   step "PGD-20 of the CUDA-tuned merge on 1000 test images (cuda)"
   $bin eval --device cuda --model "$out/tune-cuda#merged:uniform" --limit 1000 --attack pgd --eps 0.1 \
     --alpha 0.01 --steps 20 --json "$out/eval-cuda.json" 2>&1 | tail -4
+  step "the CUDA backend (fusion on) against the CPU: logits, FGSM, PGD-10, a 20-step tune"
+  scripts/backend-parity.sh cuda "$bin" 2>&1 | tee "$out/parity-cuda.txt"
   step "done"
   ;;
 *)

@@ -18,6 +18,11 @@ pub enum Error {
     /// The caller asked the work to stop (a cancelled job, a dropped client).
     #[error("cancelled")]
     Cancelled,
+    /// A data-parallel collective operation failed: a peer (thread or node) stopped.
+    #[error(
+        "data-parallel step failed: {0} (a peer stopped; the run resumes from its last checkpoint)"
+    )]
+    PeerLost(String),
     /// File-system failure, with the path involved.
     #[error("{path}: {source}")]
     Io {

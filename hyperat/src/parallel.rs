@@ -316,7 +316,5 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for ReplaceGrads<'_, B> {
 }
 
 fn collective(e: burn::collective::CollectiveError) -> Error {
-    Error::Invalid(format!(
-        "data-parallel step failed: {e:?} (a peer stopped; the run resumes from its last checkpoint)"
-    ))
+    Error::PeerLost(format!("{e:?}"))
 }

@@ -423,9 +423,10 @@ impl Watch {
         Ok(())
     }
 
-    /// After this node's step failed: waits (up to the heartbeat timeout) for the watch
-    /// to name the node that stopped, as a failed all-reduce often comes first and only
-    /// says "a peer". `on_lost` has then been called; the step's own error follows.
+    /// After this node's step failed in the collective ([`crate::Error::PeerLost`]):
+    /// waits (up to the heartbeat timeout) for the watch to name the node that stopped,
+    /// as a failed all-reduce often comes first and only says "a peer". `on_lost` has
+    /// then been called; the step's own error follows. Other errors need no wait.
     pub fn settle(&self) {
         let until = Instant::now() + self.shared.timeout;
         while Instant::now() < until && !self.shared.fired.load(Ordering::SeqCst) {

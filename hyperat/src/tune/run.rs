@@ -84,7 +84,11 @@ pub fn run_on_nodes<B: AutodiffBackend>(
         .run::<B, _>(devices, progress, |peer, device, progress| {
             run_as::<B>(peer, dir, train, holdout, device, progress, stop_at)
         })
-        .inspect_err(|_| watch.settle())?;
+        .inspect_err(|e| {
+            if matches!(e, Error::PeerLost(_)) {
+                watch.settle()
+            }
+        })?;
     // The barrier before anything closes: another node may still fetch this one's
     // share. Then every peer leaves the collective (closing its connections cleanly),
     // node 0 last, as it hosts the orchestrator the others leave through.

@@ -6,7 +6,7 @@ use burn_std::{Bytes, Shape, bf16, f16};
 
 use crate::FlexTensor;
 use crate::layout::Layout;
-use crate::ops::unary::{collect_into, widest_copies};
+use crate::ops::unary::{PAR_CHUNK, collect_into, for_blocks, widest_copies};
 use core::mem::MaybeUninit;
 use crate::strided_index::StridedIter;
 
@@ -303,17 +303,8 @@ where
                 per_row_into_widest(d, s, &rhs_storage[base..base + s.len() / row_len], row_len, &op)
             }
         };
-        #[cfg(feature = "rayon")]
-        if src.len() >= crate::ops::unary::PAR_MIN {
-            use rayon::prelude::*;
-            let per_block = (crate::ops::unary::PAR_CHUNK / row_len).max(1);
-            dst.par_chunks_mut(per_block * row_len)
-                .zip(src.par_chunks(per_block * row_len))
-                .enumerate()
-                .for_each(|(k, (d, s))| run(d, s, k * per_block));
-            return;
-        }
-        run(dst, src, 0);
+        let block = (PAR_CHUNK / row_len).max(1) * row_len;
+        for_blocks(dst, block, |d, at| run(d, &src[at..at + d.len()], at / row_len))
     })
 }
 
@@ -430,16 +421,11 @@ where
         return;
     }
     let dst = &mut dst[..scalars.len() * row_len];
-    #[cfg(feature = "rayon")]
-    if dst.len() >= crate::ops::unary::PAR_MIN {
-        use rayon::prelude::*;
-        let rows = (crate::ops::unary::PAR_CHUNK / row_len).max(1);
-        dst.par_chunks_mut(rows * row_len)
-            .zip(scalars.par_chunks(rows))
-            .for_each(|(d, s)| per_row_widest(d, s, row_len, &op));
-        return;
-    }
-    per_row_widest(dst, scalars, row_len, &op);
+    let block = (PAR_CHUNK / row_len).max(1) * row_len;
+    for_blocks(dst, block, |d, at| {
+        let first = at / row_len;
+        per_row_widest(d, &scalars[first..first + d.len() / row_len], row_len, &op)
+    });
 }
 
 #[cfg(feature = "simd")]
@@ -1252,15 +1238,7 @@ mod tests {
 fn zip_inplace<E: Copy + Send + Sync, Op: Fn(E, E) -> E + Send + Sync>(l: &mut [E], r: &[E], op: &Op) {
     let n = l.len().min(r.len());
     let (l, r) = (&mut l[..n], &r[..n]);
-    #[cfg(feature = "rayon")]
-    if n >= crate::ops::unary::PAR_MIN {
-        use rayon::prelude::*;
-        l.par_chunks_mut(crate::ops::unary::PAR_CHUNK)
-            .zip(r.par_chunks(crate::ops::unary::PAR_CHUNK))
-            .for_each(|(a, b)| zip_widest(a, b, op));
-        return;
-    }
-    zip_widest(l, r, op);
+    for_blocks(l, PAR_CHUNK, |a, at| zip_widest(a, &r[at..at + a.len()], op));
 }
 
 /// HyperAT patch: `op(l, r)` elementwise into a new vector in one pass (upstream
@@ -1269,16 +1247,9 @@ fn zip_collect<E: Copy + Send + Sync, Op: Fn(E, E) -> E + Send + Sync>(l: &[E], 
     let n = l.len().min(r.len());
     let (l, r) = (&l[..n], &r[..n]);
     collect_into(n, |dst| {
-        #[cfg(feature = "rayon")]
-        if n >= crate::ops::unary::PAR_MIN {
-            use rayon::prelude::*;
-            let chunk = crate::ops::unary::PAR_CHUNK;
-            dst.par_chunks_mut(chunk)
-                .zip(l.par_chunks(chunk).zip(r.par_chunks(chunk)))
-                .for_each(|(d, (a, b))| zip_into_widest(d, a, b, op));
-            return;
-        }
-        zip_into_widest(dst, l, r, op);
+        for_blocks(dst, PAR_CHUNK, |d, at| {
+            zip_into_widest(d, &l[at..at + d.len()], &r[at..at + d.len()], op)
+        })
     })
 }
 

@@ -175,19 +175,26 @@ pub fn exp(tensor: FlexTensor) -> FlexTensor {
 #[cfg(feature = "rayon")]
 pub(crate) const PAR_MIN: usize = 1 << 15;
 /// Elements per rayon task of an elementwise op (also `simd::portable`'s chunk).
-#[cfg(feature = "rayon")]
 pub(crate) const PAR_CHUNK: usize = 1 << 13;
+
+/// `work(block, offset)` over `dst` cut into blocks of `block` elements (whole rows of
+/// the caller's), across rayon's pool above `PAR_MIN` elements; below it, or without
+/// rayon, one call over the whole slice on this thread. `offset` is the block's first
+/// element, for slicing the inputs that go with it.
+#[cfg_attr(not(feature = "rayon"), allow(unused_variables))]
+pub(crate) fn for_blocks<T: Send>(dst: &mut [T], block: usize, work: impl Fn(&mut [T], usize) + Send + Sync) {
+    #[cfg(feature = "rayon")]
+    if dst.len() >= PAR_MIN {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(block).enumerate().for_each(|(k, d)| work(d, k * block));
+        return;
+    }
+    work(dst, 0);
+}
 
 /// `x = op(x)` for every element, in parallel for large slices.
 pub(crate) fn map_inplace<E: Copy + Send + Sync, Op: Fn(E) -> E + Send + Sync>(s: &mut [E], op: &Op) {
-    #[cfg(feature = "rayon")]
-    if s.len() >= PAR_MIN {
-        use rayon::prelude::*;
-        s.par_chunks_mut(PAR_CHUNK)
-            .for_each(|c| map_widest(c, op));
-        return;
-    }
-    map_widest(s, op);
+    for_blocks(s, PAR_CHUNK, |c, _| map_widest(c, op));
 }
 
 /// The loop of `map_inplace`, inlined into `map_widest`'s copies.
@@ -205,15 +212,7 @@ fn map_loop<E: Copy, Op: Fn(E) -> E>(s: &mut [E], op: &Op) {
 /// mapped the copy in place: a `memmove` per op on every shared tensor).
 pub(crate) fn map_collect<E: Copy + Send + Sync, Op: Fn(E) -> E + Send + Sync>(src: &[E], op: &Op) -> Vec<E> {
     collect_into(src.len(), |dst| {
-        #[cfg(feature = "rayon")]
-        if src.len() >= PAR_MIN {
-            use rayon::prelude::*;
-            dst.par_chunks_mut(PAR_CHUNK)
-                .zip(src.par_chunks(PAR_CHUNK))
-                .for_each(|(d, s)| map_into_widest(d, s, op));
-            return;
-        }
-        map_into_widest(dst, src, op);
+        for_blocks(dst, PAR_CHUNK, |d, at| map_into_widest(d, &src[at..at + d.len()], op))
     })
 }
 
