@@ -8,7 +8,9 @@
 #   3. a 20-step HyperAT `tune` on the device, which must run and learn (its numbers are
 #      not the CPU's: initialisation and attacks draw the backend's random numbers).
 #
-#   scripts/backend-parity.sh wgpu [BIN]   # here, on Mesa's lavapipe (software Vulkan)
+#   scripts/backend-parity.sh wgpu [BIN]   # here, on Mesa's lavapipe (software Vulkan;
+#                                          # apt-get install mesa-vulkan-drivers): steps 1-2
+#                                          # take minutes, the tune over 15 (TUNE_STEPS=2)
 #   scripts/backend-parity.sh cuda [BIN]   # on a lent GPU machine
 #
 # BIN: a `hyperat` built with the device's feature (default target/release/hyperat).
@@ -58,14 +60,15 @@ for a in ("fgsm", "pgd"):
 sys.exit(1 if bad else 0)
 EOF
 "$bin" tune --device "$dev" --backbone public/models/fmnist-vit-tiny/backbone --methods pgd-at,trades,mart \
-  --steps 20 --eps 0.1 --alpha 0.025 --attack-steps 5 --batch-size 64 --lr 1e-3 --train-limit 2000 \
+  --steps "${TUNE_STEPS:-20}" --eps 0.1 --alpha 0.025 --attack-steps 5 --batch-size 64 --lr 1e-3 --train-limit 2000 \
   --checkpoint-every 1000 --out "$out/tune" >/dev/null 2>&1
-python3 - "$out/tune/metrics.jsonl" "$dev" <<'EOF'
+python3 - "$out/tune/metrics.jsonl" "$dev" "${TUNE_STEPS:-20}" <<'EOF'
 import json, math, sys
 steps = [r for r in map(json.loads, open(sys.argv[1])) if r.get("kind") is None and "loss" in r]
 losses = [r["loss"] for r in steps]
-assert len(steps) == 20 and all(math.isfinite(l) for l in losses), "the tune did not run 20 finite steps"
-print(f"tune on {sys.argv[2]}: 20 steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
-      f"{steps[-1]['seconds'] / 20:.2f} s per step")
+n = int(sys.argv[3])
+assert len(steps) == n and all(math.isfinite(l) for l in losses), f"the tune did not run {n} finite steps"
+print(f"tune on {sys.argv[2]}: {n} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
+      f"{steps[-1]['seconds'] / n:.2f} s per step")
 EOF
 exit $ok
