@@ -20,7 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import results_doc_shipping as shipping  # noqa: E402
-from results_doc_common import pct, human, mcnemar, p_text, records  # noqa: E402
+from results_doc_common import diagnostics, pct, human, mcnemar, p_text, records  # noqa: E402
 
 
 def load_plan(out):
@@ -253,7 +253,7 @@ def convergence(lines, out):
 
 def distinct(lines, out, run="hyperat"):
     p = lines.append
-    diag = [r for r in records(f"{out}/{run}") if r.get("kind") == "diagnostics"]
+    diag = diagnostics(f"{out}/{run}")
     if not diag:
         return
     last = diag[-1]

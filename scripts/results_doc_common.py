@@ -38,3 +38,8 @@ def records(run):
     """A run's metrics.jsonl records (none when the run has not started)."""
     path = f"{run}/metrics.jsonl"
     return [json.loads(l) for l in open(path)] if os.path.exists(path) else []
+
+
+def diagnostics(run):
+    """A HyperAT run's delta diagnostics, one per checkpoint (see `hyperat report --deltas`)."""
+    return [r for r in records(run) if r.get("kind") == "diagnostics"]

@@ -5,7 +5,7 @@ import glob
 import json
 import os
 
-from results_doc_common import pct, mcnemar, p_text, records
+from results_doc_common import diagnostics, pct, mcnemar, p_text
 
 
 def screen_rows(out, plan):
@@ -83,7 +83,7 @@ def ship_row(lines, out, name, r, main_rows):
       + "; ".join("vs {}: {} / {}, p = {}".format(n, *fmt(mcnemar(r["pgd_robust_flags"], x["pgd_robust_flags"])))
                   for n, x in others) + ".")
     run = r["spec"].split("#")[0]
-    diag = [d for d in records(run) if d.get("kind") == "diagnostics"]
+    diag = diagnostics(run)
     if diag:
         d = diag[-1]["delta_cosine"]
         p(f"Its methods' delta cosine at the end: {d['mean']:.3f} ({d['min']:.3f}–{d['max']:.3f}).")
