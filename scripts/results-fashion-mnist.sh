@@ -7,6 +7,10 @@
 # Resumable: run it again after an interruption; it prints what is left and an estimate
 # of the time, and redoes only what is missing or stale (scripts/results_fashion_mnist.py
 # holds the plan). Runs and evaluations live in OUT (default ~/hyperat-runs/results-fashion-mnist).
+# Everything finished is also kept in git, in results/fashion-mnist/ (ARCHIVE; see
+# scripts/results_archive.py): every evaluation's JSON, every run's summary and metrics, the
+# tensors of the runs still needed. The plan restores it into OUT before it starts, so a new
+# machine picks up where the last one stopped; commit that folder after a session's jobs.
 #
 # What it makes (eps 0.1 everywhere; training attack PGD-5 of 0.025 from a uniform start;
 # batch 128; AdamW, 10% warm-up, cosine; the last 5000 training images held out):

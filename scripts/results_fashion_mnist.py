@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+import results_archive
+
 env = os.environ.get
 BIN = env("BIN", os.path.join(env("CARGO_TARGET_DIR", "target"), "release", "hyperat"))
 OUT = os.path.expanduser(env("OUT", "~/hyperat-runs/results-fashion-mnist"))
@@ -38,6 +40,9 @@ WD_FULL_AT = env("WD_FULL_AT", "0.05")
 HYPERAT_FLAGS = env("HYPERAT_FLAGS", "--sampling balanced --method-to-heads").split()
 METHOD_WARMUP = float(env("METHOD_WARMUP", "0"))
 ONLY = [s for s in env("ONLY", "").split(",") if s]
+# What has finished is kept in git here (scripts/results_archive.py): a new machine restores
+# it before planning, and every finished job is saved into it.
+ARCHIVE = env("ARCHIVE", os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results", "fashion-mnist")))
 PER_EPOCH = 55000 // 128
 
 # Seconds per unit on one core of this 2-core machine, two jobs side by side (tiny ViT,
@@ -275,7 +280,9 @@ def ablation_rows():
             ("HyperAT+ rank 16", f"{OUT}/abl-hyperat-r16#merged:uniform")]
 
 
-def plan():
+def plan(only=None):
+    """Every job, or those whose key is in `only` (default: ONLY)."""
+    only = ONLY if only is None else only
     jobs = [pretrain_job()]
     jobs += [tune_job(n, k, m, EPOCHS, 0, x) for n, k, m, x in MAIN]
     jobs += [merge_job("hyperat", s, x) for s, x in MERGES]
@@ -286,9 +293,13 @@ def plan():
     jobs += screen_jobs()
     jobs += ship_jobs()
     jobs += wise_jobs()
-    if ONLY:  # run names, or backbone / merge / main / seeds / ablations / screen / wise
-        jobs = [j for j in jobs if j.key in ONLY]
+    if only:  # run names, or backbone / merge / main / seeds / ablations / screen / wise
+        jobs = [j for j in jobs if j.key in only]
     return jobs
+
+
+# Runs whose trained tensors the archive always keeps: the main table's and the shipped one.
+KEPT_RUNS = ["backbone"] + [n for n, *_ in MAIN] + [SHIP_RUN]
 
 
 def show(jobs):
@@ -299,6 +310,11 @@ def show(jobs):
     for j in todo:
         print(f"  {j.name} (~{human(j.seconds)})", flush=True)
     return todo
+
+
+def archive():
+    """Saves what is done into ARCHIVE, judged on the whole plan (not ONLY's part of it)."""
+    results_archive.save(OUT, ARCHIVE, plan(only=[]), KEPT_RUNS)
 
 
 def run(jobs):
@@ -318,6 +334,7 @@ def run(jobs):
                 left = sum(x.seconds for x in todo) + sum(x.seconds for _, x, _ in running)
                 print(f"done: {j.name} ({human(time.time() - t0)} since start; about "
                       f"{human(left / JOBS)} left)", flush=True)
+                archive()
         for j in [j for j in todo if j.ready()]:
             if len(running) >= JOBS:
                 break
@@ -337,6 +354,10 @@ def run(jobs):
 
 
 if __name__ == "__main__":
+    if ARCHIVE and sys.argv[1:] != ["--ship-run"]:
+        n = results_archive.restore(ARCHIVE, OUT)
+        if n:
+            print(f"restored {n} files from {ARCHIVE}", flush=True)
     if sys.argv[1:] == ["--plan"]:  # what is left and its cost, nothing run
         show(plan())
         sys.exit(0)

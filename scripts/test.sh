@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 HYPERAT_SETUP_BROWSER=1 scripts/setup.sh
 scripts/build-ui.sh
 
-echo "== results document helpers (McNemar's exact test)" >&2
+echo "== results document helpers (McNemar's exact test) and the results archive" >&2
 python3 scripts/results_doc.py --self-test
+python3 scripts/results_archive.py --self-test
 
 echo "== no import cycles among sibling modules" >&2
 python3 scripts/check-cycles.py --self-test
