@@ -19,6 +19,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results_doc_holdout  # noqa: E402
 import results_doc_shipping as shipping  # noqa: E402
 from results_doc_common import diagnostics, pct, human, mcnemar, p_text, records  # noqa: E402
 
@@ -88,6 +89,7 @@ def document(out, seconds):
     p("The trainer itself is checked against PyTorch first: [parity-pytorch.md](parity-pytorch.md). "
       "How HyperAT's settings were chosen: [sweep-distinct-fashion-mnist.md](sweep-distinct-fashion-mnist.md).\n")
     backbone(lines, out, pre, main_rows.get("Backbone (no AT)"))
+    results_doc_holdout.holdout(lines, out, plan, ANCHOR)
     main_table(lines, out, plan, main_rows)
     if main_rows:
         paired(lines, main_rows)

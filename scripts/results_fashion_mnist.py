@@ -175,12 +175,8 @@ def screen_jobs():
     jobs = [tune_job(n, "hyperat", METHODS, ABL_EPOCHS, 0, hyperat_flags(METHOD_WARMUP), e)
             for n, e in SCREEN]
     for run in [SCREEN_REFERENCE, SCREEN_PATCH] + [n for n, _ in SCREEN]:
-        d, out = f"{OUT}/{run}", f"{OUT}/screen/{run}.json"
-        cmd = [BIN, "eval", "--model", f"{d}#merged:uniform", "--split", "holdout", "--limit", "1000",
-               "--attack", "pgd", "--steps", "20", "--eps", "0.1", "--alpha", "0.01",
-               "--batch-size", "250", "--json", out]
-        jobs.append(Job("screen", f"screen: hold-out of {run}", cmd, [out], [f"{d}/summary.json"],
-                        2000 * COST["attack_image"]))
+        spec = f"{OUT}/{run}#merged:uniform"
+        jobs.append(holdout_job("screen", f"screen: hold-out of {run}", spec, f"{OUT}/screen/{run}.json"))
     return jobs
 
 
@@ -208,10 +204,7 @@ def wise_jobs():
         jobs.append(Job("wise", f"wise: interpolate t = {t}",
                         [BIN, "interpolate", "--from", BACKBONE, "--to", f"{OUT}/hyperat#merged:uniform",
                          "--weight", t, "--out", model], [f"{model}/config.json"], src, 5))
-        jobs.append(Job("wise", f"wise: hold-out of t = {t}",
-                        [BIN, "eval", "--model", model, "--split", "holdout", "--limit", "1000", "--attack",
-                         "pgd", "--steps", "20", "--eps", "0.1", "--alpha", "0.01", "--batch-size", "250",
-                         "--json", out], [out], [f"{model}/config.json"], 2000 * COST["attack_image"]))
+        jobs.append(holdout_job("wise", f"wise: hold-out of t = {t}", model, out, [f"{model}/config.json"]))
     return jobs
 
 
@@ -219,6 +212,30 @@ def wise_jobs():
 
 def slug(s):
     return re.sub(r"[^A-Za-z0-9+]+", "-", s).strip("-")
+
+
+def spec_inputs(spec):
+    """The files a model spec (`RUN#variant` or a folder) is read from that mark it finished."""
+    run, _, variant = spec.partition("#")
+    inputs = [f"{run}/summary.json"] if variant else [f"{run}/train.json"]
+    if variant.startswith("merged:") and variant != "merged:uniform":
+        inputs.append(f"{run}/merges/{variant[7:]}.safetensors")
+    return inputs
+
+
+def holdout_job(key, title, spec, out, inputs=None):
+    """One model on the HOLD-OUT (the first 1000 of the 5000 training images every run
+    keeps out; clean and PGD-20 at eps 0.1, step 0.01): where settings may be chosen."""
+    cmd = [BIN, "eval", "--model", spec, "--split", "holdout", "--limit", "1000", "--attack", "pgd",
+           "--steps", "20", "--eps", "0.1", "--alpha", "0.01", "--batch-size", "250", "--json", out]
+    return Job(key, title, cmd, [out], spec_inputs(spec) if inputs is None else inputs,
+               2000 * COST["attack_image"])
+
+
+def holdout_rows():
+    """Every main row on the hold-out (the results doc's first table, with its paired tests)."""
+    return [holdout_job("holdout", f"hold-out of {name}", spec, f"{OUT}/holdout/{slug(name)}.json")
+            for name, spec, _ in main_rows()]
 
 
 def row_jobs(group, name, spec, n, aa_n=0, key=None):
@@ -230,10 +247,7 @@ def row_jobs(group, name, spec, n, aa_n=0, key=None):
     what ONLY selects them by."""
     key = key or group
     out = f"{OUT}/rows/{group}/{slug(name)}.json"
-    run, _, variant = spec.partition("#")
-    inputs = [f"{run}/summary.json"] if variant else [f"{run}/train.json"]
-    if variant.startswith("merged:") and variant != "merged:uniform":
-        inputs.append(f"{run}/merges/{variant[7:]}.safetensors")
+    inputs = spec_inputs(spec)
     cmd = [BIN, "report", "--dataset", "fashion-mnist", "--limit", str(n), "--eps", "0.1",
            "--alpha", "0.01", "--steps", "20", "--seed", "0", "--aa-limit", str(aa_n),
            "--models", f"{name}={spec}"]
@@ -286,6 +300,7 @@ def plan(only=None):
     jobs = [pretrain_job()]
     jobs += [tune_job(n, k, m, EPOCHS, 0, x) for n, k, m, x in MAIN]
     jobs += [merge_job("hyperat", s, x) for s, x in MERGES]
+    jobs += holdout_rows()
     jobs += [j for n, s, a in main_rows() for j in row_jobs("main", n, s, N, a)]
     jobs += [tune_job(n, k, m, ABL_EPOCHS, s, x) for n, k, m, s, x in ABLATIONS]
     jobs += [j for n, s in seed_rows() for j in row_jobs("seeds", n, s, N)]
@@ -293,7 +308,7 @@ def plan(only=None):
     jobs += screen_jobs()
     jobs += ship_jobs()
     jobs += wise_jobs()
-    if only:  # run names, or backbone / merge / main / seeds / ablations / screen / wise
+    if only:  # run names, or backbone / merge / holdout / main / seeds / ablations / screen / wise
         jobs = [j for j in jobs if j.key in only]
     return jobs
 
@@ -314,7 +329,8 @@ def show(jobs):
 
 def archive():
     """Saves what is done into ARCHIVE, judged on the whole plan (not ONLY's part of it)."""
-    results_archive.save(OUT, ARCHIVE, plan(only=[]), KEPT_RUNS)
+    if ARCHIVE:  # ARCHIVE= (empty) keeps nothing
+        results_archive.save(OUT, ARCHIVE, plan(only=[]), KEPT_RUNS)
 
 
 def run(jobs):
