@@ -5,7 +5,8 @@
 //! one AdamW training step, one PGD-10 adversarial training step (10 input-gradient
 //! steps + 1 update) and a PGD-20 attack of the batch. ViT-S/16 (224 px) at batch 8:
 //! an eval forward and a training step. Each figure is the median of `reps` runs after
-//! one warm-up run.
+//! one warm-up run; beside it, the heap allocations of one timed run (where the binary
+//! counts them: [`crate::alloc_count`]).
 
 use std::time::Instant;
 
@@ -15,6 +16,7 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
+use crate::alloc_count::{self, Allocations};
 use crate::attack::{Attack, Pgd};
 use crate::config::VitConfig;
 use crate::loss::cross_entropy;
@@ -70,21 +72,58 @@ pub struct BenchReport {
     pub hyperat_28: HyperTimes,
     /// ViT-S/16 figures (absent with `--skip-small`).
     pub vit_s16_224: Option<SmallTimes>,
+    /// Heap allocations of one run of each workload, in the order timed (empty where
+    /// the binary does not count them).
+    #[serde(default)]
+    pub allocations: Vec<WorkloadAllocations>,
 }
 
-fn median_ms<B: Backend>(device: &B::Device, reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let _ = B::sync(device);
-    let mut t: Vec<f64> = (0..reps.max(1))
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            let _ = B::sync(device);
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[t.len() / 2]
+/// The heap allocations of one run of a workload (its last timed run).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkloadAllocations {
+    /// The workload, as the CLI prints it.
+    pub workload: String,
+    /// What it allocated.
+    #[serde(flatten)]
+    pub allocations: Allocations,
+}
+
+/// Times workloads and keeps the allocations of each one's last timed run.
+struct Meter<'d, B: Backend> {
+    device: &'d B::Device,
+    reps: usize,
+    allocations: Vec<WorkloadAllocations>,
+}
+
+impl<B: Backend> Meter<'_, B> {
+    /// The median of `reps` timed runs of `f` after one warm-up, in milliseconds.
+    fn median_ms(&mut self, workload: &str, mut f: impl FnMut()) -> f64 {
+        let device = self.device;
+        f();
+        let _ = B::sync(device);
+        let mut last = None;
+        let mut t: Vec<f64> = (0..self.reps.max(1))
+            .map(|_| {
+                let s = Instant::now();
+                ((), last) = alloc_count::count(|| {
+                    f();
+                    let _ = B::sync(device);
+                });
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        if let Some(allocations) = last
+            && !self.allocations.iter().any(|w| w.workload == workload)
+        {
+            let workload = workload.to_string();
+            self.allocations.push(WorkloadAllocations {
+                workload,
+                allocations,
+            });
+        }
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    }
 }
 
 fn inputs<B: Backend>(
@@ -104,17 +143,19 @@ fn inputs<B: Backend>(
     )
 }
 
-/// Times forward and training step of `cfg` at `batch`; returns (forward, train step).
+/// Times forward and training step of `cfg` at `batch` (workloads named after
+/// `model`); returns (forward, train step).
 fn forward_and_train<B: AutodiffBackend>(
+    meter: &mut Meter<B>,
+    model: &str,
     cfg: &VitConfig,
     batch: usize,
-    reps: usize,
-    device: &B::Device,
 ) -> (f64, f64, Vit<B>) {
+    let device = meter.device;
     let mut vit = Vit::<B>::init(cfg, device);
     let (x, y) = inputs::<B::InnerBackend>(cfg, batch, device);
     let eval = vit.valid();
-    let fwd = median_ms::<B>(device, reps, || {
+    let fwd = meter.median_ms(&format!("{model}: forward"), || {
         let _ = eval.forward(x.clone()).into_data();
     });
     let mut optim = AdamWConfig::new().init::<B, Vit<B>>();
@@ -122,7 +163,7 @@ fn forward_and_train<B: AutodiffBackend>(
         Tensor::<B, 4>::from_inner(x),
         Tensor::<B, 1, Int>::from_inner(y),
     );
-    let train = median_ms::<B>(device, reps, || {
+    let train = meter.median_ms(&format!("{model}: train step"), || {
         let loss = cross_entropy(vit.forward(xa.clone()), ya.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &vit);
         vit = optim.step(1e-4, vit.clone(), grads);
@@ -138,7 +179,12 @@ pub fn run<B: AutodiffBackend>(
     small: bool,
 ) -> BenchReport {
     let cfg = VitConfig::vit_tiny_fmnist();
-    let (forward_ms, train_step_ms, mut vit) = forward_and_train::<B>(&cfg, 128, reps, device);
+    let mut meter = Meter::<B> {
+        device,
+        reps,
+        allocations: vec![],
+    };
+    let (forward_ms, train_step_ms, mut vit) = forward_and_train(&mut meter, "tiny ViT", &cfg, 128);
     let (x, y) = inputs::<B::InnerBackend>(&cfg, 128, device);
     let pgd = |steps| Pgd {
         eps: 8.0 / 255.0,
@@ -150,7 +196,7 @@ pub fn run<B: AutodiffBackend>(
     let mut rng = Rng::new(0);
     let mut optim = AdamWConfig::new().init::<B, Vit<B>>();
     let pgd10 = pgd(10);
-    let pgd10_at_step_ms = median_ms::<B>(device, reps, || {
+    let pgd10_at_step_ms = meter.median_ms("tiny ViT: PGD-10 AT step", || {
         let frozen = vit.clone().no_grad();
         let adv = pgd10.perturb(&frozen, x.clone(), y.clone(), &mut rng);
         let loss = cross_entropy(
@@ -162,13 +208,13 @@ pub fn run<B: AutodiffBackend>(
     });
     let frozen = vit.clone().no_grad();
     let pgd20 = pgd(20);
-    let pgd20_attack_ms = median_ms::<B>(device, reps, || {
+    let pgd20_attack_ms = meter.median_ms("tiny ViT: PGD-20 attack", || {
         let _ = Attack::<B>::perturb(&pgd20, &frozen, x.clone(), y.clone(), &mut rng).into_data();
     });
-    let hyperat_28 = hyper_times::<B>(&cfg, &x, &y, reps, device);
+    let hyperat_28 = hyper_times(&mut meter, &cfg, &x, &y);
     let vit_s16_224 = small.then(|| {
         let (forward_ms, train_step_ms, _) =
-            forward_and_train::<B>(&VitConfig::vit_small_224(), 8, reps, device);
+            forward_and_train(&mut meter, "ViT-S/16", &VitConfig::vit_small_224(), 8);
         SmallTimes {
             forward_ms,
             train_step_ms,
@@ -184,22 +230,23 @@ pub fn run<B: AutodiffBackend>(
         },
         hyperat_28,
         vit_s16_224,
+        allocations: meter.allocations,
     }
 }
 
 fn hyper_times<B: AutodiffBackend>(
+    meter: &mut Meter<B>,
     cfg: &VitConfig,
     x: &Tensor<B::InnerBackend, 4>,
     y: &Tensor<B::InnerBackend, 1, Int>,
-    reps: usize,
-    device: &B::Device,
 ) -> HyperTimes {
+    let device = meter.device;
     use crate::attack::frozen_view;
     use crate::merge::{MergeStrategy, Uniform, fold};
     use crate::tune::{TuneConfig, Tuned};
     let tc = TuneConfig::default();
     let mut model = Tuned::<B>::new(Vit::init(cfg, device), cfg, &tc, device);
-    let generate_ms = median_ms::<B>(device, reps, || {
+    let generate_ms = meter.median_ms("HyperAT: generate all LoRA factors", || {
         let f = model.factors(0).expect("hyperat");
         let _ = f.per_target[0].2.clone().into_data();
     });
@@ -213,7 +260,7 @@ fn hyper_times<B: AutodiffBackend>(
     let mut opt = crate::optim::AdamW::<B>::new(Default::default());
     let mut rng = Rng::new(2);
     let mut m = 0;
-    let pgd10_step_ms = median_ms::<B>(device, reps, || {
+    let pgd10_step_ms = meter.median_ms("HyperAT: PGD-10 step", || {
         m = (m + 1) % 3;
         let adapters = model.adapters(m).expect("hyperat");
         let (frozen_vit, frozen_ad) = (model.vit.clone().no_grad(), adapters.detach());
@@ -231,14 +278,18 @@ fn hyper_times<B: AutodiffBackend>(
     let merged = fold(inner.vit.clone(), &Uniform.merge(&methods).expect("merge")).expect("fold");
     let plain = inner.vit;
     let (mut tm, mut tp) = (vec![], vec![]);
+    let reps = std::mem::replace(&mut meter.reps, 1);
     for _ in 0..reps.max(1) {
-        tm.push(median_ms::<B>(device, 1, || {
+        tm.push(meter.median_ms("HyperAT: merged export forward", || {
             let _ = merged.forward(x.clone()).into_data();
         }));
-        tp.push(median_ms::<B>(device, 1, || {
-            let _ = plain.forward(x.clone()).into_data();
-        }));
+        tp.push(
+            meter.median_ms("tiny ViT: forward (beside the merged)", || {
+                let _ = plain.forward(x.clone()).into_data();
+            }),
+        );
     }
+    meter.reps = reps;
     let med = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]

@@ -4,6 +4,8 @@
 //! Model code is generic over `B: Backend` and builds for `wasm32-unknown-unknown` with
 //! default features off; file-system and dataset code sits behind the `native` feature.
 
+#[cfg(feature = "native")]
+pub mod alloc_count;
 pub mod archive;
 pub mod attack;
 #[cfg(feature = "native")]

@@ -1,11 +1,13 @@
 //! `hyperat`: the command-line front of HyperAT Studio.
 
+use hyperat::alloc_count::Counting;
 use hyperat_server::cli;
 
 /// mimalloc keeps freed pages for reuse: with glibc's allocator every large tensor
 /// allocation page-faults fresh memory, which cost more than the maths on small ViTs.
+/// `Counting` lets `hyperat bench` report each workload's allocations.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Counting<mimalloc::MiMalloc> = Counting(mimalloc::MiMalloc);
 
 use clap::Parser;
 

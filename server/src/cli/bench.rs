@@ -62,6 +62,14 @@ pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
         println!("  forward          {:9.1} ms", s.forward_ms);
         println!("  train step       {:9.1} ms", s.train_step_ms);
     }
+    if !r.allocations.is_empty() {
+        println!("heap allocations, one run of each workload:");
+        for w in &r.allocations {
+            let a = &w.allocations;
+            let mib = a.bytes as f64 / (1024.0 * 1024.0);
+            println!("  {:<42} {:>7} ({mib:.1} MiB)", w.workload, a.count);
+        }
+    }
     if let Some(p) = out {
         hyperat::io::write_atomic(&p, serde_json::to_string_pretty(&r)?.as_bytes())?;
     }
