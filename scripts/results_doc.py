@@ -72,6 +72,10 @@ def document(out, seconds):
     p("Made by one command on the project's 2-core CPU machine (resumable; it prints what is "
       "left and an estimate before it starts):\n")
     p("```sh\nscripts/results-fashion-mnist.sh\n```\n")
+    p("Every evaluation behind the figures below (with its per-image predictions, which the "
+      "paired tests read), every run's summary and training metrics, and the tensors of the "
+      "main runs are kept in [`results/fashion-mnist/`](../results/fashion-mnist/); the script "
+      "restores them before it plans, so it redoes nothing already there.\n")
     train_s = sum(json.load(open(f))["seconds"] for f in glob.glob(f"{out}/*/summary.json"))
     eval_s = sum(r["eval_seconds"] for g in (every_main, seed_rows, abl_rows) for r in g.values())
     pre = json.load(open(f"{out}/backbone/train.json"))
