@@ -47,27 +47,20 @@ def _copy(src, dst, kind="copy"):
     os.replace(tmp, dst)
 
 
-def _is_run(path):
-    return os.path.exists(os.path.join(path, "run.json")) or os.path.exists(os.path.join(path, "train.json"))
-
-
 def kept_files(out, jobs, keep_weights):
     """(relative path, how to copy) of everything the archive holds for OUT."""
-    files = set()
+    files, needed = set(), set(keep_weights)
     for j in jobs:
         if j.done():
             files.update(os.path.relpath(o, out) for o in j.outputs)
-    needed = set(keep_weights)
-    for j in jobs:
-        if not j.done():
+        else:
             needed.update(os.path.relpath(i, out).split(os.sep)[0] for i in j.inputs)
     for name in sorted(os.listdir(out)):
         d = os.path.join(out, name)
-        if not os.path.isdir(d) or not _is_run(d):
+        # A finished run has its summary (a tuning run) or train.json (the backbone); one
+        # still training has neither: its checkpoint is resumable, not archived.
+        if not (os.path.exists(f"{d}/summary.json") or os.path.exists(f"{d}/train.json")):
             continue
-        finished = os.path.exists(f"{d}/summary.json") or os.path.exists(f"{d}/train.json")
-        if not finished:
-            continue  # still training: its checkpoint is resumable, not archived
         for f in ("run.json", "summary.json", "train.json", "config.json", "metrics.jsonl"):
             if os.path.exists(f"{d}/{f}"):
                 files.add(f"{name}/{f}")
