@@ -63,11 +63,15 @@ pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
         println!("  train step       {:9.1} ms", s.train_step_ms);
     }
     if !r.allocations.is_empty() {
-        println!("heap allocations, one run of each workload:");
+        println!("heap allocations and page faults, one run of each workload:");
         for w in &r.allocations {
             let a = &w.allocations;
             let mib = a.bytes as f64 / (1024.0 * 1024.0);
-            println!("  {:<42} {:>7} ({mib:.1} MiB)", w.workload, a.count);
+            let faults = a.page_faults.map_or("-".into(), |n| n.to_string());
+            println!(
+                "  {:<42} {:>7} ({mib:.1} MiB), {faults} faults",
+                w.workload, a.count
+            );
         }
     }
     if let Some(p) = out {
