@@ -13,8 +13,10 @@ per-image outcomes the paired tests read), each run's `run.json`, `summary.json`
 that are still needed: the main table's runs and the shipped run always, any other run
 while a job that reads it is not done. Its `mtimes.json` keeps every file's modification
 time, which `restore` puts back: the plan's "outputs newer than inputs" rule then sees
-the same state as on the machine that made them. A run still training is not kept (its
-resumable checkpoint carries the optimiser moments): it starts again on a new machine.
+the same state as on the machine that made them. A run still training is kept whole —
+its checkpoint with the optimiser moments, its metrics and its copy of the backbone — so
+a new machine resumes it where the last save left it (a resumed run drops the metrics past
+its checkpoint's step); once it finishes, its tensors follow the rule above.
 """
 import fcntl
 import gzip
@@ -55,22 +57,30 @@ def kept_files(out, jobs, keep_weights):
             files.update(os.path.relpath(o, out) for o in j.outputs)
         else:
             needed.update(os.path.relpath(i, out).split(os.sep)[0] for i in j.inputs)
+    training = set()
     for name in sorted(os.listdir(out)):
         d = os.path.join(out, name)
-        # A finished run has its summary (a tuning run) or train.json (the backbone); one
-        # still training has neither: its checkpoint is resumable, not archived.
-        if not (os.path.exists(f"{d}/summary.json") or os.path.exists(f"{d}/train.json")):
-            continue
+        # A run still training has its checkpoint but no summary (a tuning run) or
+        # train.json (the backbone) yet: kept whole, moments included, to resume.
+        if not finished_run(d):
+            if not (os.path.exists(f"{d}/run.json") and os.path.exists(f"{d}/checkpoint.safetensors")):
+                continue
+            training.add(f"{name}/checkpoint.safetensors")
         for f in ("run.json", "summary.json", "train.json", "config.json", "metrics.jsonl"):
             if os.path.exists(f"{d}/{f}"):
                 files.add(f"{name}/{f}")
-        if name in needed:
+        if name in needed or not finished_run(d):
             for f in ("model.safetensors", "checkpoint.safetensors", "backbone/config.json",
                       "backbone/model.safetensors"):
                 if os.path.exists(f"{d}/{f}"):
                     files.add(f"{name}/{f}")
-    return [(f, "strip" if f.endswith("checkpoint.safetensors") else
+    return [(f, "copy" if f in training else "strip" if f.endswith("checkpoint.safetensors") else
              "gzip" if f.endswith(".jsonl") else "copy") for f in sorted(files)]
+
+
+def finished_run(d):
+    """A run folder that has finished: its summary (a tuning run) or train.json (the backbone)."""
+    return os.path.exists(f"{d}/summary.json") or os.path.exists(f"{d}/train.json")
 
 
 def save(out, archive, jobs, keep_weights):
@@ -83,7 +93,16 @@ def save(out, archive, jobs, keep_weights):
 def _save(out, archive, jobs, keep_weights):
     mtimes_path = os.path.join(archive, MTIMES)
     mtimes = json.load(open(mtimes_path)) if os.path.exists(mtimes_path) else {}
-    for rel, kind in kept_files(out, jobs, keep_weights):
+    kept = kept_files(out, jobs, keep_weights)
+    # Tensors kept while a run trained or a job read them go once neither holds: the run
+    # has finished here and the file is no longer kept.
+    names = {rel for rel, _ in kept}
+    for rel in [r for r in mtimes if r not in names]:
+        if finished_run(os.path.join(out, rel.split("/")[0])) and rel.endswith(".safetensors"):
+            if os.path.exists(os.path.join(archive, rel)):
+                os.remove(os.path.join(archive, rel))
+            del mtimes[rel]
+    for rel, kind in kept:
         src, dst = os.path.join(out, rel), os.path.join(archive, rel + (".gz" if kind == "gzip" else ""))
         mtime = os.path.getmtime(src)
         if mtimes.get(rel) == mtime and os.path.exists(dst):

@@ -53,11 +53,12 @@ def run():
         results_archive.save(out, archive, jobs, ["main"])
         results_archive.save(out, archive, jobs, ["main"])  # a second save changes nothing
         assert os.path.exists(f"{archive}/main/metrics.jsonl.gz"), "metrics are kept gzipped"
-        assert not os.path.exists(f"{archive}/training"), "a run still training is not kept"
+        assert tensor_names(f"{archive}/training/checkpoint.safetensors") == ["model.w", "opt.m", "opt.v"], \
+            "a run still training is kept whole, to resume"
         assert not os.path.exists(f"{archive}/abl-done/checkpoint.safetensors"), "no reader left: no tensors"
         assert os.path.exists(f"{archive}/abl-pending/checkpoint.safetensors"), "a pending row reads it"
 
-        assert results_archive.restore(archive, fresh) == 12
+        assert results_archive.restore(archive, fresh) == 14
         assert results_archive.restore(archive, fresh) == 0, "restore only fills what is missing"
         for rel in ("main/run.json", "main/summary.json", "main/metrics.jsonl", "rows/a.json"):
             a, b = f"{out}/{rel}", f"{fresh}/{rel}"
@@ -65,4 +66,19 @@ def run():
             assert os.path.getmtime(a) == os.path.getmtime(b), f"{rel}: modification time kept"
         assert tensor_names(f"{fresh}/main/checkpoint.safetensors") == ["model.w"], "optimiser moments dropped"
         assert not os.path.exists(f"{fresh}/rows/b.json")
+        assert tensor_names(f"{fresh}/training/checkpoint.safetensors") == ["model.w", "opt.m", "opt.v"]
+
+        # The training run finishes and the pending row is made: neither's tensors are
+        # read any more, so the next save drops them from the archive.
+        write(f"{out}/training/checkpoint.safetensors", ckpt, 3000)
+        write(f"{out}/training/summary.json", '{"seconds": 2}', 3000)
+        write(f"{out}/rows/b.json", '{"rows": []}', 3001)
+        for j in jobs:
+            j._done = True
+        results_archive.save(out, archive, jobs, ["main"])
+        assert os.path.exists(f"{archive}/training/summary.json")
+        for run_name in ("training", "abl-pending"):
+            assert not os.path.exists(f"{archive}/{run_name}/checkpoint.safetensors"), run_name
+            assert f"{run_name}/checkpoint.safetensors" not in json.load(open(f"{archive}/mtimes.json"))
+        assert tensor_names(f"{archive}/main/checkpoint.safetensors") == ["model.w"], "the main run stays"
     print("results archive self-test: save and restore as expected")
