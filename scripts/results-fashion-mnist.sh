@@ -11,6 +11,10 @@
 # scripts/results_archive.py): every evaluation's JSON, every run's summary and metrics, the
 # tensors of the runs still needed. The plan restores it into OUT before it starts, so a new
 # machine picks up where the last one stopped; commit that folder after a session's jobs.
+# UNTIL=HH:MM (or the file OUT/until, re-read as it goes) starts only the jobs expected to
+# end before then (estimate x SLACK, 1.25) and stops when they are done: a session's end
+# then kills no half-made shard. Each job holds a lock on its log while it runs, so a
+# second invocation (another ONLY, or a restarted plan) waits for it instead of redoing it.
 #
 # What it makes (eps 0.1 everywhere; training attack PGD-5 of 0.025 from a uniform start;
 # batch 128; AdamW, 10% warm-up, cosine; the last 5000 training images held out):

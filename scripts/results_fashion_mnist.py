@@ -8,6 +8,7 @@ killed training run continues from its last checkpoint) and a changed run redoes
 what depends on it. The plan prints what is left with an estimate of its time before
 it starts, and the time left after every job.
 """
+import fcntl
 import json
 import os
 import re
@@ -31,6 +32,9 @@ ABL_N = int(env("ABL_N", "2000"))
 JOBS = int(env("JOBS", "2"))
 AA_SHARDS = int(env("AA_SHARDS", "4"))  # shards of a row with AutoAttack (see row_jobs)
 THREADS = int(env("THREADS", "1"))
+# UNTIL=HH:MM (or the file OUT/until): start only jobs whose estimate times SLACK ends
+# before it, then stop once the running ones are done (see `deadline`).
+SLACK = float(env("SLACK", "1.25"))
 LR = {"full-at": env("LR_FULL_AT", "1e-3"), "lora-at": env("LR_LORA_AT", "3e-3"),
       "full-lora-at": env("LR_FULL_LORA_AT", "1e-3"), "hyperat": env("LR_HYPERAT", "3e-3"),
       "linear-probe": env("LR_LINEAR_PROBE", "1e-3")}
@@ -340,10 +344,53 @@ def archive():
         results_archive.save(OUT, ARCHIVE, plan(only=[]), KEPT_RUNS)
 
 
+def deadline():
+    """When to stop starting jobs: `OUT/until` (re-read every round, so a session can move
+    it) or else `UNTIL`, as HH:MM (the next such time) or seconds since the epoch."""
+    path = f"{OUT}/until"
+    text = (open(path).read() if os.path.exists(path) else env("UNTIL", "")).strip()
+    if not text:
+        return None
+    if ":" not in text:
+        return float(text)
+    h, m = (int(v) for v in text.split(":"))
+    now = time.localtime()
+    at = time.mktime((now.tm_year, now.tm_mon, now.tm_mday, h, m, 0, 0, 0, -1))
+    return at if at > time.time() else at + 86400
+
+
+def fits(j, until):
+    """Whether `j` should finish before `until`: its estimate with SLACK for a busy machine
+    (a job killed at a session's end loses all its work, a shard 20 minutes or more)."""
+    return until is None or time.time() + j.seconds * SLACK <= until
+
+
+def claim(j):
+    """Opens `j`'s log and takes an exclusive lock on it, or None where another process
+    holds it. The started job inherits the open file, so the lock lives as long as the job
+    does — past the plan that started it: a second plan (another ONLY, or this one
+    restarted) waits for the job instead of running it twice."""
+    f = open(j.log, "ab")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return f
+    except BlockingIOError:
+        f.close()
+        return None
+
+
+def held_elsewhere(j):
+    """Whether another process holds `j`'s log (see `claim`)."""
+    f = claim(j)
+    if f is not None:
+        f.close()  # closing the file releases the lock
+    return f is None
+
+
 def run(jobs):
     todo = show(jobs)
     os.makedirs(f"{OUT}/logs", exist_ok=True)
-    running, failed, t0 = [], [], time.time()
+    running, failed, t0, elsewhere = [], [], time.time(), set()
     while todo or running:
         for p, j, f in list(running):
             if p.poll() is None:
@@ -358,18 +405,35 @@ def run(jobs):
                 print(f"done: {j.name} in {human(time.time() - j.started)} ({human(time.time() - t0)} since start; about "
                       f"{human(left / JOBS)} left)", flush=True)
                 archive()
-        for j in [j for j in todo if j.ready()]:
-            if len(running) >= JOBS:
-                break
+        until = deadline()
+        ready = [j for j in todo if j.ready()]
+        for j in [j for j in ready if j.done()]:
             todo.remove(j)
-            if j.done():
+            ready.remove(j)
+        # Jobs another process runs (their logs locked) are waited for, and use cores too.
+        busy = {j.name for j in ready if held_elsewhere(j)}
+        for j in busy - elsewhere:
+            print(f"waiting: {j} runs in another process", flush=True)
+        elsewhere = busy
+        for j in [j for j in ready if j.name not in busy and fits(j, until)]:
+            if len(running) + len(busy) >= JOBS:
+                break
+            f = claim(j)
+            if f is None:  # taken by another process just now
                 continue
+            todo.remove(j)
             os.makedirs(os.path.dirname(j.outputs[0]), exist_ok=True)
             print(f"start: {j.name}", flush=True)
-            f, j.started = open(j.log, "ab"), time.time()
+            j.started = time.time()
             e = dict(os.environ, RAYON_NUM_THREADS=str(THREADS))
             running.append((subprocess.Popen(j.cmd, stdout=f, stderr=subprocess.STDOUT, env=e), j, f))
-        if not running and todo:
+        if not running and not elsewhere and todo:
+            ready = [j for j in todo if j.ready()]
+            if ready and until is not None:
+                print(f"stopping: none of the {len(todo)} jobs left fits before "
+                      f"{time.strftime('%H:%M', time.localtime(until))} (the next: {ready[0].name}, "
+                      f"~{human(ready[0].seconds)})", flush=True)
+                return not failed
             print("cannot go on, inputs missing for: " + ", ".join(j.name for j in todo), flush=True)
             return False
         time.sleep(2)
@@ -377,6 +441,10 @@ def run(jobs):
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--self-test"]:
+        import results_plan_selftest
+        results_plan_selftest.run()
+        sys.exit(0)
     if ARCHIVE and sys.argv[1:] != ["--ship-run"]:
         n = results_archive.restore(ARCHIVE, OUT)
         if n:

@@ -10,6 +10,7 @@ scripts/build-ui.sh
 echo "== results document helpers (McNemar's exact test) and the results archive" >&2
 python3 scripts/results_doc.py --self-test
 python3 scripts/results_archive.py --self-test
+python3 scripts/results_fashion_mnist.py --self-test
 
 echo "== no import cycles among sibling modules" >&2
 python3 scripts/check-cycles.py --self-test
