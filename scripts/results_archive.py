@@ -60,16 +60,17 @@ def kept_files(out, jobs, keep_weights):
     training = set()
     for name in sorted(os.listdir(out)):
         d = os.path.join(out, name)
+        finished = finished_run(d)
         # A run still training has its checkpoint but no summary (a tuning run) or
         # train.json (the backbone) yet: kept whole, moments included, to resume.
-        if not finished_run(d):
+        if not finished:
             if not (os.path.exists(f"{d}/run.json") and os.path.exists(f"{d}/checkpoint.safetensors")):
                 continue
             training.add(f"{name}/checkpoint.safetensors")
         for f in ("run.json", "summary.json", "train.json", "config.json", "metrics.jsonl"):
             if os.path.exists(f"{d}/{f}"):
                 files.add(f"{name}/{f}")
-        if name in needed or not finished_run(d):
+        if name in needed or not finished:
             for f in ("model.safetensors", "checkpoint.safetensors", "backbone/config.json",
                       "backbone/model.safetensors"):
                 if os.path.exists(f"{d}/{f}"):

@@ -380,7 +380,10 @@ def claim(j):
 
 
 def held_elsewhere(j):
-    """Whether another process holds `j`'s log (see `claim`)."""
+    """Whether another process holds `j`'s log (see `claim`). A holder has the log open, so
+    a job without one is free: probing it must not leave an empty log behind."""
+    if not os.path.exists(j.log):
+        return False
     f = claim(j)
     if f is not None:
         f.close()  # closing the file releases the lock
