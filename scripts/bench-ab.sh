@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Interleaved before/after timing of several `hyperat` binaries on this machine:
 #   scripts/bench-ab.sh ROUNDS BIN_A BIN_B [BIN_C ...]
-# Each round runs `BIN bench --skip-small --reps 5` for every binary in turn; the table
-# gives, per workload, the minimum of the rounds' medians for each binary. These 2-core
-# machines drift by 10-20% over minutes, so binaries are compared within one sitting,
-# interleaved. Background `hyperat tune`, `report` and `eval` runs (any binary named
-# hyperat*) are paused (SIGSTOP) meanwhile and resumed.
+# Each round runs `BIN bench --skip-small --reps 5` for every binary in turn (`VIT_S=1`:
+# with the ViT-S/16 workloads); the table gives, per workload, the minimum of the rounds'
+# medians for each binary. These 2-core machines drift by 10-20% over minutes, so
+# binaries are compared within one sitting, interleaved. Background `hyperat tune`,
+# `report` and `eval` runs (any binary named hyperat*) are paused (SIGSTOP) meanwhile
+# and resumed.
 set -euo pipefail
 rounds=$1
 shift
 out=$(mktemp -d)
+skip=--skip-small
+[ "${VIT_S:-0}" = 1 ] && skip=
 pids=$(pgrep -f "hyperat[^ ]* (tune|report|eval) " || true)
 resume() { [ -z "$pids" ] || kill -CONT $pids; }
 trap resume EXIT
@@ -18,7 +21,7 @@ for r in $(seq "$rounds"); do
   i=0
   for bin in "$@"; do
     i=$((i + 1))
-    "$bin" bench --skip-small --reps 5 --json "$out/$i-$r.json" > /dev/null
+    "$bin" bench $skip --reps 5 --json "$out/$i-$r.json" > /dev/null
   done
 done
 python3 - "$out" "$rounds" "$@" <<'PY'

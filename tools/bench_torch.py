@@ -7,7 +7,8 @@ two can be compared in one run on the same machine (CPU or GPU).
 Tiny ViT (28 px, patch 4, dim 64, depth 4, heads 4, 1 channel, 10 classes) at batch 128:
 eval forward, one AdamW step, one PGD-10 adversarial training step (eps 8/255, alpha
 2/255, random start, 10 input-gradient steps + 1 update), a PGD-20 attack of the batch.
-ViT-S/16 at 224 px, batch 8: eval forward and one training step. Normalisation runs
+ViT-S/16 at 224 px, batch 8: eval forward and one training step, and its linear layers'
+products timed alone (MATMUL_PRODUCTS, as in bench.rs). Normalisation runs
 inside the model, as in ours. Each figure is the median of `reps` runs after a warm-up.
 Needs torch and timm (not needed by any test).
 """
@@ -72,6 +73,28 @@ def pgd(model, x, y, steps, eps=8 / 255, alpha=2 / 255):
     return adv
 
 
+# ViT-S/16's linear-layer products at batch 8: name, [m, k, n], left operand transposed
+# (the weight gradient x^T dy). The same list as `MATMUL_PRODUCTS` in hyperat/src/bench.rs.
+MATMUL_PRODUCTS = [
+    ("qkv", (1576, 384, 1152), False),
+    ("proj", (1576, 384, 384), False),
+    ("fc1", (1576, 384, 1536), False),
+    ("fc2", (1576, 1536, 384), False),
+    ("qkv weight grad", (384, 1576, 1152), True),
+]
+
+
+def matmul_rates(dev, reps):
+    g = torch.Generator().manual_seed(3)
+    rates = []
+    for name, (m, k, n), lhs_transposed in MATMUL_PRODUCTS:
+        lhs = (torch.rand((k, m), generator=g).t() if lhs_transposed else torch.rand((m, k), generator=g)).to(dev)
+        rhs = torch.rand((k, n), generator=g).to(dev)
+        ms = median_ms(dev, reps, lambda: lhs @ rhs)
+        rates.append({"product": name, "shape": [m, k, n], "ms": ms, "gflops": 2 * m * k * n / ms / 1e6})
+    return rates
+
+
 def forward_and_train(model, shape, classes, batch, reps, dev):
     g = torch.Generator().manual_seed(1)
     x = torch.rand((batch, *shape), generator=g).to(dev)
@@ -123,7 +146,7 @@ def main():
     }
     if not a.skip_small:
         sf, st, *_ = forward_and_train(small().to(dev), (3, 224, 224), 1000, 8, a.reps, dev)
-        report["vit_s16_224"] = {"forward_ms": sf, "train_step_ms": st}
+        report["vit_s16_224"] = {"forward_ms": sf, "train_step_ms": st, "matmul": matmul_rates(dev, a.reps)}
     text = json.dumps(report, indent=1)
     print(text)
     if a.json:

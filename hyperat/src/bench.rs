@@ -4,9 +4,10 @@
 //! Tiny ViT (28 px, patch 4, dim 64, depth 4, heads 4) at batch 128: an eval forward,
 //! one AdamW training step, one PGD-10 adversarial training step (10 input-gradient
 //! steps + 1 update) and a PGD-20 attack of the batch. ViT-S/16 (224 px) at batch 8:
-//! an eval forward and a training step. Each figure is the median of `reps` runs after
-//! one warm-up run; beside it, the heap allocations of one timed run (where the binary
-//! counts them: [`crate::alloc_count`]).
+//! an eval forward and a training step, and its linear layers' products timed alone
+//! ([`MATMUL_PRODUCTS`]: is a gap to PyTorch the matmul's?). Each figure is the median
+//! of `reps` runs after one warm-up run; beside it, the heap allocations of one timed run
+//! (where the binary counts them: [`crate::alloc_count`]).
 
 use std::time::Instant;
 
@@ -43,6 +44,33 @@ pub struct SmallTimes {
     pub forward_ms: f64,
     /// Forward + backward + AdamW.
     pub train_step_ms: f64,
+    /// Its linear layers' products alone ([`MATMUL_PRODUCTS`]).
+    #[serde(default)]
+    pub matmul: Vec<MatmulRate>,
+}
+
+/// ViT-S/16's linear-layer products at batch 8 (1576 token rows): name, `[m, k, n]`,
+/// and whether the left operand is a transposed view (the weight gradient `xᵀ·dy`).
+/// `tools/bench_torch.py` times the same list.
+pub const MATMUL_PRODUCTS: [(&str, [usize; 3], bool); 5] = [
+    ("qkv", [1576, 384, 1152], false),
+    ("proj", [1576, 384, 384], false),
+    ("fc1", [1576, 384, 1536], false),
+    ("fc2", [1576, 1536, 384], false),
+    ("qkv weight grad", [384, 1576, 1152], true),
+];
+
+/// One product of [`MATMUL_PRODUCTS`], timed alone.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MatmulRate {
+    /// Its name in [`MATMUL_PRODUCTS`].
+    pub product: String,
+    /// `[m, k, n]`.
+    pub shape: [usize; 3],
+    /// Median time (milliseconds).
+    pub ms: f64,
+    /// `2·m·k·n` over the median time.
+    pub gflops: f64,
 }
 
 /// HyperAT on the tiny ViT at batch 128 (milliseconds, medians).
@@ -218,6 +246,7 @@ pub fn run<B: AutodiffBackend>(
         SmallTimes {
             forward_ms,
             train_step_ms,
+            matmul: matmul_rates(&mut meter),
         }
     });
     BenchReport {
@@ -232,6 +261,41 @@ pub fn run<B: AutodiffBackend>(
         vit_s16_224,
         allocations: meter.allocations,
     }
+}
+
+/// Times each of [`MATMUL_PRODUCTS`] alone.
+fn matmul_rates<B: Backend>(meter: &mut Meter<B>) -> Vec<MatmulRate> {
+    let mut rng = Rng::new(3);
+    let mut tensor = |rows: usize, cols: usize| {
+        let v = rng.uniform_vec(rows * cols, -1.0, 1.0);
+        Tensor::<B, 2>::from_data(TensorData::new(v, [rows, cols]), meter.device)
+    };
+    let operands: Vec<_> = MATMUL_PRODUCTS
+        .iter()
+        .map(|&(_, [m, k, n], lhs_transposed)| {
+            let lhs = match lhs_transposed {
+                true => tensor(k, m).transpose(),
+                false => tensor(m, k),
+            };
+            (lhs, tensor(k, n))
+        })
+        .collect();
+    MATMUL_PRODUCTS
+        .iter()
+        .zip(operands)
+        .map(|(&(product, shape, _), (lhs, rhs))| {
+            let ms = meter.median_ms(&format!("ViT-S/16 matmul: {product}"), || {
+                let _ = lhs.clone().matmul(rhs.clone());
+            });
+            let flop = 2.0 * shape.iter().product::<usize>() as f64;
+            MatmulRate {
+                product: product.to_string(),
+                shape,
+                ms,
+                gflops: flop / ms / 1e6,
+            }
+        })
+        .collect()
 }
 
 fn hyper_times<B: AutodiffBackend>(
@@ -300,5 +364,31 @@ fn hyper_times<B: AutodiffBackend>(
         generate_fraction: generate_ms / pgd10_step_ms,
         merged_forward_ms: med(tm),
         plain_forward_ms: med(tp),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MATMUL_PRODUCTS;
+
+    /// `tools/bench_torch.py` must time the same products, or the two benches' matmul
+    /// figures are not comparable.
+    #[test]
+    fn the_python_bench_times_the_same_products() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../tools/bench_torch.py");
+        let python = std::fs::read_to_string(path).unwrap();
+        let start = python
+            .find("MATMUL_PRODUCTS = [")
+            .expect("list in bench_torch.py");
+        let list = &python[start..start + python[start..].find("\n]").unwrap()];
+        let rows: Vec<&str> = list.lines().skip(1).map(str::trim).collect();
+        let ours: Vec<String> = MATMUL_PRODUCTS
+            .iter()
+            .map(|(name, [m, k, n], t)| {
+                let t = if *t { "True" } else { "False" };
+                format!("(\"{name}\", ({m}, {k}, {n}), {t}),")
+            })
+            .collect();
+        assert_eq!(rows, ours);
     }
 }

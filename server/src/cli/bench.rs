@@ -61,6 +61,13 @@ pub fn execute(a: Args, device: DeviceKind) -> Result<()> {
         println!("ViT-S/16 224px, batch 8:");
         println!("  forward          {:9.1} ms", s.forward_ms);
         println!("  train step       {:9.1} ms", s.train_step_ms);
+        for p in &s.matmul {
+            let [m, k, n] = p.shape;
+            println!(
+                "  matmul {:<16} [{m}, {k}] x [{k}, {n}] {:7.2} ms ({:.0} GFLOP/s)",
+                p.product, p.ms, p.gflops
+            );
+        }
     }
     if !r.allocations.is_empty() {
         println!("heap allocations and page faults, one run of each workload:");
