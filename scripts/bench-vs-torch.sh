@@ -11,9 +11,9 @@
 # paused (SIGSTOP) meanwhile and resumed; do not build while it runs.
 set -euo pipefail
 rounds=$1
-bin=${2:-${CARGO_TARGET_DIR:-target}/release/hyperat}
-py=${PYREF:-$HOME/pyref/bin/python}
 here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${2:-${CARGO_TARGET_DIR:-$here/target}/release/hyperat}
+py=${PYREF:-$HOME/pyref/bin/python}
 out=$(mktemp -d)
 pids=$(pgrep -f "hyperat[^ ]* (tune|report|eval) " || true)
 resume() { [ -z "$pids" ] || kill -CONT $pids; }
