@@ -13,10 +13,8 @@ shift
 out=$(mktemp -d)
 skip=--skip-small
 [ "${VIT_S:-0}" = 1 ] && skip=
-pids=$(pgrep -f "hyperat[^ ]* (tune|report|eval) " || true)
-resume() { [ -z "$pids" ] || kill -CONT $pids; }
-trap resume EXIT
-[ -z "$pids" ] || kill -STOP $pids
+source "$(dirname "$0")/lib.sh"
+pause_background
 for r in $(seq "$rounds"); do
   i=0
   for bin in "$@"; do

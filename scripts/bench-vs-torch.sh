@@ -15,10 +15,8 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${2:-${CARGO_TARGET_DIR:-$here/target}/release/hyperat}
 py=${PYREF:-$HOME/pyref/bin/python}
 out=$(mktemp -d)
-pids=$(pgrep -f "hyperat[^ ]* (tune|report|eval) " || true)
-resume() { [ -z "$pids" ] || kill -CONT $pids; }
-trap resume EXIT
-[ -z "$pids" ] || kill -STOP $pids
+source "$here/scripts/lib.sh"
+pause_background
 for r in $(seq "$rounds"); do
   "$bin" bench --reps 5 --json "$out/ours-$r.json" > /dev/null
   OMP_NUM_THREADS=$(nproc) "$py" "$here/tools/bench_torch.py" --device cpu --reps 5 \

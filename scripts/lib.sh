@@ -1,5 +1,6 @@
-# Shared by the long-running scripts (sourced, not run). They keep at most JOBS (default
-# 2) background jobs, as each training or evaluation process uses about one core:
+# Shared by the long-running scripts and the benchmarks (sourced, not run). The former
+# keep at most JOBS (default 2) background jobs, as each training or evaluation process
+# uses about one core:
 #   spawn do_x ARGS…   …   wait_all || exit 1
 # Every job is waited for by its pid, exactly once, so a job that fails while another
 # is being waited for still counts (a `jobs -r` count alone loses such exit codes).
@@ -17,4 +18,13 @@ wait_all() {
   for p in "${pids[@]}"; do wait "$p" || ok=1; done
   pids=()
   return $ok
+}
+# pause_background: stops (SIGSTOP) the background `hyperat tune`, `report` and `eval`
+# runs (any binary named hyperat*) until this shell exits, when they are resumed, so
+# benchmarks time idle cores.
+pause_background() {
+  paused=$(pgrep -f "hyperat[^ ]* (tune|report|eval) " || true)
+  [ -z "$paused" ] && return
+  trap 'kill -CONT $paused' EXIT
+  kill -STOP $paused
 }

@@ -265,29 +265,24 @@ pub fn run<B: AutodiffBackend>(
 
 /// Times each of [`MATMUL_PRODUCTS`] alone.
 fn matmul_rates<B: Backend>(meter: &mut Meter<B>) -> Vec<MatmulRate> {
+    let device = meter.device;
     let mut rng = Rng::new(3);
     let mut tensor = |rows: usize, cols: usize| {
         let v = rng.uniform_vec(rows * cols, -1.0, 1.0);
-        Tensor::<B, 2>::from_data(TensorData::new(v, [rows, cols]), meter.device)
+        Tensor::<B, 2>::from_data(TensorData::new(v, [rows, cols]), device)
     };
-    let operands: Vec<_> = MATMUL_PRODUCTS
+    MATMUL_PRODUCTS
         .iter()
-        .map(|&(_, [m, k, n], lhs_transposed)| {
+        .map(|&(product, shape @ [m, k, n], lhs_transposed)| {
             let lhs = match lhs_transposed {
                 true => tensor(k, m).transpose(),
                 false => tensor(m, k),
             };
-            (lhs, tensor(k, n))
-        })
-        .collect();
-    MATMUL_PRODUCTS
-        .iter()
-        .zip(operands)
-        .map(|(&(product, shape, _), (lhs, rhs))| {
+            let rhs = tensor(k, n);
             let ms = meter.median_ms(&format!("ViT-S/16 matmul: {product}"), || {
                 let _ = lhs.clone().matmul(rhs.clone());
             });
-            let flop = 2.0 * shape.iter().product::<usize>() as f64;
+            let flop = 2.0 * (m * k * n) as f64;
             MatmulRate {
                 product: product.to_string(),
                 shape,
