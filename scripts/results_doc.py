@@ -103,8 +103,8 @@ def document(out, seconds):
         distinct(lines, out)
     shipping.shipped(lines, out, plan, ship_rows, main_rows)
     shipping.wise(lines, out)
-    seeds(lines, seed_rows)
-    ablations(lines, abl_rows)
+    seeds(lines, seed_rows, plan.EPOCHS / plan.ABL_EPOCHS)
+    ablations(lines, abl_rows, [n for n, _ in plan.ablation_rows()])
     p("The previous protocol's figures (every run 0.35 epoch on a backbone pretrained 3 "
       "epochs) are in this file's history up to commit 0367180; none of them is used here.")
     return lines
@@ -293,7 +293,7 @@ def distinct(lines, out, run="hyperat"):
       + ", ".join(f"{e['target']} of block {e['block']} {max(e['rel_norm']):.2f}" for e in top) + ".\n")
 
 
-def seeds(lines, rows):
+def seeds(lines, rows, longer):
     p = lines.append
     if not rows:
         return
@@ -301,46 +301,68 @@ def seeds(lines, rows):
     n = next(iter(rows.values()))["n"]
     p(f"A shorter common budget for every row (see the script), evaluated on all {n:,} test images; "
       "each seed's models are compared image by image with McNemar's exact test on their PGD-20 "
-      "robust flags (b: images only the first keeps, c: only the second).\n")
+      "robust flags (b: images only the first keeps, c: only the second). A cell still to run "
+      "says so.\n")
     p("| seed | HyperAT+ clean / PGD-20 | LoRA-AT clean / PGD-20 | one-method HyperAT clean / PGD-20 "
       "| HyperAT+ − LoRA-AT (b, c, p) | HyperAT+ − one-method (b, c, p) |")
     p("|---|---|---|---|---|---|")
     diffs = {"lora": [], "one": []}
     for s in sorted({int(k.rsplit(" ", 1)[1]) for k in rows}):
         h, l, o = (rows.get(f"{k} seed {s}") for k in ("HyperAT+", "LoRA-AT", "HyperAT one method"))
-        if not (h and l and o):
-            continue
-        cells = []
+        cells = [f"{pct(r['clean_acc'])} / {pct(r['pgd_acc'])}" if r else "to run" for r in (h, l, o)]
         for key, other in (("lora", l), ("one", o)):
+            if not (h and other):
+                cells.append("—")
+                continue
             b, c, pv = mcnemar(h["pgd_robust_flags"], other["pgd_robust_flags"])
             d = h["pgd_acc"] - other["pgd_acc"]
-            diffs[key].append(d)
+            diffs[key].append((d, pv))
             cells.append(f"{100 * d:+.2f} ({b}, {c}, p = {p_text(pv)})")
-        p(f"| {s} | {pct(h['clean_acc'])} / {pct(h['pgd_acc'])} | {pct(l['clean_acc'])} / {pct(l['pgd_acc'])} "
-          f"| {pct(o['clean_acc'])} / {pct(o['pgd_acc'])} | {cells[0]} | {cells[1]} |")
+        p(f"| {s} | " + " | ".join(cells) + " |")
     p("")
     for key, label in (("lora", "LoRA-AT"), ("one", "one-method HyperAT")):
-        d = diffs[key]
+        d = [x for x, _ in diffs[key]]
+        below = sum(1 for x, pv in diffs[key] if x < 0 and pv < 0.05)
+        above = sum(1 for x, pv in diffs[key] if x > 0 and pv < 0.05)
         if len(d) >= 2:
             p(f"HyperAT+ − {label} in PGD-20 robust accuracy: mean {100 * statistics.mean(d):+.2f} "
-              f"points, standard deviation {100 * statistics.stdev(d):.2f} over {len(d)} seeds.\n")
+              f"points, standard deviation {100 * statistics.stdev(d):.2f} over {len(d)} seeds "
+              f"(range {100 * min(d):+.2f} to {100 * max(d):+.2f}); HyperAT+ significantly below in "
+              f"{below} of {len(d)} seeds and above in {above} (paired, 5%).\n")
         elif d:
             p(f"HyperAT+ − {label}: one seed so far ({100 * d[0]:+.2f} points); no spread yet.\n")
+    p(f"What this does not show: the budget is short (the main table's runs are {longer:g}× "
+      "longer; its one-seed ordering is above), and three seeds give a spread, not a distribution.\n")
 
 
-def ablations(lines, rows):
+def ablations(lines, rows, order):
+    """Each variant beside the reference (`order[0]`, HyperAT+ of seed 0), paired on the same
+    images; the variants still to run are named."""
     p = lines.append
     if not rows:
         return
+    ref = rows.get(order[0])
     n = next(iter(rows.values()))["n"]
     p(f"## Ablations (one seed, first {n:,} test images)\n")
-    p("| variant | clean | PGD-20 | CW-20 | trainable params | train time |")
-    p("|---|---|---|---|---|---|")
+    p(f"Each variant changes one setting of the reference (the first row) and is paired with it "
+      "on the same images (exact McNemar on the PGD-20 robust flags; b = images only the variant "
+      "keeps, c = only the reference).\n")
+    p("| variant | clean | PGD-20 | CW-20 | trainable params | train time | PGD-20 vs reference (b, c, p) |")
+    p("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
+        if ref is None or r is ref:
+            vs = "—"
+        else:
+            b, c, pv = mcnemar(r["pgd_robust_flags"], ref["pgd_robust_flags"])
+            vs = f"{100 * (r['pgd_acc'] - ref['pgd_acc']):+.2f} ({b}, {c}, p = {p_text(pv)})"
+        params = f"{r['trainable_params']:,}" if r.get("trainable_params") else "—"
         p(f"| {name} | {pct(r['clean_acc'])} | {pct(r['pgd_acc'])} | {pct(r['cw_acc'])} "
-          f"| {r['trainable_params'] or '—'} | {human(r['train_seconds']) if r.get('train_seconds') else '—'} |")
-    p("\nOne seed each: differences of a point or two are within what a seed changes (see the "
-      "three-seed table).\n")
+          f"| {params} | {human(r['train_seconds']) if r.get('train_seconds') else '—'} | {vs} |")
+    todo = [name for name in order if name not in rows]
+    if todo:
+        p(f"\nStill to run (the script resumes them): {', '.join(todo)}.")
+    p("\nOne seed each: a difference the paired test does not separate is no difference here, "
+      "and one it does separate may still move with the seed (see the three-seed table).\n")
 
 
 if __name__ == "__main__":

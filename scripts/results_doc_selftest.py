@@ -70,6 +70,15 @@ def made_up_folder(out):
         write(f"{out}/holdout/{name}.json", {"n": 10, "clean_acc": right / 10, "robust_acc": right / 10,
                                               "mean_confidence": 0.5, "clean_pred": pred, "adv_pred": pred,
                                               "labels": labels})
+    # Seeds: HyperAT+ keeps images 0-5, LoRA-AT 4-9 (b = 4, c = 4) in seed 0 and 0-9 in seed 1
+    # (b = 0, c = 4); seed 1's one-method run is still to run.
+    write(f"{out}/rows/seeds/a.json", {"rows": [
+        row("HyperAT+ seed 0", "s0", 0.7, "1111110000"), row("LoRA-AT seed 0", "l0", 0.7, "0000111111"),
+        row("HyperAT one method seed 0", "o0", 0.7, "1111100000"),
+        row("HyperAT+ seed 1", "s1", 0.7, "1111110000"), row("LoRA-AT seed 1", "l1", 0.7, "1" * 10)]})
+    # Ablations: the reference keeps images 0-5, rank 4 images 0-9 (b = 4, c = 0).
+    write(f"{out}/rows/ablations/a.json", {"rows": [
+        row("HyperAT+ rank 4", "r4", 0.7, "1" * 10), row("HyperAT+ reference (seed 0)", "ref", 0.7, "1111110000")]})
     screen = {"abl-hyperat-s0": (0.76, 0.58), "abl-hyperat-patch": (0.78, 0.62),
               "screen-hyperat-eps0.08": (0.79, 0.58), "screen-hyperat-eps0.06": (0.813, 0.569)}
     for run, (c, r) in screen.items():
@@ -99,6 +108,22 @@ def run(document):
         "| Full-AT (PGD-AT) | 6 | 0 | 0.031 |",
         "Still to run (the script resumes them): Linear probe, Full-AT (PGD-AT)",
     ]
+    expect += [
+        "| 0 | 70.00 / 60.00 | 70.00 / 60.00 | 70.00 / 50.00 | +0.00 (4, 4, p = 1) | +10.00 (1, 0, p = 1) |",
+        "| 1 | 70.00 / 60.00 | 70.00 / 100.00 | to run | -40.00 (0, 4, p = 0.12) | — |",
+        "mean -20.00 points, standard deviation 28.28 over 2 seeds",
+        "runs are 5× longer;",
+        "| HyperAT+ reference (seed 0) | 70.00 | 60.00 | 50.00 | 1,000 | 1 min | — |",  # the reference first
+        "| HyperAT+ rank 4 | 70.00 | 100.00 | 50.00 | 1,000 | 1 min | +40.00 (4, 0, p = 0.12) |",
+        "method warm-up, HyperAT+ trainable patch embedding, HyperAT+ rank 16.",  # named, not filled in
+    ]
     missing = [e for e in expect if e not in doc]
     assert not missing, "results doc self-test: not in the document:\n" + "\n".join(missing) + "\n---\n" + doc
+    with tempfile.TemporaryDirectory() as out:  # a screen candidate still to run: no verdict yet
+        made_up_folder(out)
+        os.remove(f"{out}/screen/screen-hyperat-eps0.08.json")
+        doc = "\n".join(document(out, 5.0))
+    assert "The rule keeps" not in doc, doc
+    assert "Still to run: trained at eps 0.08; the rule is applied when every candidate has its " \
+        "hold-out evaluation (so far it would keep: trained at eps 0.06)." in doc, doc
     print("results_doc: self-test passed")

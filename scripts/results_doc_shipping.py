@@ -8,13 +8,22 @@ import os
 from results_doc_common import diagnostics, pct, mcnemar, p_text
 
 
+def screen_candidates(plan):
+    """(run, label) of the screen's reference, then each candidate."""
+    return ([(plan.SCREEN_REFERENCE, "reference (trained at eps 0.1)"),
+             (plan.SCREEN_PATCH, "trainable patch embedding")]
+            + [(name, f"trained at eps {eps}") for name, eps in plan.SCREEN])
+
+
+def screen_todo(out, plan):
+    """The labels of the screen's runs without a hold-out evaluation yet."""
+    return [label for run, label in screen_candidates(plan) if not os.path.exists(f"{out}/screen/{run}.json")]
+
+
 def screen_rows(out, plan):
     """(label, hold-out evaluation) of the screen's reference and candidates that exist."""
-    runs = [(plan.SCREEN_REFERENCE, "reference (trained at eps 0.1)"),
-            (plan.SCREEN_PATCH, "trainable patch embedding")]
-    runs += [(name, f"trained at eps {eps}") for name, eps in plan.SCREEN]
     found = []
-    for run, label in runs:
+    for run, label in screen_candidates(plan):
         path = f"{out}/screen/{run}.json"
         if os.path.exists(path):
             found.append((label, json.load(open(path))))
@@ -54,10 +63,15 @@ def shipped(lines, out, plan, ship_rows, main_rows):
             p(f"| {label} | {pct(r['clean_acc'])} | {pct(r['robust_acc'])} | {r['mean_confidence']:.3f} "
               f"| {dc:+.1f} / {dr:+.1f} | {'yes' if ok else 'no'} |")
         p("")
+        todo = screen_todo(out, plan)
         choice = max(kept)[1] if kept else None
-        p(f"The rule keeps: {choice or 'nothing (the reference stays)'}. One seed on "
-          f"{ref['n']} images (a standard error of about 1.5 points on each figure): the rule's "
-          "margins, not these differences, carry the choice.\n")
+        if todo:
+            p(f"Still to run: {', '.join(todo)}; the rule is applied when every candidate has "
+              "its hold-out evaluation" + (f" (so far it would keep: {choice})" if choice else "") + ".")
+        else:
+            p(f"The rule keeps: {choice or 'nothing (the reference stays)'}.")
+        p(f"One seed on {ref['n']} images (a standard error of about 1.5 points on each figure): "
+          "the rule's margins, not these differences, carry the choice.\n")
     for name, r in ship_rows.items():
         ship_row(lines, out, name, r, main_rows)
 

@@ -257,6 +257,7 @@ def row_jobs(group, name, spec, n, aa_n=0, key=None):
     that stops loses one shard's work, not the row's. `key` (default: the group) is
     what ONLY selects them by."""
     key = key or group
+    assert "," not in name and "=" not in name, f"{name!r}: `--models` splits on ',' and '='"
     out = f"{OUT}/rows/{group}/{slug(name)}.json"
     inputs = spec_inputs(spec)
     cmd = [BIN, "report", "--dataset", "fashion-mnist", "--limit", str(n), "--eps", "0.1",
@@ -298,7 +299,7 @@ def seed_rows():
 
 def ablation_rows():
     w = "abl-hyperat-warmup" if OTHER_WARMUP else "abl-hyperat-nowarmup"
-    return [("HyperAT+ (reference, seed 0)", f"{OUT}/abl-hyperat-s0#merged:uniform"),
+    return [("HyperAT+ reference (seed 0)", f"{OUT}/abl-hyperat-s0#merged:uniform"),
             ("HyperAT+ " + ("with" if OTHER_WARMUP else "without") + " method warm-up", f"{OUT}/{w}#merged:uniform"),
             ("HyperAT+ trainable patch embedding", f"{OUT}/abl-hyperat-patch#merged:uniform"),
             ("HyperAT+ rank 4", f"{OUT}/abl-hyperat-r4#merged:uniform"),
