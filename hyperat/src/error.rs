@@ -23,13 +23,14 @@ pub enum Error {
         "data-parallel step failed: {0} (a peer stopped; the run resumes from its last checkpoint)"
     )]
     PeerLost(String),
-    /// File-system failure, with the path involved.
-    #[error("{path}: {source}")]
+    /// File-system failure, with the path involved. The message carries the cause, so
+    /// it is not also chained as `source` (`{:#}` would print it twice).
+    #[error("{path}: {cause}")]
     Io {
         /// The file or folder.
         path: String,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -38,10 +39,26 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+    pub fn io(path: impl AsRef<std::path::Path>, cause: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().display().to_string(),
-            source,
+            cause,
+        }
+    }
+
+    /// The same error, its message led by `what` (e.g. which of several models failed).
+    pub fn within(self, what: &str) -> Self {
+        match self {
+            Error::Config(m) => Error::Config(format!("{what}: {m}")),
+            Error::Checkpoint(m) => Error::Checkpoint(format!("{what}: {m}")),
+            Error::Data(m) => Error::Data(format!("{what}: {m}")),
+            Error::Invalid(m) => Error::Invalid(format!("{what}: {m}")),
+            Error::PeerLost(m) => Error::PeerLost(format!("{what}: {m}")),
+            Error::Io { path, cause } => Error::Io {
+                path: format!("{what}: {path}"),
+                cause,
+            },
+            Error::Cancelled => Error::Cancelled,
         }
     }
 }

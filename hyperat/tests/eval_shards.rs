@@ -176,3 +176,44 @@ fn sharded_reports_merge_into_the_single_pass_report() {
     let err = merge_report(shards[..1].to_vec()).unwrap_err().to_string();
     assert!(err.contains("expected shards"), "{err}");
 }
+
+/// A report whose last model cannot load fails before any row is measured, naming the
+/// row, with the file-system cause said once (the mistake that cost a results run: a
+/// NAME with a comma, which `--models` splits).
+#[test]
+fn a_report_with_a_missing_model_fails_before_measuring_anything() {
+    let backbone = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../public/models/fmnist-vit-tiny/backbone"
+    );
+    let missing = std::env::temp_dir().join("hyperat-no-such-model");
+    let req = ReportRequest {
+        rows: vec![
+            ReportModel::parse(&format!("first={backbone}")),
+            ReportModel::parse(&format!("HyperAT+ (reference={}", missing.display())),
+        ],
+        limit: 4,
+        steps: 1,
+        ..Default::default()
+    };
+    let resolve = |r: &ReportModel| Ok((r.model.clone(), r.model.clone()));
+    let mut measured = 0;
+    let err = req
+        .run::<A>(&resolve, &Default::default(), &mut Silent, &mut |_| {
+            measured += 1
+        })
+        .unwrap_err();
+    assert_eq!(measured, 0, "a row was measured before the failure");
+    // The message with its chain of causes, as the CLI prints it (anyhow's `{:#}`).
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(&err);
+    while let Some(c) = cause {
+        text += &format!(": {c}");
+        cause = c.source();
+    }
+    assert!(
+        text.starts_with("model \"HyperAT+ (reference\": "),
+        "{text}"
+    );
+    assert_eq!(text.matches("No such file").count(), 1, "{text}");
+}

@@ -201,6 +201,11 @@ impl ReportRequest {
                 Ok((r.name.clone().unwrap_or(label), spec))
             })
             .collect::<Result<Vec<_>>>()?;
+        // Every row loads before any is measured: a mistyped last row fails in seconds,
+        // not after the first rows' hours of attacks.
+        for (name, spec) in &resolved {
+            load_spec::<B>(spec, &devices[0]).map_err(|e| e.within(&format!("model {name:?}")))?;
+        }
         let mut ds = None;
         for (name, spec) in &resolved {
             if progress.cancelled() {
