@@ -99,6 +99,8 @@ def document(out, seconds):
         paired(lines, main_rows)
         claims(lines, main_rows)
         autoattack_components(lines, main_rows)
+        sparse_merges(lines, out, main_rows)
+        holdout_vs_test(lines, out, plan, main_rows)
         convergence(lines, out)
         distinct(lines, out)
     shipping.shipped(lines, out, plan, ship_rows, main_rows)
@@ -232,6 +234,46 @@ def autoattack_components(lines, rows):
     for n, r in with_aa.items():
         p(f"| {n} | {pct(r['aa_pgd_acc'])} | " + " | ".join(pct(c["robust_acc"]) for c in r["aa_components"]) + " |")
     p("")
+
+
+def sparse_merges(lines, out, rows, run="hyperat"):
+    """Why TIES and DARE lose what they lose here: a reading from the run's diagnostics."""
+    a = rows.get(ANCHOR)
+    sparse = [(n, rows[n]) for n in ("HyperAT TIES", "HyperAT DARE") if n in rows]
+    diag = diagnostics(f"{out}/{run}")
+    if not (a and sparse and diag):
+        return
+    last = diag[-1]
+    rel = statistics.median(max(e["rel_norm"]) for e in last["entries"])
+    kept = ", ".join(f"{n.split()[-1]} keeps {100 * r['pgd_acc'] / a['pgd_acc']:.0f}%" for n, r in sparse)
+    lines.append(
+        f"**The sparsifying merges.** Of HyperAT+'s PGD-20 robust accuracy, {kept}. A likely "
+        "reading, not tested here: TIES and DARE remove interference between the deltas they "
+        f"merge, and these deltas have none to remove (their mean cosine is {last['delta_cosine']['mean']:.2f}); "
+        f"the deltas are rewrites of the weights rather than small corrections (median {rel:.2f}× "
+        "the frozen weight's norm), so dropping entries of them breaks them.\n")
+
+
+def holdout_vs_test(lines, out, plan, rows):
+    """How far the hold-out (where settings were chosen) is from the test set, and whether
+    it orders the rows the same way."""
+    both = []
+    for name, r in rows.items():
+        path = f"{out}/holdout/{plan.slug(name)}.json"
+        if os.path.exists(path) and r["pgd_acc"] > 0:
+            both.append((name, json.load(open(path)), r))
+    if len(both) < 2:
+        return
+    gaps = [100 * (h["clean_acc"] - r["clean_acc"]) for _, h, r in both]
+    swapped = [(a[0], b[0]) for i, a in enumerate(both) for b in both[i + 1:]
+               if (a[1]["robust_acc"] - b[1]["robust_acc"]) * (a[2]["pgd_acc"] - b[2]["pgd_acc"]) < 0]
+    lines.append(
+        f"**The hold-out against the test set.** For the {len(both)} robust rows the hold-out's clean "
+        f"accuracy differs from the test set's by {min(gaps):+.1f} to {max(gaps):+.1f} points (positive: "
+        "higher on the hold-out); of their "
+        f"{len(both) * (len(both) - 1) // 2} pairs, {len(swapped)} ordered the other way under PGD-20"
+        + (": " + "; ".join(f"{a} / {b}" for a, b in swapped) if swapped else "")
+        + " (the hold-out has 1000 images, so pairs within a point or two may swap by chance).\n")
 
 
 def convergence(lines, out):

@@ -96,6 +96,13 @@ def ship_row(lines, out, name, r, main_rows):
       "images only the shipped run keeps, c = only the other): "
       + "; ".join("vs {}: {} / {}, p = {}".format(n, *fmt(mcnemar(r["pgd_robust_flags"], x["pgd_robust_flags"])))
                   for n, x in others) + ".")
+    if r.get("aa_components"):
+        p("AutoAttack's components (cumulative): " + ", ".join(
+            f"{c['name']} {pct(c['robust_acc'])}" for c in r["aa_components"]) + ".")
+    size = folder_mib(SHIPPED)
+    if size:
+        p(f"The shipped folder (`{os.path.relpath(SHIPPED, REPO)}`: the backbone, the run and its "
+          f"merge as a timm export) is {size:.1f} MiB.")
     run = r["spec"].split("#")[0]
     diag = diagnostics(run)
     if diag:
@@ -104,6 +111,17 @@ def ship_row(lines, out, name, r, main_rows):
     p("What this does not show: one seed each, and the clean / robust trade is measured for this "
       "one pair of runs only. HyperAT is shipped because the product demonstrates HyperAT (each "
       "method's LoRA and their merges), not because it is the best defense in the table.\n")
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED = f"{REPO}/public/models/fmnist-vit-tiny"
+
+
+def folder_mib(path):
+    """The size of the files under `path` in MiB (None when it is missing)."""
+    if not os.path.isdir(path):
+        return None
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs) / 2 ** 20
 
 
 def fmt(test):
@@ -135,6 +153,12 @@ def wise(lines, out):
     dominated = [t for t, j in found[:-1] if j["clean_acc"] <= end["clean_acc"] + 0.01
                  and j["robust_acc"] <= end["robust_acc"]]
     better = [t for t, j in found[:-1] if t not in dominated and j["robust_acc"] > 0.5 * end["robust_acc"]]
+    level = next(((t, j) for t, j in found if j["clean_acc"] <= end["clean_acc"] + 0.01), None)
+    if level and level[0] < found[-1][0]:
+        t, j = level
+        p(f"Clean accuracy is down to HyperAT+'s own level (within a point) by t = {t:g}, where "
+          f"PGD-20 robust accuracy is {100 * j['robust_acc']:.1f}% against HyperAT+'s "
+          f"{100 * end['robust_acc']:.1f}%: the clean accuracy goes before the robustness comes.")
     p(f"Dominated by HyperAT+ itself (at most a point more accurate, no more robust): t = "
       f"{', '.join(f'{t:g}' for t in dominated) or 'none'}. More accurate while keeping at least half "
       f"of its robustness: t = {', '.join(f'{t:g}' for t in better) or 'none'}. Nothing here is shipped "
