@@ -21,7 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import results_doc_holdout  # noqa: E402
 import results_doc_shipping as shipping  # noqa: E402
-from results_doc_common import diagnostics, pct, human, mcnemar, p_text, records  # noqa: E402
+from results_doc_common import diagnostics, pct, human, mcnemar, p_text, records, safetensors_metadata  # noqa: E402
 
 
 def load_plan(out):
@@ -98,10 +98,11 @@ def document(out, seconds):
     if main_rows:
         paired(lines, main_rows)
         claims(lines, main_rows)
+        adaptive_weights(lines, out)
         autoattack_components(lines, main_rows)
         sparse_merges(lines, out, main_rows)
         holdout_vs_test(lines, out, plan, main_rows)
-        convergence(lines, out)
+        convergence(lines, out, plan.SHIP_RUN)
         distinct(lines, out)
     shipping.shipped(lines, out, plan, ship_rows, main_rows)
     shipping.wise(lines, out)
@@ -219,6 +220,23 @@ def claims(lines, rows):
     p("")
 
 
+def adaptive_weights(lines, out, run="hyperat"):
+    """What the adaptive merge learned, and what its own check on the hold-out saw."""
+    meta = safetensors_metadata(f"{out}/{run}/merges/adaptive.safetensors")
+    if "lambdas" not in meta:
+        return
+    lambdas = json.loads(meta["lambdas"])
+    weights = ", ".join(f"{m} {w:.2f}" for m, w in zip(meta["methods"].split(","), lambdas[0]))
+    text = f"The adaptive merge learned the weights {weights}" + (" (per layer: the first layer's)" if len(lambdas) > 1 else "")
+    if "check" in meta:
+        c = json.loads(meta["check"])
+        text += (f" on the hold-out; on {c['images']} images of that split (learned from, so not an "
+                 "independent check) under its own training attack it lowered the "
+                 f"adversarial loss from {c['uniform_loss']:.3f} (uniform) to {c['learned_loss']:.3f} and "
+                 f"moved robust accuracy from {pct(c['uniform_accuracy'])}% to {pct(c['learned_accuracy'])}%")
+    lines.append(text + ".\n")
+
+
 def autoattack_components(lines, rows):
     with_aa = {n: r for n, r in rows.items() if r.get("aa_components")}
     if not with_aa:
@@ -276,15 +294,16 @@ def holdout_vs_test(lines, out, plan, rows):
         + " (the hold-out has 1000 images, so pairs within a point or two may swap by chance).\n")
 
 
-def convergence(lines, out):
+def convergence(lines, out, ship_run):
     """The hold-out curves of the main runs: how much the last epoch still moved them."""
     p = lines.append
     p("### Did the runs converge?\n")
-    p("Hold-out robust accuracy (PGD-10 of eps/4, first 512 hold-out images) as each main run "
-      "trained, evaluated about every half epoch:\n")
+    p("Hold-out robust accuracy (PGD-10 of step eps/4 at the run's training eps, first 512 "
+      f"hold-out images) as each main run and the shipped run (`{ship_run}`) trained, evaluated "
+      "about every half epoch:\n")
     p("| run | model | first evaluation | one epoch before the end | end | change over the last epoch |")
     p("|---|---|---|---|---|---|")
-    for run in ["full-at", "lora-at", "full-lora-at", "hyperat"]:
+    for run in ["full-at", "lora-at", "full-lora-at", "hyperat", ship_run]:
         recs = [r for r in records(f"{out}/{run}") if r.get("kind") == "holdout"]
         if not recs:
             continue

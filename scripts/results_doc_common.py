@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import struct
 
 
 def pct(v):
@@ -43,3 +44,12 @@ def records(run):
 def diagnostics(run):
     """A HyperAT run's delta diagnostics, one per checkpoint (see `hyperat report --deltas`)."""
     return [r for r in records(run) if r.get("kind") == "diagnostics"]
+
+
+def safetensors_metadata(path):
+    """The `__metadata__` of a safetensors file's header (none when the file is missing)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n)).get("__metadata__", {})
