@@ -20,6 +20,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import results_doc_holdout  # noqa: E402
+import results_doc_seeds  # noqa: E402
 import results_doc_shipping as shipping  # noqa: E402
 from results_doc_common import diagnostics, pct, human, mcnemar, p_text, records, safetensors_metadata  # noqa: E402
 
@@ -106,8 +107,8 @@ def document(out, seconds):
         distinct(lines, out)
     shipping.shipped(lines, out, plan, ship_rows, main_rows)
     shipping.wise(lines, out)
-    seeds(lines, seed_rows, plan.EPOCHS / plan.ABL_EPOCHS)
-    ablations(lines, abl_rows, [n for n, _ in plan.ablation_rows()])
+    results_doc_seeds.seeds(lines, seed_rows, plan.EPOCHS / plan.ABL_EPOCHS)
+    results_doc_seeds.ablations(lines, abl_rows, [n for n, _ in plan.ablation_rows()])
     p("The previous protocol's figures (every run 0.35 epoch on a backbone pretrained 3 "
       "epochs) are in this file's history up to commit 0367180; none of them is used here.")
     return lines
@@ -227,7 +228,9 @@ def adaptive_weights(lines, out, run="hyperat"):
         return
     lambdas = json.loads(meta["lambdas"])
     weights = ", ".join(f"{m} {w:.2f}" for m, w in zip(meta["methods"].split(","), lambdas[0]))
-    text = f"The adaptive merge learned the weights {weights}" + (" (per layer: the first layer's)" if len(lambdas) > 1 else "")
+    text = f"The adaptive merge learned the weights {weights}"
+    if len(lambdas) > 1:
+        text += " (per layer: the first layer's)"
     if "check" in meta:
         c = json.loads(meta["check"])
         text += (f" on the hold-out; on {c['images']} images of that split (learned from, so not an "
@@ -291,7 +294,8 @@ def holdout_vs_test(lines, out, plan, rows):
         "higher on the hold-out); of their "
         f"{len(both) * (len(both) - 1) // 2} pairs, {len(swapped)} ordered the other way under PGD-20"
         + (": " + "; ".join(f"{a} / {b}" for a, b in swapped) if swapped else "")
-        + " (the hold-out has 1000 images, so pairs within a point or two may swap by chance).\n")
+        + f" (the hold-out has {both[0][1]['n']:,} images, so pairs within a point or two may swap "
+        "by chance).\n")
 
 
 def convergence(lines, out, ship_run):
@@ -352,78 +356,6 @@ def distinct(lines, out, run="hyperat"):
       f"The deltas are not small: relative to its frozen weight, median {statistics.median(rel):.2f} "
       "over the 16 weights, largest "
       + ", ".join(f"{e['target']} of block {e['block']} {max(e['rel_norm']):.2f}" for e in top) + ".\n")
-
-
-def seeds(lines, rows, longer):
-    p = lines.append
-    if not rows:
-        return
-    p("## HyperAT+ against LoRA-AT and one-method HyperAT, three seeds\n")
-    n = next(iter(rows.values()))["n"]
-    p(f"A shorter common budget for every row (see the script), evaluated on all {n:,} test images; "
-      "each seed's models are compared image by image with McNemar's exact test on their PGD-20 "
-      "robust flags (b: images only the first keeps, c: only the second). A cell still to run "
-      "says so.\n")
-    p("| seed | HyperAT+ clean / PGD-20 | LoRA-AT clean / PGD-20 | one-method HyperAT clean / PGD-20 "
-      "| HyperAT+ − LoRA-AT (b, c, p) | HyperAT+ − one-method (b, c, p) |")
-    p("|---|---|---|---|---|---|")
-    diffs = {"lora": [], "one": []}
-    for s in sorted({int(k.rsplit(" ", 1)[1]) for k in rows}):
-        h, l, o = (rows.get(f"{k} seed {s}") for k in ("HyperAT+", "LoRA-AT", "HyperAT one method"))
-        cells = [f"{pct(r['clean_acc'])} / {pct(r['pgd_acc'])}" if r else "to run" for r in (h, l, o)]
-        for key, other in (("lora", l), ("one", o)):
-            if not (h and other):
-                cells.append("—")
-                continue
-            b, c, pv = mcnemar(h["pgd_robust_flags"], other["pgd_robust_flags"])
-            d = h["pgd_acc"] - other["pgd_acc"]
-            diffs[key].append((d, pv))
-            cells.append(f"{100 * d:+.2f} ({b}, {c}, p = {p_text(pv)})")
-        p(f"| {s} | " + " | ".join(cells) + " |")
-    p("")
-    for key, label in (("lora", "LoRA-AT"), ("one", "one-method HyperAT")):
-        d = [x for x, _ in diffs[key]]
-        below = sum(1 for x, pv in diffs[key] if x < 0 and pv < 0.05)
-        above = sum(1 for x, pv in diffs[key] if x > 0 and pv < 0.05)
-        if len(d) >= 2:
-            p(f"HyperAT+ − {label} in PGD-20 robust accuracy: mean {100 * statistics.mean(d):+.2f} "
-              f"points, standard deviation {100 * statistics.stdev(d):.2f} over {len(d)} seeds "
-              f"(range {100 * min(d):+.2f} to {100 * max(d):+.2f}); HyperAT+ significantly below in "
-              f"{below} of {len(d)} seeds and above in {above} (paired, 5%).\n")
-        elif d:
-            p(f"HyperAT+ − {label}: one seed so far ({100 * d[0]:+.2f} points); no spread yet.\n")
-    p(f"What this does not show: the budget is short (the main table's runs are {longer:g}× "
-      "longer; its one-seed ordering is above), and three seeds give a spread, not a distribution.\n")
-
-
-def ablations(lines, rows, order):
-    """Each variant beside the reference (`order[0]`, HyperAT+ of seed 0), paired on the same
-    images; the variants still to run are named."""
-    p = lines.append
-    if not rows:
-        return
-    ref = rows.get(order[0])
-    n = next(iter(rows.values()))["n"]
-    p(f"## Ablations (one seed, first {n:,} test images)\n")
-    p(f"Each variant changes one setting of the reference (the first row) and is paired with it "
-      "on the same images (exact McNemar on the PGD-20 robust flags; b = images only the variant "
-      "keeps, c = only the reference).\n")
-    p("| variant | clean | PGD-20 | CW-20 | trainable params | train time | PGD-20 vs reference (b, c, p) |")
-    p("|---|---|---|---|---|---|---|")
-    for name, r in rows.items():
-        if ref is None or r is ref:
-            vs = "—"
-        else:
-            b, c, pv = mcnemar(r["pgd_robust_flags"], ref["pgd_robust_flags"])
-            vs = f"{100 * (r['pgd_acc'] - ref['pgd_acc']):+.2f} ({b}, {c}, p = {p_text(pv)})"
-        params = f"{r['trainable_params']:,}" if r.get("trainable_params") else "—"
-        p(f"| {name} | {pct(r['clean_acc'])} | {pct(r['pgd_acc'])} | {pct(r['cw_acc'])} "
-          f"| {params} | {human(r['train_seconds']) if r.get('train_seconds') else '—'} | {vs} |")
-    todo = [name for name in order if name not in rows]
-    if todo:
-        p(f"\nStill to run (the script resumes them): {', '.join(todo)}.")
-    p("\nOne seed each: a difference the paired test does not separate is no difference here, "
-      "and one it does separate may still move with the seed (see the three-seed table).\n")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ what depends on it. The plan prints what is left with an estimate of its time be
 it starts, and the time left after every job.
 """
 import fcntl
-import json
 import os
 import re
 import subprocess
