@@ -57,13 +57,14 @@ def ablations(lines, rows, order):
     ref = rows.get(order[0])
     n = next(iter(rows.values()))["n"]
     p(f"## Ablations (one seed, first {n:,} test images)\n")
-    p("Each variant changes one setting of the reference (the first row) and is paired with it "
-      "on the same images (exact McNemar on the PGD-20 robust flags; b = images only the variant "
-      "keeps, c = only the reference).\n")
+    p("Each HyperAT+ variant changes one setting of the reference (the first row) and is paired "
+      "with it on the same images (exact McNemar on the PGD-20 robust flags; b = images only the "
+      "variant keeps, c = only the reference); the LoRA-AT rows are paired with HyperAT+ at "
+      "their own rank, below.\n")
     p("| variant | clean | PGD-20 | CW-20 | trainable params | train time | PGD-20 vs reference (b, c, p) |")
     p("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
-        if ref is None or r is ref:
+        if ref is None or r is ref or name.startswith("LoRA-AT"):
             vs = "—"
         else:
             b, c, pv = mcnemar(r["pgd_robust_flags"], ref["pgd_robust_flags"])
@@ -71,8 +72,32 @@ def ablations(lines, rows, order):
         params = f"{r['trainable_params']:,}" if r.get("trainable_params") else "—"
         p(f"| {name} | {pct(r['clean_acc'])} | {pct(r['pgd_acc'])} | {pct(r['cw_acc'])} "
           f"| {params} | {human(r['train_seconds']) if r.get('train_seconds') else '—'} | {vs} |")
+    equal_rank(lines, rows, order[0])
     todo = [name for name in order if name not in rows]
     if todo:
         p(f"\nStill to run (the script resumes them): {', '.join(todo)}.")
     p("\nOne seed each: a difference the paired test does not separate is no difference here, "
       "and one it does separate may still move with the seed (see the three-seed table).\n")
+
+
+# (rank, HyperAT+ row, LoRA-AT row) of the equal-rank comparison; rank 8 is the reference's.
+EQUAL_RANK = [(8, None, "LoRA-AT rank 8 (seed 0)"), (16, "HyperAT+ rank 16", "LoRA-AT rank 16")]
+
+
+def equal_rank(lines, rows, reference):
+    """HyperAT+ against LoRA-AT at the same LoRA rank (does the rank close the gap?)."""
+    found = []
+    for rank, hyper, lora in EQUAL_RANK:
+        h, l = rows.get(hyper or reference), rows.get(lora)
+        if h and l:
+            b, c, pv = mcnemar(h["pgd_robust_flags"], l["pgd_robust_flags"])
+            found.append((rank, h, l, f"rank {rank}: {100 * (h['pgd_acc'] - l['pgd_acc']):+.2f} "
+                                       f"(b = {b}, c = {c}, p = {p_text(pv)})"))
+    if not found:
+        return
+    lines.append("\n**At equal rank**, HyperAT+ − LoRA-AT in PGD-20 robust accuracy (paired; b = images "
+                 "only HyperAT+ keeps): " + "; ".join(t for *_, t in found) + ".")
+    if len(found) == 2:
+        (r0, h0, l0, _), (r1, h1, l1, _) = found
+        lines.append(f"From rank {r0} to {r1}, HyperAT+ gains {100 * (h1['pgd_acc'] - h0['pgd_acc']):+.2f} "
+                     f"points and LoRA-AT {100 * (l1['pgd_acc'] - l0['pgd_acc']):+.2f}.")

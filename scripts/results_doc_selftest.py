@@ -81,7 +81,9 @@ def made_up_folder(out):
         row("HyperAT+ seed 1", "s1", 0.7, "1111110000"), row("LoRA-AT seed 1", "l1", 0.7, "1" * 10)]})
     # Ablations: the reference keeps images 0-5, rank 4 images 0-9 (b = 4, c = 0).
     write(f"{out}/rows/ablations/a.json", {"rows": [
-        row("HyperAT+ rank 4", "r4", 0.7, "1" * 10), row("HyperAT+ reference (seed 0)", "ref", 0.7, "1111110000")]})
+        row("HyperAT+ rank 4", "r4", 0.7, "1" * 10), row("HyperAT+ reference (seed 0)", "ref", 0.7, "1111110000"),
+        row("HyperAT+ rank 16", "r16", 0.7, "1111111100"), row("LoRA-AT rank 8 (seed 0)", "l8", 0.7, "0111111000"),
+        row("LoRA-AT rank 16", "l16", 0.7, "1111111110")]})
     meta = {"lambdas": "[[0.5,0.25,0.25]]", "methods": "pgd-at,trades,mart",
             "check": json.dumps({"images": 64, "uniform_loss": 1.0, "uniform_accuracy": 0.5,
                                  "learned_loss": 0.9, "learned_accuracy": 0.515625})}
@@ -136,7 +138,12 @@ def run(document):
         "runs are 5× longer;",
         "| HyperAT+ reference (seed 0) | 70.00 | 60.00 | 50.00 | 1,000 | 1 min | — |",  # the reference first
         "| HyperAT+ rank 4 | 70.00 | 100.00 | 50.00 | 1,000 | 1 min | +40.00 (4, 0, p = 0.12) |",
-        "method warm-up, HyperAT+ trainable patch embedding, HyperAT+ rank 16.",  # named, not filled in
+        "method warm-up, HyperAT+ trainable patch embedding.",  # named, not filled in
+        "| LoRA-AT rank 16 | 70.00 | 90.00 | 50.00 | 1,000 | 1 min | — |",  # paired below instead
+        # rank 8: 1111110000 vs 0111111000 → b = 1, c = 1; rank 16: 1111111100 vs 1111111110 → b = 0, c = 1
+        "**At equal rank**, HyperAT+ − LoRA-AT in PGD-20 robust accuracy (paired; b = images only "
+        "HyperAT+ keeps): rank 8: +0.00 (b = 1, c = 1, p = 1); rank 16: -10.00 (b = 0, c = 1, p = 1).",
+        "From rank 8 to 16, HyperAT+ gains +20.00 points and LoRA-AT +30.00.",
     ]
     missing = [e for e in expect if e not in doc]
     assert not missing, "results doc self-test: not in the document:\n" + "\n".join(missing) + "\n---\n" + doc

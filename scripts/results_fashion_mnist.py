@@ -143,7 +143,9 @@ ABLATIONS = (
         hyperat_flags(OTHER_WARMUP)),
        ("abl-hyperat-patch", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--train-patch-embed"]),
        ("abl-hyperat-r4", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "4", "--lora-alpha", "8"]),
-       ("abl-hyperat-r16", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "16", "--lora-alpha", "32"])])
+       ("abl-hyperat-r16", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "16", "--lora-alpha", "32"]),
+       # Does rank 16 close HyperAT+'s gap to LoRA-AT, or does LoRA-AT gain as much? (seed 0)
+       ("abl-lora-at-r16", "lora-at", "pgd-at", 0, ["--rank", "16", "--lora-alpha", "32"])])
 
 
 # The shipping screen (docs/results-fashion-mnist.md, "The shipping screen"): HyperAT at the
@@ -302,7 +304,9 @@ def ablation_rows():
             ("HyperAT+ " + ("with" if OTHER_WARMUP else "without") + " method warm-up", f"{OUT}/{w}#merged:uniform"),
             ("HyperAT+ trainable patch embedding", f"{OUT}/abl-hyperat-patch#merged:uniform"),
             ("HyperAT+ rank 4", f"{OUT}/abl-hyperat-r4#merged:uniform"),
-            ("HyperAT+ rank 16", f"{OUT}/abl-hyperat-r16#merged:uniform")]
+            ("HyperAT+ rank 16", f"{OUT}/abl-hyperat-r16#merged:uniform"),
+            ("LoRA-AT rank 8 (seed 0)", f"{OUT}/abl-lora-at-s0#tuned"),
+            ("LoRA-AT rank 16", f"{OUT}/abl-lora-at-r16#tuned")]
 
 
 def plan(only=None):
