@@ -25,6 +25,14 @@ def mcnemar(a, b):
     return n10, n01, min(1.0, 2 * tail)
 
 
+def paired_cell(a, b):
+    """Row `a` against row `b` on their PGD-20 robust flags: (difference, p, the table cell
+    `+d.dd (b, c, p = …)` with b = images only `a` keeps, c = only `b`)."""
+    n10, n01, pv = mcnemar(a["pgd_robust_flags"], b["pgd_robust_flags"])
+    d = a["pgd_acc"] - b["pgd_acc"]
+    return d, pv, f"{100 * d:+.2f} ({n10}, {n01}, p = {p_text(pv)})"
+
+
 def p_text(p):
     """A p-value as people write it: 0.15, 0.0012, 6e-10, < 1e-300."""
     if p == 0:

@@ -3,7 +3,7 @@ LoRA-AT and one-method HyperAT over three seeds, and the one-seed ablations, eac
 image by image (McNemar's exact test on the PGD-20 robust flags)."""
 import statistics
 
-from results_doc_common import human, mcnemar, p_text, pct
+from results_doc_common import human, mcnemar, p_text, paired_cell, pct
 
 
 def seeds(lines, rows, longer):
@@ -27,10 +27,9 @@ def seeds(lines, rows, longer):
             if not (h and other):
                 cells.append("—")
                 continue
-            b, c, pv = mcnemar(h["pgd_robust_flags"], other["pgd_robust_flags"])
-            d = h["pgd_acc"] - other["pgd_acc"]
+            d, pv, cell = paired_cell(h, other)
             diffs[key].append((d, pv))
-            cells.append(f"{100 * d:+.2f} ({b}, {c}, p = {p_text(pv)})")
+            cells.append(cell)
         p(f"| {s} | " + " | ".join(cells) + " |")
     p("")
     for key, label in (("lora", "LoRA-AT"), ("one", "one-method HyperAT")):
@@ -64,11 +63,10 @@ def ablations(lines, rows, order):
     p("| variant | clean | PGD-20 | CW-20 | trainable params | train time | PGD-20 vs reference (b, c, p) |")
     p("|---|---|---|---|---|---|---|")
     for name, r in rows.items():
-        if ref is None or r is ref or name.startswith("LoRA-AT"):
+        if ref is None or r is ref or name in EQUAL_RANK_LORA:
             vs = "—"
         else:
-            b, c, pv = mcnemar(r["pgd_robust_flags"], ref["pgd_robust_flags"])
-            vs = f"{100 * (r['pgd_acc'] - ref['pgd_acc']):+.2f} ({b}, {c}, p = {p_text(pv)})"
+            vs = paired_cell(r, ref)[2]
         params = f"{r['trainable_params']:,}" if r.get("trainable_params") else "—"
         p(f"| {name} | {pct(r['clean_acc'])} | {pct(r['pgd_acc'])} | {pct(r['cw_acc'])} "
           f"| {params} | {human(r['train_seconds']) if r.get('train_seconds') else '—'} | {vs} |")
@@ -82,6 +80,8 @@ def ablations(lines, rows, order):
 
 # (rank, HyperAT+ row, LoRA-AT row) of the equal-rank comparison; rank 8 is the reference's.
 EQUAL_RANK = [(8, None, "LoRA-AT rank 8 (seed 0)"), (16, "HyperAT+ rank 16", "LoRA-AT rank 16")]
+# Those LoRA-AT rows: paired at their own rank, not with the reference.
+EQUAL_RANK_LORA = {lora for _, _, lora in EQUAL_RANK}
 
 
 def equal_rank(lines, rows, reference):

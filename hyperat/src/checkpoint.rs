@@ -352,11 +352,7 @@ mod fs {
                 Error::Config(format!("{}/config.json is not UTF-8", dir.display()))
             })?;
             let st = read(dir.join("model.safetensors"))?;
-            Self::from_bytes(&cfg, &st).map_err(|e| match e {
-                Error::Checkpoint(m) => Error::Checkpoint(format!("{}: {m}", dir.display())),
-                Error::Config(m) => Error::Config(format!("{}: {m}", dir.display())),
-                other => other,
-            })
+            Self::from_bytes(&cfg, &st).map_err(|e| e.within(&dir.display().to_string()))
         }
 
         /// Writes a hub folder atomically file by file (`model.safetensors`, then `config.json`).
