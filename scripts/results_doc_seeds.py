@@ -6,43 +6,64 @@ import statistics
 from results_doc_common import human, mcnemar, p_text, paired_cell, pct
 
 
+# The three-seed comparisons: (key, first row's prefix, second row's prefix, how the text
+# names the difference). The rank-16 pair asks whether HyperAT+'s gap to LoRA-AT is the rank's.
+COMPARISONS = [("lora", "HyperAT+", "LoRA-AT", "HyperAT+ − LoRA-AT"),
+               ("one", "HyperAT+", "HyperAT one method", "HyperAT+ − one-method HyperAT"),
+               ("r16", "HyperAT+ rank 16", "LoRA-AT rank 16", "HyperAT+ − LoRA-AT, both at rank 16,")]
+
+
 def seeds(lines, rows, longer):
     p = lines.append
     if not rows:
         return
     p("## HyperAT+ against LoRA-AT and one-method HyperAT, three seeds\n")
     n = next(iter(rows.values()))["n"]
+    rank16 = any(k.startswith(("HyperAT+ rank 16", "LoRA-AT rank 16")) for k in rows)
     p(f"A shorter common budget for every row (see the script), evaluated on all {n:,} test images; "
       "each seed's models are compared image by image with McNemar's exact test on their PGD-20 "
       "robust flags (b: images only the first keeps, c: only the second). A cell still to run "
-      "says so.\n")
-    p("| seed | HyperAT+ clean / PGD-20 | LoRA-AT clean / PGD-20 | one-method HyperAT clean / PGD-20 "
-      "| HyperAT+ − LoRA-AT (b, c, p) | HyperAT+ − one-method (b, c, p) |")
-    p("|---|---|---|---|---|---|")
-    diffs = {"lora": [], "one": []}
-    for s in sorted({int(k.rsplit(" ", 1)[1]) for k in rows}):
-        h, l, o = (rows.get(f"{k} seed {s}") for k in ("HyperAT+", "LoRA-AT", "HyperAT one method"))
-        cells = [f"{pct(r['clean_acc'])} / {pct(r['pgd_acc'])}" if r else "to run" for r in (h, l, o)]
-        for key, other in (("lora", l), ("one", o)):
-            if not (h and other):
-                cells.append("—")
-                continue
-            d, pv, cell = paired_cell(h, other)
-            diffs[key].append((d, pv))
-            cells.append(cell)
-        p(f"| {s} | " + " | ".join(cells) + " |")
-    p("")
-    for key, label in (("lora", "LoRA-AT"), ("one", "one-method HyperAT")):
+      "says so." + (" The first table is at the main runs' rank 8; the second asks whether the gap "
+                    "to LoRA-AT is the rank's, with both at rank 16 (alpha 32)." if rank16 else "") + "\n")
+    found = sorted({int(k.rsplit(" ", 1)[1]) for k in rows})
+    get = lambda prefix, s: rows.get(f"{prefix} seed {s}")  # noqa: E731
+    diffs = {key: [] for key, *_ in COMPARISONS}
+
+    def table(header, shown, compared):
+        p(header)
+        p("|" + "---|" * header.count(" | ") + "---|")
+        for s in found:
+            cells = [f"{pct(r['clean_acc'])} / {pct(r['pgd_acc'])}" if r else "to run"
+                     for r in (get(prefix, s) for prefix in shown)]
+            for key, first, second, _ in compared:
+                a, b = get(first, s), get(second, s)
+                if not (a and b):
+                    cells.append("—")
+                    continue
+                d, pv, cell = paired_cell(a, b)
+                diffs[key].append((d, pv))
+                cells.append(cell)
+            p(f"| {s} | " + " | ".join(cells) + " |")
+        p("")
+
+    table("| seed | HyperAT+ clean / PGD-20 | LoRA-AT clean / PGD-20 | one-method HyperAT clean / PGD-20 "
+          "| HyperAT+ − LoRA-AT (b, c, p) | HyperAT+ − one-method (b, c, p) |",
+          ("HyperAT+", "LoRA-AT", "HyperAT one method"), COMPARISONS[:2])
+    if rank16:
+        table("| seed | HyperAT+ rank 16 clean / PGD-20 | LoRA-AT rank 16 clean / PGD-20 "
+              "| HyperAT+ − LoRA-AT at rank 16 (b, c, p) |",
+              ("HyperAT+ rank 16", "LoRA-AT rank 16"), COMPARISONS[2:])
+    for key, _, _, label in COMPARISONS:
         d = [x for x, _ in diffs[key]]
         below = sum(1 for x, pv in diffs[key] if x < 0 and pv < 0.05)
         above = sum(1 for x, pv in diffs[key] if x > 0 and pv < 0.05)
         if len(d) >= 2:
-            p(f"HyperAT+ − {label} in PGD-20 robust accuracy: mean {100 * statistics.mean(d):+.2f} "
+            p(f"{label} in PGD-20 robust accuracy: mean {100 * statistics.mean(d):+.2f} "
               f"points, standard deviation {100 * statistics.stdev(d):.2f} over {len(d)} seeds "
               f"(range {100 * min(d):+.2f} to {100 * max(d):+.2f}); HyperAT+ significantly below in "
               f"{below} of {len(d)} seeds and above in {above} (paired, 5%).\n")
         elif d:
-            p(f"HyperAT+ − {label}: one seed so far ({100 * d[0]:+.2f} points); no spread yet.\n")
+            p(f"{label} one seed so far ({100 * d[0]:+.2f} points); no spread yet.\n")
     p(f"What this does not show: the budget is short (the main table's runs are {longer:g}× "
       "longer; its one-seed ordering is above), and three seeds give a spread, not a distribution.\n")
 

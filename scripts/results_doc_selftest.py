@@ -78,7 +78,10 @@ def made_up_folder(out):
     write(f"{out}/rows/seeds/a.json", {"rows": [
         row("HyperAT+ seed 0", "s0", 0.7, "1111110000"), row("LoRA-AT seed 0", "l0", 0.7, "0000111111"),
         row("HyperAT one method seed 0", "o0", 0.7, "1111100000"),
-        row("HyperAT+ seed 1", "s1", 0.7, "1111110000"), row("LoRA-AT seed 1", "l1", 0.7, "1" * 10)]})
+        row("HyperAT+ seed 1", "s1", 0.7, "1111110000"), row("LoRA-AT seed 1", "l1", 0.7, "1" * 10),
+        # At rank 16 seed 0 only LoRA-AT keeps image 9 (b = 0, c = 1); seed 1 has HyperAT+ alone.
+        row("HyperAT+ rank 16 seed 0", "h16s0", 0.7, "1111111110"), row("LoRA-AT rank 16 seed 0", "l16s0", 0.7, "1" * 10),
+        row("HyperAT+ rank 16 seed 1", "h16s1", 0.7, "1" * 10)]})
     # Ablations: the reference keeps images 0-5, rank 4 images 0-9 (b = 4, c = 0).
     write(f"{out}/rows/ablations/a.json", {"rows": [
         row("HyperAT+ rank 4", "r4", 0.7, "1" * 10), row("HyperAT+ reference (seed 0)", "ref", 0.7, "1111110000"),
@@ -134,7 +137,10 @@ def run(document):
         "Of the main table's rows (trained at eps 0.1), the targets are met by: none.",
         "| 0 | 70.00 / 60.00 | 70.00 / 60.00 | 70.00 / 50.00 | +0.00 (4, 4, p = 1) | +10.00 (1, 0, p = 1) |",
         "| 1 | 70.00 / 60.00 | 70.00 / 100.00 | to run | -40.00 (0, 4, p = 0.12) | — |",
-        "mean -20.00 points, standard deviation 28.28 over 2 seeds",
+        "HyperAT+ − LoRA-AT in PGD-20 robust accuracy: mean -20.00 points, standard deviation 28.28 over 2 seeds",
+        "| 0 | 70.00 / 90.00 | 70.00 / 100.00 | -10.00 (0, 1, p = 1) |",  # the rank-16 table
+        "| 1 | 70.00 / 100.00 | to run | — |",
+        "HyperAT+ − LoRA-AT, both at rank 16, one seed so far (-10.00 points); no spread yet.",
         "runs are 5× longer;",
         "| HyperAT+ reference (seed 0) | 70.00 | 60.00 | 50.00 | 1,000 | 1 min | — |",  # the reference first
         "| HyperAT+ rank 4 | 70.00 | 100.00 | 50.00 | 1,000 | 1 min | +40.00 (4, 0, p = 0.12) |",

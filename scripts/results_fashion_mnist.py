@@ -135,6 +135,7 @@ MAIN = [("linear-probe", "linear-probe", "", []), ("full-at", "full-at", "pgd-at
         ("lora-at", "lora-at", "pgd-at", []), ("full-lora-at", "full-lora-at", "pgd-at", []),
         ("hyperat", "hyperat", METHODS, hyperat_flags(METHOD_WARMUP))]
 OTHER_WARMUP = 0.1 if METHOD_WARMUP == 0 else 0.0
+R16 = ["--rank", "16", "--lora-alpha", "32"]  # alpha / rank = 2, as at rank 8
 ABLATIONS = (
     [(f"abl-hyperat-s{s}", "hyperat", METHODS, s, hyperat_flags(METHOD_WARMUP)) for s in SEEDS]
     + [(f"abl-lora-at-s{s}", "lora-at", "pgd-at", s, []) for s in SEEDS]
@@ -143,9 +144,12 @@ ABLATIONS = (
         hyperat_flags(OTHER_WARMUP)),
        ("abl-hyperat-patch", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--train-patch-embed"]),
        ("abl-hyperat-r4", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "4", "--lora-alpha", "8"]),
-       ("abl-hyperat-r16", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "16", "--lora-alpha", "32"]),
+       ("abl-hyperat-r16", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + R16),
        # Does rank 16 close HyperAT+'s gap to LoRA-AT, or does LoRA-AT gain as much? (seed 0)
-       ("abl-lora-at-r16", "lora-at", "pgd-at", 0, ["--rank", "16", "--lora-alpha", "32"])])
+       ("abl-lora-at-r16", "lora-at", "pgd-at", 0, R16)]
+    # ... and over the seeds, paired on all N test images like the seeds' rows (seed 0 above).
+    + [(f"abl-hyperat-r16-s{s}", "hyperat", METHODS, s, hyperat_flags(METHOD_WARMUP) + R16) for s in SEEDS if s]
+    + [(f"abl-lora-at-r16-s{s}", "lora-at", "pgd-at", s, R16) for s in SEEDS if s])
 
 
 # The shipping screen (docs/results-fashion-mnist.md, "The shipping screen"): HyperAT at the
@@ -295,6 +299,9 @@ def seed_rows():
         rows += [(f"HyperAT+ seed {s}", f"{OUT}/abl-hyperat-s{s}#merged:uniform"),
                  (f"LoRA-AT seed {s}", f"{OUT}/abl-lora-at-s{s}#tuned"),
                  (f"HyperAT one method seed {s}", f"{OUT}/abl-hyperat1-s{s}#method:pgd-at")]
+        r16 = "" if s == 0 else f"-s{s}"
+        rows += [(f"HyperAT+ rank 16 seed {s}", f"{OUT}/abl-hyperat-r16{r16}#merged:uniform"),
+                 (f"LoRA-AT rank 16 seed {s}", f"{OUT}/abl-lora-at-r16{r16}#tuned")]
     return rows
 
 
