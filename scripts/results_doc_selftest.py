@@ -141,6 +141,9 @@ def run(document):
         "| 0 | 70.00 / 90.00 | 70.00 / 100.00 | -10.00 (0, 1, p = 1) |",  # the rank-16 table
         "| 1 | 70.00 / 100.00 | to run | — |",
         "HyperAT+ − LoRA-AT, both at rank 16, one seed so far (-10.00 points); no spread yet.",
+        # seed 0 has both ranks of both: HyperAT+ 60 → 90, LoRA-AT 60 → 100.
+        "rises by +30.00 points for HyperAT+ and +40.00 for LoRA-AT (means over 1 seeds); "
+        "LoRA-AT gains more in 1 of 1 seeds.",
         "runs are 5× longer;",
         "| HyperAT+ reference (seed 0) | 70.00 | 60.00 | 50.00 | 1,000 | 1 min | — |",  # the reference first
         "| HyperAT+ rank 4 | 70.00 | 100.00 | 50.00 | 1,000 | 1 min | +40.00 (4, 0, p = 0.12) |",
