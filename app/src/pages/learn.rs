@@ -26,7 +26,7 @@ const STEPS: [(&str, &str); 4] = [
     ),
     (
         "4. HyperAT: one hypernetwork, many defenses, one merged model",
-        "Each defense has strengths. HyperAT does not train one LoRA per defense separately: a small shared hypernetwork generates the LoRA factors for every layer from learned embeddings of the method, the layer and the module. Each training step samples one defense. Afterwards the per-method LoRAs are merged (HyperAT+ averages them) and folded into the weights, leaving a plain ViT that costs nothing extra at inference.",
+        "Each defense has strengths. HyperAT does not train one LoRA per defense separately: a small shared hypernetwork generates the LoRA factors for every layer from learned embeddings of the method, the layer and the module. Each training step samples one defense. Afterwards the per-method LoRAs are merged (HyperAT+ averages them) and folded into the weights, leaving a plain ViT that costs nothing extra at inference. Does it pay? On our Fashion-MNIST runs, not yet: a single LoRA trained with PGD-AT alone ended more robust than HyperAT+ after the same training, and the three defenses' LoRAs grew almost identical, leaving the merge little to combine (docs/results-fashion-mnist.md in the repository). Whether a defense helps is measured, never assumed.",
     ),
 ];
 
