@@ -132,7 +132,8 @@ def equal_rank(lines, rows, reference):
                                        f"(b = {b}, c = {c}, p = {p_text(pv)})"))
     if not found:
         return
-    lines.append("\n**At equal rank**, HyperAT+ − LoRA-AT in PGD-20 robust accuracy (paired; b = images "
+    lines.append("\n**At equal rank** (seed 0 on these images; three seeds on every test image in "
+                 "the section above), HyperAT+ − LoRA-AT in PGD-20 robust accuracy (paired; b = images "
                  "only HyperAT+ keeps): " + "; ".join(t for *_, t in found) + ".")
     if len(found) == 2:
         (r0, h0, l0, _), (r1, h1, l1, _) = found

@@ -150,7 +150,8 @@ def run(document):
         "method warm-up, HyperAT+ trainable patch embedding.",  # named, not filled in
         "| LoRA-AT rank 16 | 70.00 | 90.00 | 50.00 | 1,000 | 1 min | — |",  # paired below instead
         # rank 8: 1111110000 vs 0111111000 → b = 1, c = 1; rank 16: 1111111100 vs 1111111110 → b = 0, c = 1
-        "**At equal rank**, HyperAT+ − LoRA-AT in PGD-20 robust accuracy (paired; b = images only "
+        "**At equal rank** (seed 0 on these images; three seeds on every test image in the section "
+        "above), HyperAT+ − LoRA-AT in PGD-20 robust accuracy (paired; b = images only "
         "HyperAT+ keeps): rank 8: +0.00 (b = 1, c = 1, p = 1); rank 16: -10.00 (b = 0, c = 1, p = 1).",
         "From rank 8 to 16, HyperAT+ gains +20.00 points and LoRA-AT +30.00.",
     ]
