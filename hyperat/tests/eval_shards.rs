@@ -14,14 +14,15 @@ use hyperat::report::{Report, ReportModel, ReportRequest, ReportShard, merge_rep
 
 type A = CpuAutodiff;
 
+/// The shipped backbone, relative to the package root, where cargo runs tests:
+/// `env!("CARGO_MANIFEST_DIR")` would name the clone that compiled the test, which a
+/// shared target dir reuses.
+const BACKBONE: &str = "../public/models/fmnist-vit-tiny/backbone";
+
 /// The shipped backbone (trained, not robust: attacks change its predictions) and the
 /// first Fashion-MNIST test images.
 fn model_and_images(n: usize) -> (Vit<A>, Dataset) {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../public/models/fmnist-vit-tiny/backbone"
-    );
-    let (cfg, vit) = load_vit::<A>(dir, &Adapt::default(), &Default::default()).unwrap();
+    let (cfg, vit) = load_vit::<A>(BACKBONE, &Adapt::default(), &Default::default()).unwrap();
     let mut ds = data::load("fashion-mnist", Split::Test, Some(cfg.input_shape())).unwrap();
     ds.truncate(n);
     (vit, ds)
@@ -119,14 +120,10 @@ fn incomplete_or_mixed_shards_are_refused() {
 /// and AutoAttack figures (its 4 images make one batch: one device's shard is empty).
 #[test]
 fn sharded_reports_merge_into_the_single_pass_report() {
-    let backbone = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../public/models/fmnist-vit-tiny/backbone"
-    );
     let req = ReportRequest {
         rows: vec![
-            ReportModel::parse(&format!("first={backbone}")),
-            ReportModel::parse(&format!("again={backbone}")),
+            ReportModel::parse(&format!("first={BACKBONE}")),
+            ReportModel::parse(&format!("again={BACKBONE}")),
         ],
         limit: 10,
         steps: 2,
@@ -182,14 +179,10 @@ fn sharded_reports_merge_into_the_single_pass_report() {
 /// NAME with a comma, which `--models` splits).
 #[test]
 fn a_report_with_a_missing_model_fails_before_measuring_anything() {
-    let backbone = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../public/models/fmnist-vit-tiny/backbone"
-    );
     let missing = std::env::temp_dir().join("hyperat-no-such-model");
     let req = ReportRequest {
         rows: vec![
-            ReportModel::parse(&format!("first={backbone}")),
+            ReportModel::parse(&format!("first={BACKBONE}")),
             ReportModel::parse(&format!("HyperAT+ (reference={}", missing.display())),
         ],
         limit: 4,

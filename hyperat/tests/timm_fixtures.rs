@@ -9,7 +9,10 @@ use hyperat::host_tensor::f32_from_le;
 use hyperat::prelude::*;
 
 fn fixture_dirs() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    // The repository's root, relative to the package root, where cargo runs tests:
+    // `env!("CARGO_MANIFEST_DIR")` would name the clone that compiled the test, which a
+    // shared target dir reuses.
+    let root = Path::new("..");
     let mut dirs = vec![];
     for base in [
         root.join("tests/fixtures/timm"),

@@ -8,7 +8,11 @@ fn hyperat() -> Command {
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/timm")
+    // Relative to the package root, where cargo runs tests: `env!("CARGO_MANIFEST_DIR")`
+    // would name the clone that compiled the test, which a shared target dir reuses.
+    Path::new("../tests/fixtures/timm")
+        .canonicalize()
+        .expect("the timm fixtures")
 }
 
 fn run_ok(cmd: &mut Command) -> String {

@@ -13,7 +13,11 @@ fn hyperat() -> Command {
 }
 
 fn backbone() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/timm/vit_tiny_p4_28_c1")
+    // Relative to the package root, where cargo runs tests: `env!("CARGO_MANIFEST_DIR")`
+    // would name the clone that compiled the test, which a shared target dir reuses.
+    Path::new("../tests/fixtures/timm/vit_tiny_p4_28_c1")
+        .canonicalize()
+        .expect("the timm fixture")
 }
 
 /// A coordinator port whose next three ports (watch, two data ports) are free too,

@@ -21,10 +21,9 @@ use webdriver::{Browser, http};
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    // Relative to the package root, where cargo runs tests: `env!("CARGO_MANIFEST_DIR")`
+    // would name the clone that compiled the test, which a shared target dir reuses.
+    Path::new("..").canonicalize().expect("the repository")
 }
 
 /// A server on a loopback port over the shipped models and `dist/`, with a fresh data

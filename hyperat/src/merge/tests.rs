@@ -204,10 +204,11 @@ fn adaptive_search_favours_the_lora_that_fits_and_its_check_says_so() {
     let dev = Default::default();
     // A fixed model (timm's reference checkpoint), not one from the backend's shared RNG,
     // which tests running side by side draw from in no set order.
-    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/timm/vit_tiny_p4_28_c1");
+    // Relative to the package root, where cargo runs tests: `env!("CARGO_MANIFEST_DIR")`
+    // would name the clone that compiled the test, which a shared target dir reuses.
+    let fixture = "../tests/fixtures/timm/vit_tiny_p4_28_c1";
     let (cfg, mut vit) =
-        load_vit::<CpuAutodiff>(&fixture, &Adapt::default(), &dev).expect("fixture loads");
+        load_vit::<CpuAutodiff>(fixture, &Adapt::default(), &dev).expect("fixture loads");
     // A confident head, so the labels are far from ties.
     vit.head.weight = vit.head.weight.map(|w| w.mul_scalar(30.0));
     let shapes = every_target(&cfg);
