@@ -80,7 +80,7 @@ def rank_gains(p, get, found):
     more = sum(1 for a, b in zip(h, l) if b > a)
     p(f"From rank 8 to rank 16, PGD-20 robust accuracy rises by {100 * statistics.mean(h):+.2f} "
       f"points for HyperAT+ and {100 * statistics.mean(l):+.2f} for LoRA-AT (means over {len(h)} "
-      f"seeds); LoRA-AT gains more in {more} of {len(h)} seeds. The gains come from different "
+      f"seed{'s' if len(h) != 1 else ''}); LoRA-AT gains more in {more} of {len(h)} seeds. The gains come from different "
       "runs, so no paired test compares them.\n")
 
 

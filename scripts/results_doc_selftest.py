@@ -142,7 +142,7 @@ def run(document):
         "| 1 | 70.00 / 100.00 | to run | — |",
         "HyperAT+ − LoRA-AT, both at rank 16, one seed so far (-10.00 points); no spread yet.",
         # seed 0 has both ranks of both: HyperAT+ 60 → 90, LoRA-AT 60 → 100.
-        "rises by +30.00 points for HyperAT+ and +40.00 for LoRA-AT (means over 1 seeds); "
+        "rises by +30.00 points for HyperAT+ and +40.00 for LoRA-AT (means over 1 seed); "
         "LoRA-AT gains more in 1 of 1 seeds.",
         "runs are 5× longer;",
         "| HyperAT+ reference (seed 0) | 70.00 | 60.00 | 50.00 | 1,000 | 1 min | — |",  # the reference first
