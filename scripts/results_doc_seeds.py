@@ -7,10 +7,15 @@ from results_doc_common import human, mcnemar, p_text, paired_cell, pct
 
 
 # The three-seed comparisons: (key, first row's prefix, second row's prefix, how the text
-# names the difference). The rank-16 pair asks whether HyperAT+'s gap to LoRA-AT is the rank's.
-COMPARISONS = [("lora", "HyperAT+", "LoRA-AT", "HyperAT+ − LoRA-AT"),
-               ("one", "HyperAT+", "HyperAT one method", "HyperAT+ − one-method HyperAT"),
-               ("r16", "HyperAT+ rank 16", "LoRA-AT rank 16", "HyperAT+ − LoRA-AT, both at rank 16,")]
+# names the difference, whose significance it counts). The rank-16 pair asks whether
+# HyperAT+'s gap to LoRA-AT is the rank's; the patch pair whether the ablations' largest
+# effect besides rank holds over the seeds.
+PATCH = "HyperAT+ trainable patch embedding"
+COMPARISONS = [("lora", "HyperAT+", "LoRA-AT", "HyperAT+ − LoRA-AT", "HyperAT+"),
+               ("one", "HyperAT+", "HyperAT one method", "HyperAT+ − one-method HyperAT", "HyperAT+"),
+               ("r16", "HyperAT+ rank 16", "LoRA-AT rank 16", "HyperAT+ − LoRA-AT, both at rank 16,", "HyperAT+"),
+               ("patch", PATCH, "HyperAT+", "HyperAT+ with a trainable patch embedding − HyperAT+ (frozen)",
+                "the trainable patch embedding")]
 
 
 def seeds(lines, rows, longer):
@@ -20,11 +25,16 @@ def seeds(lines, rows, longer):
     p("## HyperAT+ against LoRA-AT and one-method HyperAT, three seeds\n")
     n = next(iter(rows.values()))["n"]
     rank16 = any(k.startswith(("HyperAT+ rank 16", "LoRA-AT rank 16")) for k in rows)
+    patch = any(k.startswith(PATCH) for k in rows)
     p(f"A shorter common budget for every row (see the script), evaluated on all {n:,} test images; "
       "each seed's models are compared image by image with McNemar's exact test on their PGD-20 "
       "robust flags (b: images only the first keeps, c: only the second). A cell still to run "
-      "says so." + (" The first table is at the main runs' rank 8; the second asks whether the gap "
-                    "to LoRA-AT is the rank's, with both at rank 16 (alpha 32)." if rank16 else "") + "\n")
+      "says so." + (" The first table is at the main runs' rank 8." if rank16 or patch else "")
+      + (" The next asks whether the gap to LoRA-AT is the rank's, with both at rank 16 (alpha 32)."
+         if rank16 else "")
+      + (" The last asks whether the ablations' largest effect besides rank, a trainable patch "
+         "embedding (ours, off by default), holds over the seeds; it is paired with HyperAT+ of the "
+         "first table." if patch else "") + "\n")
     found = sorted({int(k.rsplit(" ", 1)[1]) for k in rows})
     get = lambda prefix, s: rows.get(f"{prefix} seed {s}")  # noqa: E731
     diffs = {key: [] for key, *_ in COMPARISONS}
@@ -35,7 +45,7 @@ def seeds(lines, rows, longer):
         for s in found:
             cells = [f"{pct(r['clean_acc'])} / {pct(r['pgd_acc'])}" if r else "to run"
                      for r in (get(prefix, s) for prefix in shown)]
-            for key, first, second, _ in compared:
+            for key, first, second, *_ in compared:
                 a, b = get(first, s), get(second, s)
                 if not (a and b):
                     cells.append("—")
@@ -52,15 +62,18 @@ def seeds(lines, rows, longer):
     if rank16:
         table("| seed | HyperAT+ rank 16 clean / PGD-20 | LoRA-AT rank 16 clean / PGD-20 "
               "| HyperAT+ − LoRA-AT at rank 16 (b, c, p) |",
-              ("HyperAT+ rank 16", "LoRA-AT rank 16"), COMPARISONS[2:])
-    for key, _, _, label in COMPARISONS:
+              ("HyperAT+ rank 16", "LoRA-AT rank 16"), COMPARISONS[2:3])
+    if patch:
+        table("| seed | HyperAT+ with a trainable patch embedding clean / PGD-20 "
+              "| trainable − frozen patch embedding (b, c, p) |", (PATCH,), COMPARISONS[3:])
+    for key, _, _, label, subject in COMPARISONS:
         d = [x for x, _ in diffs[key]]
         below = sum(1 for x, pv in diffs[key] if x < 0 and pv < 0.05)
         above = sum(1 for x, pv in diffs[key] if x > 0 and pv < 0.05)
         if len(d) >= 2:
             p(f"{label} in PGD-20 robust accuracy: mean {100 * statistics.mean(d):+.2f} "
               f"points, standard deviation {100 * statistics.stdev(d):.2f} over {len(d)} seeds "
-              f"(range {100 * min(d):+.2f} to {100 * max(d):+.2f}); HyperAT+ significantly below in "
+              f"(range {100 * min(d):+.2f} to {100 * max(d):+.2f}); {subject} significantly below in "
               f"{below} of {len(d)} seeds and above in {above} (paired, 5%).\n")
         elif d:
             p(f"{label} one seed so far ({100 * d[0]:+.2f} points); no spread yet.\n")
