@@ -11,9 +11,10 @@ from results_doc_common import human, mcnemar, p_text, paired_cell, pct
 # HyperAT+'s gap to LoRA-AT is the rank's; the patch pair whether the ablations' largest
 # effect besides rank holds over the seeds.
 PATCH = "HyperAT+ trainable patch embedding"
+R16 = ("HyperAT+ rank 16", "LoRA-AT rank 16")
 COMPARISONS = [("lora", "HyperAT+", "LoRA-AT", "HyperAT+ − LoRA-AT", "HyperAT+"),
                ("one", "HyperAT+", "HyperAT one method", "HyperAT+ − one-method HyperAT", "HyperAT+"),
-               ("r16", "HyperAT+ rank 16", "LoRA-AT rank 16", "HyperAT+ − LoRA-AT, both at rank 16,", "HyperAT+"),
+               ("r16", *R16, "HyperAT+ − LoRA-AT, both at rank 16,", "HyperAT+"),
                ("patch", PATCH, "HyperAT+", "HyperAT+ with a trainable patch embedding − HyperAT+ (frozen)",
                 "the trainable patch embedding")]
 
@@ -24,7 +25,7 @@ def seeds(lines, rows, longer):
         return
     p("## HyperAT+ against LoRA-AT and one-method HyperAT, three seeds\n")
     n = next(iter(rows.values()))["n"]
-    rank16 = any(k.startswith(("HyperAT+ rank 16", "LoRA-AT rank 16")) for k in rows)
+    rank16 = any(k.startswith(R16) for k in rows)
     patch = any(k.startswith(PATCH) for k in rows)
     p(f"A shorter common budget for every row (see the script), evaluated on all {n:,} test images; "
       "each seed's models are compared image by image with McNemar's exact test on their PGD-20 "
@@ -62,7 +63,7 @@ def seeds(lines, rows, longer):
     if rank16:
         table("| seed | HyperAT+ rank 16 clean / PGD-20 | LoRA-AT rank 16 clean / PGD-20 "
               "| HyperAT+ − LoRA-AT at rank 16 (b, c, p) |",
-              ("HyperAT+ rank 16", "LoRA-AT rank 16"), COMPARISONS[2:3])
+              R16, COMPARISONS[2:3])
     if patch:
         table("| seed | HyperAT+ with a trainable patch embedding clean / PGD-20 "
               "| trainable − frozen patch embedding (b, c, p) |", (PATCH,), COMPARISONS[3:])
@@ -84,8 +85,9 @@ def seeds(lines, rows, longer):
 
 def rank_gains(p, get, found):
     """What each of HyperAT+ and LoRA-AT gains from rank 8 to rank 16, seed by seed."""
-    prefixes = ("HyperAT+", "HyperAT+ rank 16", "LoRA-AT", "LoRA-AT rank 16")
-    complete = [[get(x, s)["pgd_acc"] for x in prefixes] for s in found if all(get(x, s) for x in prefixes)]
+    prefixes = ("HyperAT+", R16[0], "LoRA-AT", R16[1])
+    complete = [[get(x, s)["pgd_acc"] for x in prefixes]
+                for s in found if all(get(x, s) for x in prefixes)]
     if not complete:
         return
     h = [h16 - h8 for h8, h16, _, _ in complete]
@@ -93,8 +95,8 @@ def rank_gains(p, get, found):
     more = sum(1 for a, b in zip(h, l) if b > a)
     p(f"From rank 8 to rank 16, PGD-20 robust accuracy rises by {100 * statistics.mean(h):+.2f} "
       f"points for HyperAT+ and {100 * statistics.mean(l):+.2f} for LoRA-AT (means over {len(h)} "
-      f"seed{'s' if len(h) != 1 else ''}); LoRA-AT gains more in {more} of {len(h)} seeds. The gains come from different "
-      "runs, so no paired test compares them.\n")
+      f"seed{'s' if len(h) != 1 else ''}); LoRA-AT gains more in {more} of {len(h)} seeds. The gains "
+      "come from different runs, so no paired test compares them.\n")
 
 
 def ablations(lines, rows, order):

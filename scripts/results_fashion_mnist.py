@@ -136,23 +136,28 @@ MAIN = [("linear-probe", "linear-probe", "", []), ("full-at", "full-at", "pgd-at
         ("hyperat", "hyperat", METHODS, hyperat_flags(METHOD_WARMUP))]
 OTHER_WARMUP = 0.1 if METHOD_WARMUP == 0 else 0.0
 R16 = ["--rank", "16", "--lora-alpha", "32"]  # alpha / rank = 2, as at rank 8
+
+
+def seeded(run, seed):
+    """The run of a seeded ablation at `seed`: seed 0's is the one-seed ablation's own run."""
+    return run if seed == 0 else f"{run}-s{seed}"
+
+
+# Ablations run for every seed too, paired on all N test images like the seeds' rows: does
+# rank 16 close HyperAT+'s gap to LoRA-AT, or does LoRA-AT gain as much? Does the largest
+# effect besides rank (a trainable patch embedding, ours) hold over the seeds?
+SEEDED = [("abl-hyperat-patch", "hyperat", METHODS, hyperat_flags(METHOD_WARMUP) + ["--train-patch-embed"]),
+          ("abl-hyperat-r16", "hyperat", METHODS, hyperat_flags(METHOD_WARMUP) + R16),
+          ("abl-lora-at-r16", "lora-at", "pgd-at", R16)]
 ABLATIONS = (
     [(f"abl-hyperat-s{s}", "hyperat", METHODS, s, hyperat_flags(METHOD_WARMUP)) for s in SEEDS]
     + [(f"abl-lora-at-s{s}", "lora-at", "pgd-at", s, []) for s in SEEDS]
     + [(f"abl-hyperat1-s{s}", "hyperat", "pgd-at", s, HYPERAT_FLAGS) for s in SEEDS]
     + [("abl-hyperat-warmup" if OTHER_WARMUP else "abl-hyperat-nowarmup", "hyperat", METHODS, 0,
         hyperat_flags(OTHER_WARMUP)),
-       ("abl-hyperat-patch", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--train-patch-embed"]),
-       ("abl-hyperat-r4", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "4", "--lora-alpha", "8"]),
-       ("abl-hyperat-r16", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + R16),
-       # Does rank 16 close HyperAT+'s gap to LoRA-AT, or does LoRA-AT gain as much? (seed 0)
-       ("abl-lora-at-r16", "lora-at", "pgd-at", 0, R16)]
-    # ... and over the seeds, paired on all N test images like the seeds' rows (seed 0 above).
-    + [(f"abl-hyperat-r16-s{s}", "hyperat", METHODS, s, hyperat_flags(METHOD_WARMUP) + R16) for s in SEEDS if s]
-    + [(f"abl-lora-at-r16-s{s}", "lora-at", "pgd-at", s, R16) for s in SEEDS if s]
-    # The largest effect besides rank (a trainable patch embedding, ours) over the seeds too.
-    + [(f"abl-hyperat-patch-s{s}", "hyperat", METHODS, s, hyperat_flags(METHOD_WARMUP) + ["--train-patch-embed"])
-       for s in SEEDS if s])
+       ("abl-hyperat-r4", "hyperat", METHODS, 0, hyperat_flags(METHOD_WARMUP) + ["--rank", "4", "--lora-alpha", "8"])]
+    + [(seeded(run, s), kind, methods, s, flags) for run, kind, methods, flags in SEEDED
+       for s in sorted(set(SEEDS) | {0})])
 
 
 # The shipping screen (docs/results-fashion-mnist.md, "The shipping screen"): HyperAT at the
@@ -302,10 +307,10 @@ def seed_rows():
         rows += [(f"HyperAT+ seed {s}", f"{OUT}/abl-hyperat-s{s}#merged:uniform"),
                  (f"LoRA-AT seed {s}", f"{OUT}/abl-lora-at-s{s}#tuned"),
                  (f"HyperAT one method seed {s}", f"{OUT}/abl-hyperat1-s{s}#method:pgd-at")]
-        suffix = "" if s == 0 else f"-s{s}"  # seed 0's runs are the ablations' own
-        rows += [(f"HyperAT+ rank 16 seed {s}", f"{OUT}/abl-hyperat-r16{suffix}#merged:uniform"),
-                 (f"LoRA-AT rank 16 seed {s}", f"{OUT}/abl-lora-at-r16{suffix}#tuned"),
-                 (f"HyperAT+ trainable patch embedding seed {s}", f"{OUT}/abl-hyperat-patch{suffix}#merged:uniform")]
+        rows += [(f"HyperAT+ rank 16 seed {s}", f"{OUT}/{seeded('abl-hyperat-r16', s)}#merged:uniform"),
+                 (f"LoRA-AT rank 16 seed {s}", f"{OUT}/{seeded('abl-lora-at-r16', s)}#tuned"),
+                 (f"HyperAT+ trainable patch embedding seed {s}",
+                  f"{OUT}/{seeded('abl-hyperat-patch', s)}#merged:uniform")]
     return rows
 
 
