@@ -8,15 +8,19 @@ from results_doc_common import human, mcnemar, p_text, paired_cell, pct
 
 # The three-seed comparisons: (key, first row's prefix, second row's prefix, how the text
 # names the difference, whose significance it counts). The rank-16 pair asks whether
-# HyperAT+'s gap to LoRA-AT is the rank's; the patch pair whether the ablations' largest
-# effect besides rank holds over the seeds.
-PATCH = "HyperAT+ trainable patch embedding"
+# HyperAT+'s gap to LoRA-AT is the rank's; the patch pairs whether the ablations' largest
+# effect besides rank holds over the seeds, whether LoRA-AT gains as much from it, and
+# where HyperAT+ stands against LoRA-AT when both have it.
+PATCH = ("HyperAT+ trainable patch embedding", "LoRA-AT trainable patch embedding")
 R16 = ("HyperAT+ rank 16", "LoRA-AT rank 16")
 COMPARISONS = [("lora", "HyperAT+", "LoRA-AT", "HyperAT+ − LoRA-AT", "HyperAT+"),
                ("one", "HyperAT+", "HyperAT one method", "HyperAT+ − one-method HyperAT", "HyperAT+"),
                ("r16", *R16, "HyperAT+ − LoRA-AT, both at rank 16,", "HyperAT+"),
-               ("patch", PATCH, "HyperAT+", "HyperAT+ with a trainable patch embedding − HyperAT+ (frozen)",
-                "the trainable patch embedding")]
+               ("patch", PATCH[0], "HyperAT+", "HyperAT+ with a trainable patch embedding − HyperAT+ (frozen)",
+                "the trainable patch embedding"),
+               ("lora-patch", PATCH[1], "LoRA-AT", "LoRA-AT with a trainable patch embedding − LoRA-AT (frozen)",
+                "the trainable patch embedding"),
+               ("both-patch", *PATCH, "HyperAT+ − LoRA-AT, both with a trainable patch embedding,", "HyperAT+")]
 
 
 def seeds(lines, rows, longer):
@@ -34,8 +38,9 @@ def seeds(lines, rows, longer):
       + (" The next asks whether the gap to LoRA-AT is the rank's, with both at rank 16 (alpha 32)."
          if rank16 else "")
       + (" The last asks whether the ablations' largest effect besides rank, a trainable patch "
-         "embedding (ours, off by default), holds over the seeds; it is paired with HyperAT+ of the "
-         "first table." if patch else "") + "\n")
+         "embedding (ours, off by default), holds over the seeds, whether LoRA-AT gains as much from "
+         "one, and where HyperAT+ stands against LoRA-AT when both have it; each model with one is "
+         "paired with its frozen twin of the first table." if patch else "") + "\n")
     found = sorted({int(k.rsplit(" ", 1)[1]) for k in rows})
     get = lambda prefix, s: rows.get(f"{prefix} seed {s}")  # noqa: E731
     diffs = {key: [] for key, *_ in COMPARISONS}
@@ -66,7 +71,9 @@ def seeds(lines, rows, longer):
               R16, COMPARISONS[2:3])
     if patch:
         table("| seed | HyperAT+ with a trainable patch embedding clean / PGD-20 "
-              "| trainable − frozen patch embedding (b, c, p) |", (PATCH,), COMPARISONS[3:])
+              "| LoRA-AT with one clean / PGD-20 | HyperAT+ trainable − frozen (b, c, p) "
+              "| LoRA-AT trainable − frozen (b, c, p) | HyperAT+ − LoRA-AT, both trainable (b, c, p) |",
+              PATCH, COMPARISONS[3:])
     for key, _, _, label, subject in COMPARISONS:
         d = [x for x, _ in diffs[key]]
         below = sum(1 for x, pv in diffs[key] if x < 0 and pv < 0.05)

@@ -84,7 +84,10 @@ def made_up_folder(out):
         row("HyperAT+ rank 16 seed 1", "h16s1", 0.7, "1" * 10),
         # The trainable patch embedding keeps images 0-8 in both seeds: b = 3, c = 0 against HyperAT+.
         row("HyperAT+ trainable patch embedding seed 0", "p0", 0.8, "1111111110"),
-        row("HyperAT+ trainable patch embedding seed 1", "p1", 0.8, "1111111110")]})
+        row("HyperAT+ trainable patch embedding seed 1", "p1", 0.8, "1111111110"),
+        # LoRA-AT with one keeps every image in seed 0 (b = 4, c = 0 against LoRA-AT; b = 0,
+        # c = 1 for HyperAT+ with one against it); seed 1's is still to run.
+        row("LoRA-AT trainable patch embedding seed 0", "lp0", 0.7, "1" * 10)]})
     # Ablations: the reference keeps images 0-5, rank 4 images 0-9 (b = 4, c = 0).
     write(f"{out}/rows/ablations/a.json", {"rows": [
         row("HyperAT+ rank 4", "r4", 0.7, "1" * 10), row("HyperAT+ reference (seed 0)", "ref", 0.7, "1111110000"),
@@ -147,7 +150,10 @@ def run(document):
         # seed 0 has both ranks of both: HyperAT+ 60 → 90, LoRA-AT 60 → 100.
         "rises by +30.00 points for HyperAT+ and +40.00 for LoRA-AT (means over 1 seed); "
         "LoRA-AT gains more in 1 of 1 seeds.",
-        "| 0 | 80.00 / 90.00 | +30.00 (3, 0, p = 0.25) |",  # the patch table
+        "| 0 | 80.00 / 90.00 | 70.00 / 100.00 | +30.00 (3, 0, p = 0.25) | +40.00 (4, 0, p = 0.12) "
+        "| -10.00 (0, 1, p = 1) |",  # the patch table
+        "| 1 | 80.00 / 90.00 | to run | +30.00 (3, 0, p = 0.25) | — | — |",
+        "LoRA-AT with a trainable patch embedding − LoRA-AT (frozen) one seed so far (+40.00 points)",
         "HyperAT+ with a trainable patch embedding − HyperAT+ (frozen) in PGD-20 robust accuracy: mean "
         "+30.00 points, standard deviation 0.00 over 2 seeds (range +30.00 to +30.00); the trainable "
         "patch embedding significantly below in 0 of 2 seeds and above in 0 (paired, 5%).",

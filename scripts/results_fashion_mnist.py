@@ -145,8 +145,10 @@ def seeded(run, seed):
 
 # Ablations run for every seed too, paired on all N test images like the seeds' rows: does
 # rank 16 close HyperAT+'s gap to LoRA-AT, or does LoRA-AT gain as much? Does the largest
-# effect besides rank (a trainable patch embedding, ours) hold over the seeds?
+# effect besides rank (a trainable patch embedding, ours) hold over the seeds, and does
+# LoRA-AT gain as much from one (is HyperAT+'s gap to LoRA-AT the frozen front end's)?
 SEEDED = [("abl-hyperat-patch", "hyperat", METHODS, hyperat_flags(METHOD_WARMUP) + ["--train-patch-embed"]),
+          ("abl-lora-at-patch", "lora-at", "pgd-at", ["--train-patch-embed"]),
           ("abl-hyperat-r16", "hyperat", METHODS, hyperat_flags(METHOD_WARMUP) + R16),
           ("abl-lora-at-r16", "lora-at", "pgd-at", R16)]
 ABLATIONS = (
@@ -310,7 +312,8 @@ def seed_rows():
         rows += [(f"HyperAT+ rank 16 seed {s}", f"{OUT}/{seeded('abl-hyperat-r16', s)}#merged:uniform"),
                  (f"LoRA-AT rank 16 seed {s}", f"{OUT}/{seeded('abl-lora-at-r16', s)}#tuned"),
                  (f"HyperAT+ trainable patch embedding seed {s}",
-                  f"{OUT}/{seeded('abl-hyperat-patch', s)}#merged:uniform")]
+                  f"{OUT}/{seeded('abl-hyperat-patch', s)}#merged:uniform"),
+                 (f"LoRA-AT trainable patch embedding seed {s}", f"{OUT}/{seeded('abl-lora-at-patch', s)}#tuned")]
     return rows
 
 
