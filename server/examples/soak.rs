@@ -2,8 +2,8 @@
 //! send mixed traffic for SECONDS — predictions, PGD attacks, comparisons, reads,
 //! evaluation jobs, and 5% hostile requests (a decompression bomb, broken multipart,
 //! a foreign Host, a cross-site job post, an oversized body, bad parameters) — then it
-//! prints throughput, p50/p99 per endpoint, status counts, the server's peak and final
-//! resident memory and open file descriptors (from /proc/PID), and what became of every
+//! prints throughput, p50/p99 per endpoint, status counts, the server's peak, final and
+//! idle resident memory and open file descriptors (from /proc/PID), and what became of every
 //! job it submitted: the submitting client follows its job to the end, as a user would,
 //! so a job that vanishes, fails or never ends is counted as lost.
 //!
@@ -68,6 +68,9 @@ async fn follow(addr: &str, id: &str) -> JobEnd {
     }
     JobEnd::Unfinished
 }
+
+/// How long after the traffic the idle resident memory is read.
+const IDLE_SECONDS: u64 = 15;
 
 /// A 16-bit RGBA PNG declaring 8192 × 8192 pixels (512 MiB decoded).
 fn bomb() -> Vec<u8> {
@@ -364,8 +367,12 @@ async fn main() {
         .sum();
     let ends: Vec<String> = ends.iter().map(|(e, n)| format!("{e:?} {n}")).collect();
     let warm = warm.lock().unwrap().unwrap_or(rss0);
+    // What the server keeps once the traffic is over (it hands freed memory back to the OS
+    // after a second unused; idle pool threads exit after 10 s).
+    tokio::time::sleep(Duration::from_secs(IDLE_SECONDS)).await;
+    let (idle, _) = usage(pid);
     println!(
-        "5xx: {fives}; jobs accepted {submitted}, lost {lost} ({}); RSS cold {rss0:.0} MiB, warm {warm:.0} MiB, peak {:.0} MiB, end {rss1:.0} MiB ({:+.0}% of warm); open fds {fds0} -> {fds1}",
+        "5xx: {fives}; jobs accepted {submitted}, lost {lost} ({}); RSS cold {rss0:.0} MiB, warm {warm:.0} MiB, peak {:.0} MiB, end {rss1:.0} MiB ({:+.0}% of warm), {idle:.0} MiB after {IDLE_SECONDS} s idle; open fds {fds0} -> {fds1}",
         ends.join(", "),
         *peak.lock().unwrap(),
         100.0 * (rss1 - warm) / warm.max(1.0)

@@ -55,6 +55,14 @@ enum Command {
     Serve(crate::serve::Args),
 }
 
+impl Cli {
+    /// Whether the command is the long-lived server (it hands freed memory back to the OS;
+    /// the others keep it for their next step).
+    pub fn serves(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let device: DeviceKind = cli.device.parse()?;
