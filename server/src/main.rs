@@ -37,8 +37,8 @@ const SERVE_PURGE_DELAY_MS: std::os::raw::c_long = 1000;
 /// Turns transparent huge pages off for the server. mimalloc asks for them on its arenas
 /// at start-up, and the kernel then fills 2 MiB pages around the few 4 KiB pages a server
 /// touches: a server's idle memory crept up with no work done and purged pages inside a
-/// huge page stayed resident. Measured: no request slower, a third less resident
-/// (docs/performance.md). `MIMALLOC_ALLOW_THP=0|1` (mimalloc's own) decides instead.
+/// huge page stayed resident. Measured: no request slower, a quarter less resident
+/// after a soak (docs/performance.md). `MIMALLOC_ALLOW_THP=0|1` (mimalloc's own) decides instead.
 #[allow(unsafe_code)]
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]

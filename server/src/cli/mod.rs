@@ -56,8 +56,9 @@ enum Command {
 }
 
 impl Cli {
-    /// Whether the command is the long-lived server (it hands freed memory back to the OS;
-    /// the others keep it for their next step).
+    /// Whether the command is the long-lived server (it hands freed memory back to the OS
+    /// and uses no transparent huge pages; the others keep freed memory for their next
+    /// step).
     pub fn serves(&self) -> bool {
         matches!(self.command, Command::Serve(_))
     }
