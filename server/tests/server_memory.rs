@@ -73,9 +73,10 @@ fn serve(models: &std::path::Path, data: &std::path::Path) -> (Running, String) 
     (Running(child), addr)
 }
 
-/// Six 4000 × 4000 uploads (61 MiB decoded each) raise the server's resident memory by
-/// well over 100 MiB; once they are answered it falls back to within 64 MiB of where it
-/// was (23 → 258 → 34 MiB, 10 s after). With freed memory kept for good (the training
+/// Six 4000 × 4000 uploads (61 MiB decoded each; as many decode at once as there are
+/// CPUs, so at least one image's worth) raise the server's resident memory; once they are
+/// answered it falls back to within 40 MiB of where it was (23 → 258 → 34 MiB on 2 CPUs,
+/// 10 s after). With freed memory kept for good (the training
 /// commands' setting, `MIMALLOC_PURGE_DELAY=-1`) this test fails: 28 → 208 → 208 MiB; with
 /// transparent huge pages on (`MIMALLOC_ALLOW_THP=1`) it fails at its first check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,12 +104,12 @@ async fn memory_of_a_burst_goes_back_to_the_os() {
     }
     let peak = status_mib(pid, "VmHWM:");
     assert!(
-        peak >= base + 100,
+        peak >= base + 60,
         "the burst raised the peak from {base} to {peak} MiB only: it tests nothing"
     );
     let start = Instant::now();
     let mut rss = status_mib(pid, "VmRSS:");
-    while rss > base + 64 && start.elapsed() < Duration::from_secs(40) {
+    while rss > base + 40 && start.elapsed() < Duration::from_secs(40) {
         tokio::time::sleep(Duration::from_millis(500)).await;
         rss = status_mib(pid, "VmRSS:");
     }
@@ -118,7 +119,7 @@ async fn memory_of_a_burst_goes_back_to_the_os() {
     );
     drop(server);
     assert!(
-        rss <= base + 64,
+        rss <= base + 40,
         "{rss} MiB resident 40 s after the burst, against {base} before (peak {peak})"
     );
 }
