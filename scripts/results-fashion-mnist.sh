@@ -26,7 +26,7 @@
 #     (step 0.01) on the first N (10,000) test images, standard AutoAttack on the first
 #     AA_N (1000) for the main rows;
 #   - at ABL_EPOCHS (2) epochs: HyperAT+, LoRA-AT and one-method HyperAT for each of SEEDS
-#     (0,1,2), HyperAT+ and LoRA-AT both at rank 16, and HyperAT+ with a trainable patch
+#     (0,1,2), HyperAT+ and LoRA-AT both at rank 16 and both with a trainable patch
 #     embedding for each seed, evaluated on all N test images (paired McNemar tests on
 #     their PGD-20 predictions); HyperAT with the other method warm-up, with a trainable
 #     patch embedding, at rank 4 and 16, on the first ABL_N (2000) test images;

@@ -66,8 +66,9 @@ fn quiet_logs() {
 fn main() -> std::process::ExitCode {
     quiet_logs();
     let args = cli::Cli::parse();
-    set_purge_delay(args.serves());
-    if args.serves() {
+    let serving = args.serves();
+    set_purge_delay(serving);
+    if serving {
         no_huge_pages();
     }
     match cli::run(args) {

@@ -10,19 +10,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A figure of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in MiB.
-fn status_mib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("Linux /proc");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    line.split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse::<u64>()
-        .unwrap()
-        >> 10
+/// A memory figure of the server's `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in MiB.
+fn status_mib(pid: &str, field: &str) -> u64 {
+    common::proc_status_kib(pid, field) >> 10
 }
 
 /// A server process, killed when the test ends, failed assertions included.
@@ -84,11 +74,10 @@ async fn memory_of_a_burst_goes_back_to_the_os() {
     let (models, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     common::make_models(models.path());
     let (server, addr) = serve(models.path(), data.path());
-    let pid = server.0.id();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let pid = &server.0.id().to_string();
     // The field exists since Linux 5.0; where it does, the server has turned THP off.
-    if let Some(thp) = status.lines().find(|l| l.starts_with("THP_enabled:")) {
-        assert!(thp.ends_with('0'), "transparent huge pages stay on: {thp}");
+    if let Some(thp) = common::proc_status(pid, "THP_enabled:") {
+        assert_eq!(thp, "0", "transparent huge pages stay on");
     }
     let base = status_mib(pid, "VmRSS:");
     let body = http::form(&[], Some(&common::large_png()));

@@ -6,17 +6,6 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 
-/// A resident-memory figure of this process from `/proc/self/status`, in bytes.
-fn status_bytes(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("Linux /proc");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib << 10
-}
-
 /// A 4000 × 4000 RGBA upload (61 MiB decoded, within the 64 MiB limit) raises the
 /// process's peak memory by at most 100 MB: transparency is laid on white in place and
 /// the image is fitted before any other conversion (the old path made three more
@@ -34,10 +23,10 @@ async fn a_large_upload_decodes_in_bounded_memory() {
     drop(png);
     // Resets the peak (VmHWM) to the current resident size.
     std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak resident size");
-    let before = status_bytes("VmRSS:");
+    let before = proc_status_kib("self", "VmRSS:") << 10;
     let (st, v) = json(&s.router, post_form("/api/predict", body)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let grew = status_bytes("VmHWM:").saturating_sub(before);
+    let grew = (proc_status_kib("self", "VmHWM:") << 10).saturating_sub(before);
     eprintln!("peak grew by {} MiB", grew >> 20);
     assert!(grew <= 100 << 20, "peak grew by {} MiB", grew >> 20);
     s.state.jobs.stop();

@@ -261,3 +261,19 @@ pub fn large_png() -> Vec<u8> {
         .unwrap();
     out.into_inner()
 }
+
+/// The value of a field of `/proc/{process}/status` (`process`: a pid or `self`), the text
+/// after its name, or None where this kernel has no such field.
+pub fn proc_status(process: &str, field: &str) -> Option<String> {
+    let path = format!("/proc/{process}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    Some(line[field.len()..].trim().to_string())
+}
+
+/// A memory figure of `/proc/{process}/status` (`VmRSS:`, `VmHWM:`), in KiB.
+pub fn proc_status_kib(process: &str, field: &str) -> u64 {
+    let value = proc_status(process, field)
+        .unwrap_or_else(|| panic!("no {field} in /proc/{process}/status"));
+    value.trim_end_matches("kB").trim().parse().unwrap()
+}
