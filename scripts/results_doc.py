@@ -19,6 +19,7 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results_doc_distinct  # noqa: E402
 import results_doc_holdout  # noqa: E402
 import results_doc_seeds  # noqa: E402
 import results_doc_shipping as shipping  # noqa: E402
@@ -105,6 +106,8 @@ def document(out, seconds):
         holdout_vs_test(lines, out, plan, main_rows)
         convergence(lines, out, plan.SHIP_RUN)
         distinct(lines, out)
+        distinct_rows = load_rows(out, "distinct", [n for n, _, _ in plan.distinct_rows()])
+        results_doc_distinct.distinct_runs(lines, out, plan, main_rows, distinct_rows)
     shipping.shipped(lines, out, plan, ship_rows, main_rows)
     shipping.wise(lines, out)
     results_doc_seeds.seeds(lines, seed_rows, plan.EPOCHS / plan.ABL_EPOCHS)

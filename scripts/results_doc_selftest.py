@@ -54,7 +54,21 @@ def made_up_folder(out):
              "cond_cosine_mean": 0.99, "entries": [entry]} for s, m in ((100, 0.75), (4290, 0.96))]
     hold = [{"kind": "holdout", "model": "merged:uniform", "step": s, "robust_acc": a, "clean_acc": 0.8}
             for s, a in ((214, 0.3), (3861, 0.69), (4290, 0.7))]
-    write(f"{out}/hyperat/metrics.jsonl", diag + hold)
+    # The last hold-out evaluation of each model, as (clean, robust) per model.
+    def last_holdout(step, pgd_at, trades, mart, uniform):
+        return [{"kind": "holdout", "model": m, "step": step, "clean_acc": 0.8, "robust_acc": r}
+                for m, r in (("method:pgd-at", pgd_at), ("method:trades", trades),
+                             ("method:mart", mart), ("merged:uniform", uniform))]
+
+    write(f"{out}/hyperat/metrics.jsonl", diag + hold + last_holdout(4290, 0.7, 0.68, 0.7, 0.7)[:3])
+    # The diversity-penalty runs: λ = 1 ends distinct with every method within 3 points of
+    # its best (0.7, 0.68, 0.7); λ = 0.1 ends distinct with MART 10 points below it.
+    for run, cos, mart in (("distinct-l1", 0.6, 0.68), ("distinct-l0.1", 0.65, 0.6)):
+        write(f"{out}/{run}/run.json", cfg)
+        write(f"{out}/{run}/summary.json", {"seconds": 3600.0})
+        d = [dict(x, delta_cosine={"mean": m, "min": m - 0.1, "max": m + 0.1})
+             for x, m in zip(diag, (0.7, cos))]
+        write(f"{out}/{run}/metrics.jsonl", d + last_holdout(4290, 0.69, 0.66, mart, 0.69))
     write(f"{out}/hyperat-eps0.06/metrics.jsonl", diag)
     h = f"{out}/hyperat"
     # HyperAT+ keeps images 0-5, LoRA-AT images 4-9: b = 4, c = 4 → p = 1.
@@ -65,6 +79,10 @@ def made_up_folder(out):
         row("HyperAT TIES", f"{h}#merged:ties", 0.7, "1100000000"),
         row("HyperAT+ (uniform) trained at eps 0.06", f"{out}/hyperat-eps0.06#merged:uniform",
             0.82, "1111111111", aa=0.6)]})
+    # λ = 1's HyperAT+ on the test set keeps images 0-7 (b = 2, c = 0 against the main run's).
+    write(f"{out}/rows/distinct/a.json", {"rows": [
+        row("HyperAT+ (uniform) with diversity penalty 1", f"{out}/distinct-l1#merged:uniform",
+            0.75, "1111111100")]})
     # Hold-out: HyperAT+ right (clean and adversarial) on images 0-7, Full-AT on 0-1: b = 6, c = 0.
     labels = [i % 10 for i in range(10)]
     # TIES: 90% on the hold-out (above HyperAT+'s 80%), 20% on the test set (below its 60%).
@@ -168,6 +186,15 @@ def run(document):
         "above), HyperAT+ − LoRA-AT in PGD-20 robust accuracy (paired; b = images only "
         "HyperAT+ keeps): rank 8: +0.00 (b = 1, c = 1, p = 1); rank 16: -10.00 (b = 0, c = 1, p = 1).",
         "From rank 8 to 16, HyperAT+ gains +20.00 points and LoRA-AT +30.00.",
+        # The diversity-penalty runs, judged on the hold-out, and one on the test set.
+        "| none (the main run) | 4290 of 4290 | 0.750 | 0.960 (0.860–1.010) | 80.00 / 70.00 | "
+        "80.00 / 68.00 | 80.00 / 70.00 | 80.00 / 70.00 |",
+        "| λ = 1, margin 0.6 | 4290 of 4290 | 0.700 | 0.600 (0.500–0.700) |",
+        "none (the main run): misses the target: cosine 0.960; λ = 1, margin 0.6: **meets the "
+        "target** (cosine 0.600, every method within 3 points of its best); λ = 0.1, margin 0.6: "
+        "distinct (cosine 0.650) but more than 3 points below the best hold-out PGD-10 for mart.",
+        "cos² − 0.36)",
+        "| HyperAT+ (uniform) with diversity penalty 1 | 75.00 | 0.700 | 80.00 | 50.00 | +20.00 (2, 0, p = 0.5) |",
     ]
     missing = [e for e in expect if e not in doc]
     assert not missing, "results doc self-test: not in the document:\n" + "\n".join(missing) + "\n---\n" + doc

@@ -131,6 +131,10 @@ pub struct TuneConfig {
     /// generated deltas ([`diversity`]; ours, default 0 = off).
     #[serde(default)]
     pub method_diversity: f64,
+    /// HyperAT: the penalty counts only a pair's squared cosine above this margin's
+    /// square ([`diversity`]; default 0: all of it).
+    #[serde(default)]
+    pub method_diversity_margin: f64,
     /// How HyperAT picks each step's method after the warm-up (default: uniformly at
     /// random, as the paper).
     #[serde(default)]
@@ -174,6 +178,7 @@ impl Default for TuneConfig {
             groups: vec![],
             train_patch_embed: false,
             method_diversity: 0.0,
+            method_diversity_margin: 0.0,
             sampling: Sampling::Random,
             grad_clip: 1.0,
             seed: 0,
@@ -331,6 +336,12 @@ impl TuneConfig {
             return Err(Error::Invalid(format!(
                 "method diversity must be a non-negative number, got {}",
                 self.method_diversity
+            )));
+        }
+        if !(0.0..1.0).contains(&self.method_diversity_margin) {
+            return Err(Error::Invalid(format!(
+                "method diversity margin must be a cosine in [0, 1), got {}",
+                self.method_diversity_margin
             )));
         }
         if self.method_diversity > 0.0 && (self.kind != TuneKind::Hyperat || self.methods.len() < 2)

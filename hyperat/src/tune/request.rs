@@ -92,6 +92,7 @@ impl TuneRequest {
             groups: param_groups(&self.lr_scales, &self.group_decays)?,
             train_patch_embed: self.train_patch_embed,
             method_diversity: self.method_diversity,
+            method_diversity_margin: self.method_diversity_margin,
             sampling: Sampling::parse(&self.sampling)?,
             grad_clip: self.grad_clip,
             seed: self.seed,

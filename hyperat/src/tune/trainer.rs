@@ -44,7 +44,8 @@ pub struct StepRecord {
     /// Trainable tensors that received a gradient.
     pub grad_tensors: usize,
     /// HyperAT with a diversity penalty: the mean squared cosine between the methods'
-    /// deltas it penalised (the loss includes `method_diversity` times it).
+    /// deltas it penalised, less the margin's square where it has one (the loss includes
+    /// `method_diversity` times it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delta_similarity: Option<f64>,
     /// Training time so far (summed over resumptions; hold-out evaluations excluded).
@@ -188,7 +189,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                     })
                     .collect::<Option<_>>()
                     .expect("HyperAT generates every method's adapters");
-                let sim = delta_similarity(&all, &self.device);
+                let sim = delta_similarity(&all, cfg.method_diversity_margin, &self.device);
                 let value = sim.clone().into_scalar().elem::<f64>();
                 (loss + sim * cfg.method_diversity, Some(value))
             }

@@ -56,6 +56,9 @@ pub struct TuneRequest {
     /// HyperAT: weight of a penalty on the squared cosine between the methods' generated
     /// deltas, keeping the defenses' LoRAs apart (default 0 = off; ours).
     pub method_diversity: f64,
+    /// HyperAT: the penalty counts only squared cosines above this margin's square, so it
+    /// stops the deltas converging without pushing them apart (default 0; ours).
+    pub method_diversity_margin: f64,
     /// Inner attack radius in [0,1] pixels (default: the dataset's standard budget, the
     /// one evaluations default to: 0.1 for Fashion-MNIST, 8/255 otherwise).
     pub eps: Option<f32>,
@@ -110,6 +113,7 @@ impl Default for TuneRequest {
             method_to_heads: false,
             train_patch_embed: false,
             method_diversity: 0.0,
+            method_diversity_margin: 0.0,
             eps: None,
             alpha: None,
             attack_steps: 10,

@@ -96,6 +96,10 @@ pub struct Args {
     /// generated deltas, keeping the defenses' LoRAs apart (ours; 0 = off).
     #[arg(long, default_value_t = TuneRequest::default().method_diversity)]
     method_diversity: f64,
+    /// HyperAT: the diversity penalty counts only a pair's squared cosine above this
+    /// margin's square: it stops the deltas converging past cosine m, no more (ours).
+    #[arg(long, default_value_t = TuneRequest::default().method_diversity_margin)]
+    method_diversity_margin: f64,
     /// Inner attack radius, `0.1` or `8/255` (default: the dataset's standard budget, the
     /// one `eval` defaults to: 0.1 for Fashion-MNIST, 8/255 otherwise).
     #[arg(long, value_parser = fraction)]
@@ -164,6 +168,7 @@ impl Args {
             method_to_heads: self.method_to_heads,
             train_patch_embed: self.train_patch_embed,
             method_diversity: self.method_diversity,
+            method_diversity_margin: self.method_diversity_margin,
             eps: self.eps,
             alpha: self.alpha,
             attack_steps: self.attack_steps,
