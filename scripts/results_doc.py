@@ -106,7 +106,7 @@ def document(out, seconds):
         holdout_vs_test(lines, out, plan, main_rows)
         convergence(lines, out, plan.SHIP_RUN)
         distinct(lines, out)
-        distinct_rows = load_rows(out, "distinct", [n for n, _, _ in plan.distinct_rows()])
+        distinct_rows = load_rows(out, "distinct", [n for n, *_ in plan.distinct_rows()])
         results_doc_distinct.distinct_runs(lines, out, plan, main_rows, distinct_rows)
     shipping.shipped(lines, out, plan, ship_rows, main_rows)
     shipping.wise(lines, out)

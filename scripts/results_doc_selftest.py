@@ -82,7 +82,9 @@ def made_up_folder(out):
     # λ = 1's HyperAT+ on the test set keeps images 0-7 (b = 2, c = 0 against the main run's).
     write(f"{out}/rows/distinct/a.json", {"rows": [
         row("HyperAT+ (uniform) with diversity penalty 1", f"{out}/distinct-l1#merged:uniform",
-            0.75, "1111111100")]})
+            0.75, "1111111100"),
+        # Its TIES keeps images 0-3 (b = 2, c = 0 against the main run's TIES).
+        row("HyperAT TIES with diversity penalty 1", f"{out}/distinct-l1#merged:ties", 0.7, "1111000000")]})
     # Hold-out: HyperAT+ right (clean and adversarial) on images 0-7, Full-AT on 0-1: b = 6, c = 0.
     labels = [i % 10 for i in range(10)]
     # TIES: 90% on the hold-out (above HyperAT+'s 80%), 20% on the test set (below its 60%).
@@ -195,6 +197,8 @@ def run(document):
         "distinct (cosine 0.650) but more than 3 points below the best hold-out PGD-10 for mart.",
         "cos² − 0.36)",
         "| HyperAT+ (uniform) with diversity penalty 1 | 75.00 | 0.700 | 80.00 | 50.00 | +20.00 (2, 0, p = 0.5) |",
+        "| HyperAT TIES with diversity penalty 1 | 70.00 | 0.700 | 40.00 | 50.00 | +20.00 (2, 0, p = 0.5) |",
+        "the sparsifying merges keep: the main run: HyperAT TIES keeps 33%; λ = 1: HyperAT TIES keeps 50%.",
     ]
     missing = [e for e in expect if e not in doc]
     assert not missing, "results doc self-test: not in the document:\n" + "\n".join(missing) + "\n---\n" + doc

@@ -218,16 +218,27 @@ DISTINCT_MARGIN = env("DISTINCT_MARGIN", "0.6")
 DISTINCT = [(f"distinct-l{w}", w) for w in env("DISTINCT_WEIGHTS", "1,0.1").split(",") if w]
 
 
+# What of each such run is measured on the test set, as the main table's rows of the main run
+# are named: HyperAT+ first (both runs'), then each method's LoRA and the sparsifying merges
+# (do distinct deltas leave TIES and DARE interference to remove?).
+DISTINCT_MODELS = [("HyperAT+ (uniform)", "merged:uniform"), ("HyperAT PGD-AT", "method:pgd-at"),
+                   ("HyperAT TRADES", "method:trades"), ("HyperAT MART", "method:mart"),
+                   ("HyperAT TIES", "merged:ties"), ("HyperAT DARE", "merged:dare")]
+
+
 def distinct_rows():
-    return [(f"HyperAT+ (uniform) with diversity penalty {w}", f"{OUT}/{n}#merged:uniform", n) for n, w in DISTINCT]
+    """(row name, model spec, run, the main table's row of the same model of the main run)."""
+    return [(f"{label} with diversity penalty {w}", f"{OUT}/{n}#{variant}", n, label)
+            for label, variant in DISTINCT_MODELS for n, w in DISTINCT]
 
 
 def distinct_jobs():
-    """The runs and their HyperAT+ on the test set (clean, PGD-20, CW-20; no AutoAttack),
-    under each run's name (`ONLY=distinct-l1` makes one)."""
+    """The runs, their sparsifying merges and the rows above on the test set (clean, PGD-20,
+    CW-20; no AutoAttack), under each run's name (`ONLY=distinct-l1` makes one)."""
     flags = hyperat_flags(METHOD_WARMUP) + ["--method-diversity-margin", DISTINCT_MARGIN]
     jobs = [tune_job(n, "hyperat", METHODS, EPOCHS, 0, flags + ["--method-diversity", w]) for n, w in DISTINCT]
-    return jobs + [j for name, spec, run in distinct_rows() for j in row_jobs("distinct", name, spec, N, key=run)]
+    jobs += [merge_job(n, s, x, key=n) for n, _ in DISTINCT for s, x in MERGES if s in ("ties", "dare")]
+    return jobs + [j for name, spec, run, _ in distinct_rows() for j in row_jobs("distinct", name, spec, N, key=run)]
 
 
 # The merges of a HyperAT run, with their settings.
