@@ -355,7 +355,8 @@ def distinct(lines, out, run="hyperat"):
       "epoch near 0.69; over the full run the three objectives' gradients, which agree (each "
       "attacks with PGD and rewards the right adversarial class), pull the shared generator's "
       "outputs together, and nothing in the objective keeps the methods apart. Merging such "
-      "LoRAs only rescales one delta, so the merge rows say little about combining defenses. "
+      "LoRAs only rescales one delta, so the merge rows say little about combining defenses "
+      "(the next section gives the objective what it lacks). "
       f"The deltas are not small: relative to its frozen weight, median {statistics.median(rel):.2f} "
       "over the 16 weights, largest "
       + ", ".join(f"{e['target']} of block {e['block']} {max(e['rel_norm']):.2f}" for e in top) + ".\n")

@@ -100,5 +100,17 @@ def distinct_runs(lines, out, plan, main_rows, distinct_rows):
     if len(kept) > 1:
         p("Of each run's HyperAT+ PGD-20 robust accuracy, the sparsifying merges keep: "
           + "; ".join(kept) + ".\n")
+    merge_vs = []
+    for w, group, suffix in [(None, main_rows, "")] + [
+            (w, distinct_rows, f" with diversity penalty {w}") for _, w in plan.DISTINCT]:
+        plus = group.get("HyperAT+ (uniform)" + suffix)
+        own = [(m, group[m + suffix]) for m in ("HyperAT PGD-AT", "HyperAT TRADES", "HyperAT MART")
+               if (m + suffix) in group]
+        if plus and own:
+            cells = [f"{m[8:]} {paired_cell(plus, r)[2]}" for m, r in own]
+            merge_vs.append(("the main run" if w is None else f"λ = {w}") + ": " + "; ".join(cells))
+    if len(merge_vs) > 1:
+        p("HyperAT+ (uniform) − each of its methods' own LoRAs, paired within the run (b = images "
+          "only HyperAT+ keeps): " + ". ".join(merge_vs) + ".\n")
     p("What this does not show: one seed per setting, and the penalty's weights and margin were "
       "not tuned (two weights, one margin, fixed before the runs).\n")

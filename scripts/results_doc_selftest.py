@@ -77,6 +77,7 @@ def made_up_folder(out):
         row("LoRA-AT (PGD-AT)", f"{out}/lora-at#tuned", 0.8, "0000111111", aa=0.5),
         row("HyperAT+ (uniform)", f"{h}#merged:uniform", 0.78, "1111110000", aa=0.4),
         row("HyperAT TIES", f"{h}#merged:ties", 0.7, "1100000000"),
+        row("HyperAT PGD-AT", f"{h}#method:pgd-at", 0.7, "1111111000"),
         row("HyperAT+ (uniform) trained at eps 0.06", f"{out}/hyperat-eps0.06#merged:uniform",
             0.82, "1111111111", aa=0.6)]})
     # λ = 1's HyperAT+ on the test set keeps images 0-7 (b = 2, c = 0 against the main run's).
@@ -84,7 +85,8 @@ def made_up_folder(out):
         row("HyperAT+ (uniform) with diversity penalty 1", f"{out}/distinct-l1#merged:uniform",
             0.75, "1111111100"),
         # Its TIES keeps images 0-3 (b = 2, c = 0 against the main run's TIES).
-        row("HyperAT TIES with diversity penalty 1", f"{out}/distinct-l1#merged:ties", 0.7, "1111000000")]})
+        row("HyperAT TIES with diversity penalty 1", f"{out}/distinct-l1#merged:ties", 0.7, "1111000000"),
+        row("HyperAT PGD-AT with diversity penalty 1", f"{out}/distinct-l1#method:pgd-at", 0.7, "1" * 10)]})
     # Hold-out: HyperAT+ right (clean and adversarial) on images 0-7, Full-AT on 0-1: b = 6, c = 0.
     labels = [i % 10 for i in range(10)]
     # TIES: 90% on the hold-out (above HyperAT+'s 80%), 20% on the test set (below its 60%).
@@ -199,6 +201,10 @@ def run(document):
         "| HyperAT+ (uniform) with diversity penalty 1 | 75.00 | 0.700 | 80.00 | 50.00 | +20.00 (2, 0, p = 0.5) |",
         "| HyperAT TIES with diversity penalty 1 | 70.00 | 0.700 | 40.00 | 50.00 | +20.00 (2, 0, p = 0.5) |",
         "the sparsifying merges keep: the main run: HyperAT TIES keeps 33%; λ = 1: HyperAT TIES keeps 50%.",
+        # HyperAT+ against its PGD-AT LoRA: the main run's keeps images 0-6 (b = 0, c = 1),
+        # λ = 1's every image (b = 0, c = 2).
+        "paired within the run (b = images only HyperAT+ keeps): the main run: PGD-AT -10.00 "
+        "(0, 1, p = 1). λ = 1: PGD-AT -20.00 (0, 2, p = 0.5).",
     ]
     missing = [e for e in expect if e not in doc]
     assert not missing, "results doc self-test: not in the document:\n" + "\n".join(missing) + "\n---\n" + doc
