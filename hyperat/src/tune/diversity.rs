@@ -17,8 +17,9 @@ use crate::vit::{Adapters, Target};
 
 /// Mean over (block, target, method pair) of `max(0, cos²(ΔW_i, ΔW_j) − margin²)`, the
 /// cosine taken over the deltas' entries; a scalar tensor on the adapters' graph (0 with
-/// fewer than two methods). Each delta is `A·B` (`[in, r]·[r, out]`, its scaling cancels in the cosine),
-/// and `⟨A_i B_i, A_j B_j⟩ = Σ (A_iᵀ A_j) ⊙ (B_i B_jᵀ)` needs only `r × r` products.
+/// fewer than two methods). Each delta is `A·B` (`[in, r]·[r, out]`, its scaling cancels
+/// in the cosine), and `⟨A_i B_i, A_j B_j⟩ = Σ (A_iᵀ A_j) ⊙ (B_i B_jᵀ)` needs only `r × r`
+/// products.
 pub fn delta_similarity<B: Backend>(
     methods: &[Adapters<B>],
     margin: f64,

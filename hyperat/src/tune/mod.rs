@@ -344,6 +344,11 @@ impl TuneConfig {
                 self.method_diversity_margin
             )));
         }
+        if self.method_diversity_margin > 0.0 && self.method_diversity == 0.0 {
+            return Err(Error::Invalid(
+                "a method diversity margin needs a method diversity weight above 0".into(),
+            ));
+        }
         if self.method_diversity > 0.0 && (self.kind != TuneKind::Hyperat || self.methods.len() < 2)
         {
             return Err(Error::Invalid(
@@ -368,5 +373,25 @@ impl TuneConfig {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_diversity_margin_is_a_cosine_below_one_and_needs_a_penalty_weight() {
+        let with = |weight: f64, margin: f64| TuneConfig {
+            method_diversity: weight,
+            method_diversity_margin: margin,
+            ..TuneConfig::default()
+        };
+        with(1.0, 0.6).validate().expect("a margin with a weight");
+        with(1.0, 0.0).validate().expect("the plain penalty");
+        for (weight, margin) in [(1.0, 1.0), (1.0, -0.1), (1.0, f64::NAN), (0.0, 0.6)] {
+            let err = with(weight, margin).validate().unwrap_err().to_string();
+            assert!(err.contains("margin"), "{weight}, {margin}: {err}");
+        }
     }
 }
