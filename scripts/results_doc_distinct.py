@@ -37,8 +37,9 @@ def distinct_runs(lines, out, plan, main_rows, distinct_rows):
         return
     p = lines.append
     p("### Keeping them distinct over the full budget (ours)\n")
-    p("The main run's objective gives the methods no reason to stay apart. The plain penalty on the deltas' squared cosine pushed them to "
-      "orthogonal and stopped MART learning in the one-epoch sweep. These runs take the main "
+    p("The main run's objective gives the methods no reason to stay apart. The plain penalty on "
+      "the deltas' squared cosine pushed them to orthogonal and stopped MART learning in the "
+      "one-epoch sweep. These runs take the main "
       "run's settings and add the penalty with a margin (`--method-diversity λ "
       f"--method-diversity-margin {plan.DISTINCT_MARGIN}`: a pair of methods costs λ · max(0, "
       f"cos² − {float(plan.DISTINCT_MARGIN) ** 2:.2f}) at each of the 16 weights), which stops "
@@ -88,27 +89,26 @@ def distinct_runs(lines, out, plan, main_rows, distinct_rows):
         p(f"| {name} | {pct(r['clean_acc'])} | {r['mean_confidence']:.3f} | {pct(r['pgd_acc'])} "
           f"| {pct(r['cw_acc'])} | {vs} |")
     p("")
-    kept = []
-    for n, w in [(None, None)] + list(plan.DISTINCT):
-        suffix = f" with diversity penalty {w}" if w else ""
-        group = distinct_rows if w else main_rows
-        plus = group.get("HyperAT+ (uniform)" + suffix)
-        parts = [f"{m} keeps {group[m + suffix]['pgd_acc'] / plus['pgd_acc']:.0%}"
-                 for m in ("HyperAT TIES", "HyperAT DARE") if plus and (m + suffix) in group]
+    # Each run's rows under the main table's model names: the main run's, then each penalty run's.
+    per_run = [("the main run", main_rows)] + [
+        (f"λ = {w}", {label: distinct_rows[name] for name, _, of, label in plan.distinct_rows()
+                      if of == run and name in distinct_rows}) for run, w in plan.DISTINCT]
+    kept, merge_vs = [], []
+    for who, group in per_run:
+        plus = group.get("HyperAT+ (uniform)")
+        if not plus:
+            continue
+        parts = [f"{m} keeps {group[m]['pgd_acc'] / plus['pgd_acc']:.0%}"
+                 for m in ("HyperAT TIES", "HyperAT DARE") if m in group]
         if parts:
-            kept.append(("the main run" if w is None else f"λ = {w}") + ": " + ", ".join(parts))
+            kept.append(f"{who}: " + ", ".join(parts))
+        cells = [f"{m[8:]} {paired_cell(plus, group[m])[2]}"
+                 for m in ("HyperAT PGD-AT", "HyperAT TRADES", "HyperAT MART") if m in group]
+        if cells:
+            merge_vs.append(f"{who}: " + "; ".join(cells))
     if len(kept) > 1:
         p("Of each run's HyperAT+ PGD-20 robust accuracy, the sparsifying merges keep: "
           + "; ".join(kept) + ".\n")
-    merge_vs = []
-    for w, group, suffix in [(None, main_rows, "")] + [
-            (w, distinct_rows, f" with diversity penalty {w}") for _, w in plan.DISTINCT]:
-        plus = group.get("HyperAT+ (uniform)" + suffix)
-        own = [(m, group[m + suffix]) for m in ("HyperAT PGD-AT", "HyperAT TRADES", "HyperAT MART")
-               if (m + suffix) in group]
-        if plus and own:
-            cells = [f"{m[8:]} {paired_cell(plus, r)[2]}" for m, r in own]
-            merge_vs.append(("the main run" if w is None else f"λ = {w}") + ": " + "; ".join(cells))
     if len(merge_vs) > 1:
         p("HyperAT+ (uniform) − each of its methods' own LoRAs, paired within the run (b = images "
           "only HyperAT+ keeps): " + ". ".join(merge_vs) + ".\n")
