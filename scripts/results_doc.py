@@ -100,12 +100,12 @@ def document(out, seconds):
     if main_rows:
         paired(lines, main_rows)
         claims(lines, main_rows)
-        adaptive_weights(lines, out)
+        adaptive_weights(lines, out, plan.MAIN_HYPERAT)
         autoattack_components(lines, main_rows)
-        sparse_merges(lines, out, main_rows)
+        sparse_merges(lines, out, main_rows, plan.MAIN_HYPERAT)
         holdout_vs_test(lines, out, plan, main_rows)
-        convergence(lines, out, plan.SHIP_RUN)
-        distinct(lines, out)
+        convergence(lines, out, plan)
+        distinct(lines, out, plan)
         distinct_rows = load_rows(out, "distinct", [n for n, *_ in plan.distinct_rows()])
         results_doc_distinct.distinct_runs(lines, out, plan, main_rows, distinct_rows)
     shipping.shipped(lines, out, plan, ship_rows, main_rows)
@@ -155,9 +155,13 @@ def main_table(lines, out, plan, rows):
           f"| {cfg['lr'] if cfg else '—'} | {epochs} "
           f"| {human(r['train_seconds']) if r.get('train_seconds') else '—'} | {mem} |")
     p("")
-    p("The per-method rows, the merges and HyperAT+ come from one HyperAT run (its trainable "
-      "parameters and time are the run's). Train times are one core each with another job "
-      "beside it.\n")
+    cfg = run_config(f"{out}/{plan.MAIN_HYPERAT}#") or {}
+    penalty = (f", trained with the margin diversity penalty (λ {cfg['method_diversity']:g}, margin "
+               f"{cfg['method_diversity_margin']:g}; chosen on the hold-out, see \"Keeping them "
+               "distinct\" below)" if cfg.get("method_diversity") else "")
+    p(f"The per-method rows, the merges and HyperAT+ come from one HyperAT run, `{plan.MAIN_HYPERAT}`"
+      f"{penalty}; its trainable parameters and time are the run's. Train times are one core "
+      "each with another job beside it.\n")
     if missing:
         p("Still to run (the script resumes them): " + ", ".join(missing) + ".\n")
 
@@ -224,7 +228,7 @@ def claims(lines, rows):
     p("")
 
 
-def adaptive_weights(lines, out, run="hyperat"):
+def adaptive_weights(lines, out, run):
     """What the adaptive merge learned, and what its own check on the hold-out saw."""
     meta = safetensors_metadata(f"{out}/{run}/merges/adaptive.safetensors")
     if "lambdas" not in meta:
@@ -260,8 +264,8 @@ def autoattack_components(lines, rows):
     p("")
 
 
-def sparse_merges(lines, out, rows, run="hyperat"):
-    """Why TIES and DARE lose what they lose here: a reading from the run's diagnostics."""
+def sparse_merges(lines, out, rows, run):
+    """What TIES and DARE keep of HyperAT+, beside the run's delta diagnostics."""
     a = rows.get(ANCHOR)
     sparse = [(n, rows[n]) for n in ("HyperAT TIES", "HyperAT DARE") if n in rows]
     diag = diagnostics(f"{out}/{run}")
@@ -271,11 +275,12 @@ def sparse_merges(lines, out, rows, run="hyperat"):
     rel = statistics.median(max(e["rel_norm"]) for e in last["entries"])
     kept = ", ".join(f"{n.split()[-1]} keeps {100 * r['pgd_acc'] / a['pgd_acc']:.0f}%" for n, r in sparse)
     lines.append(
-        f"**The sparsifying merges.** Of HyperAT+'s PGD-20 robust accuracy, {kept}. A likely "
-        "reading, not tested here: TIES and DARE remove interference between the deltas they "
-        f"merge, and these deltas have none to remove (their mean cosine is {last['delta_cosine']['mean']:.2f}); "
-        f"the deltas are rewrites of the weights rather than small corrections (median {rel:.2f}× "
-        "the frozen weight's norm), so dropping entries of them breaks them.\n")
+        f"**The sparsifying merges.** Of HyperAT+'s PGD-20 robust accuracy, {kept}. The deltas "
+        f"they merge have a mean pairwise cosine of {last['delta_cosine']['mean']:.2f} and are "
+        f"rewrites of the weights rather than small corrections (median {rel:.2f}× the frozen "
+        "weight's norm); a likely reading, not tested here, is that trimming or dropping entries "
+        "of such deltas breaks them (what each full-budget run's sparsifying merges keep is in "
+        "\"Keeping them distinct\" below).\n")
 
 
 def holdout_vs_test(lines, out, plan, rows):
@@ -301,18 +306,20 @@ def holdout_vs_test(lines, out, plan, rows):
         "by chance).\n")
 
 
-def convergence(lines, out, ship_run):
+def convergence(lines, out, plan):
     """The hold-out curves of the main runs: how much the last epoch still moved them."""
     p = lines.append
+    ships = [r for r in (plan.SHIP_RUN, plan.SHIP_DISTINCT_RUN) if os.path.exists(f"{out}/{r}/summary.json")]
     p("### Did the runs converge?\n")
     p("Hold-out robust accuracy (PGD-10 of step eps/4 at the run's training eps, first 512 "
-      f"hold-out images) as each main run and the shipped run (`{ship_run}`) trained, evaluated "
-      "about every half epoch:\n")
+      "hold-out images) as each main run, the HyperAT run without the diversity penalty "
+      f"(`hyperat`) and the shipping candidates ({', '.join(f'`{r}`' for r in ships) or 'none finished'}) "
+      "trained, evaluated about every half epoch:\n")
     p("| run | model | first evaluation | one epoch before the end | end | change over the last epoch |")
     p("|---|---|---|---|---|---|")
-    for run in ["full-at", "lora-at", "full-lora-at", "hyperat", ship_run]:
+    for run in ["full-at", "lora-at", "full-lora-at", plan.MAIN_HYPERAT, "hyperat"] + ships:
         recs = [r for r in records(f"{out}/{run}") if r.get("kind") == "holdout"]
-        if not recs:
+        if not recs or not os.path.exists(f"{out}/{run}/summary.json"):
             continue
         cfg = json.load(open(f"{out}/{run}/run.json"))["config"]
         per_epoch = 55000 // cfg["batch_size"]
@@ -325,40 +332,46 @@ def convergence(lines, out, ship_run):
     p("")
 
 
-def distinct(lines, out, run="hyperat"):
+def distinct(lines, out, plan):
+    """How close the defenses' deltas end: the main run's, beside the run's without the penalty."""
     p = lines.append
-    diag = diagnostics(f"{out}/{run}")
-    if not diag:
+    runs = [(run, diagnostics(f"{out}/{run}")) for run in (plan.MAIN_HYPERAT, "hyperat")]
+    runs = [(run, diag) for run, diag in runs if diag]
+    if not runs or runs[0][0] != plan.MAIN_HYPERAT:
         return
-    last = diag[-1]
+    last = runs[0][1][-1]
     p("### Are the defenses' LoRAs distinct?\n")
     p(f"Cosine between the methods' weight deltas, mean over the 16 (block, target) weights × "
-      f"{len(last['pairs'])} pairs (1 = one LoRA under {len(last['methods'])} names), as the run "
-      "trained (its `metrics.jsonl`; `hyperat report --deltas RUN` prints the per-weight table):\n")
-    p("| step | delta cosine, mean (min–max) | method embedding cosine | conditioning cosine |")
-    p("|---|---|---|---|")
-    picked = []
-    for s in (100, 500, 1000, 2000, last["step"]):
-        r = min(diag, key=lambda d: abs(d["step"] - s))
-        if r not in picked:
-            picked.append(r)
-    for r in picked:
-        d = r["delta_cosine"]
-        p(f"| {r['step']} | {d['mean']:.3f} ({d['min']:.3f}–{d['max']:.3f}) | {r['embed_cosine_mean']:.3f} "
-          f"| {r['cond_cosine_mean']:.4f} |")
+      f"{len(last['pairs'])} pairs (1 = one LoRA under {len(last['methods'])} names), as the main "
+      "run and the run without the diversity penalty trained (their `metrics.jsonl`; `hyperat "
+      "report --deltas RUN` prints the per-weight table):\n")
+    p("| run | step | delta cosine, mean (min–max) | method embedding cosine | conditioning cosine |")
+    p("|---|---|---|---|---|")
+    for run, diag in runs:
+        picked = []
+        for s in (100, 500, 1000, 2000, diag[-1]["step"]):
+            r = min(diag, key=lambda d: abs(d["step"] - s))
+            if r not in picked:
+                picked.append(r)
+        for r in picked:
+            d = r["delta_cosine"]
+            p(f"| {run} | {r['step']} | {d['mean']:.3f} ({d['min']:.3f}–{d['max']:.3f}) "
+              f"| {r['embed_cosine_mean']:.3f} | {r['cond_cosine_mean']:.4f} |")
     rel = sorted((max(e["rel_norm"]) for e in last["entries"]))
     top = sorted(last["entries"], key=lambda e: -max(e["rel_norm"]))[:3]
     p("")
     met = "met" if last["delta_cosine"]["mean"] < 0.7 else "**not met**"
-    p(f"The target, a mean delta cosine below 0.7 at the end of the main run, is {met} "
-      f"({last['delta_cosine']['mean']:.3f}). The sweep that chose the settings ended its one "
-      "epoch near 0.69; over the full run the three objectives' gradients, which agree (each "
-      "attacks with PGD and rewards the right adversarial class), pull the shared generator's "
-      "outputs together, and nothing in the objective keeps the methods apart. Merging such "
-      "LoRAs only rescales one delta, so the merge rows say little about combining defenses "
-      "(the next section gives the objective what it lacks). "
-      f"The deltas are not small: relative to its frozen weight, median {statistics.median(rel):.2f} "
-      "over the 16 weights, largest "
+    text = (f"The target, a mean delta cosine below 0.7 at the end of the main run, is {met} "
+            f"({last['delta_cosine']['mean']:.3f}; each method's hold-out robustness against its "
+            "best: next section).")
+    if len(runs) > 1:
+        text += (f" Without the penalty (`hyperat`, the same settings otherwise) the deltas end at "
+                 f"{runs[1][1][-1]['delta_cosine']['mean']:.3f}: the three objectives' gradients, "
+                 "which agree (each attacks with PGD and rewards the right adversarial class), pull "
+                 "the shared generator's outputs together, and nothing in that objective keeps the "
+                 "methods apart, so merging its LoRAs only rescales one delta.")
+    p(text + " The main run's deltas are not small: relative to its frozen weight, median "
+      f"{statistics.median(rel):.2f} over the 16 weights, largest "
       + ", ".join(f"{e['target']} of block {e['block']} {max(e['rel_norm']):.2f}" for e in top) + ".\n")
 
 

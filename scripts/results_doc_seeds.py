@@ -13,6 +13,7 @@ from results_doc_common import human, mcnemar, p_text, paired_cell, pct
 # where HyperAT+ stands against LoRA-AT when both have it.
 PATCH = ("HyperAT+ trainable patch embedding", "LoRA-AT trainable patch embedding")
 R16 = ("HyperAT+ rank 16", "LoRA-AT rank 16")
+PENALTY = "HyperAT+ with diversity penalty"  # trained as the main run is (the others have none)
 COMPARISONS = [("lora", "HyperAT+", "LoRA-AT", "HyperAT+ − LoRA-AT", "HyperAT+"),
                ("one", "HyperAT+", "HyperAT one method", "HyperAT+ − one-method HyperAT", "HyperAT+"),
                ("r16", *R16, "HyperAT+ − LoRA-AT, both at rank 16,", "HyperAT+"),
@@ -20,7 +21,12 @@ COMPARISONS = [("lora", "HyperAT+", "LoRA-AT", "HyperAT+ − LoRA-AT", "HyperAT+
                 "the trainable patch embedding"),
                ("lora-patch", PATCH[1], "LoRA-AT", "LoRA-AT with a trainable patch embedding − LoRA-AT (frozen)",
                 "the trainable patch embedding"),
-               ("both-patch", *PATCH, "HyperAT+ − LoRA-AT, both with a trainable patch embedding,", "HyperAT+")]
+               ("both-patch", *PATCH, "HyperAT+ − LoRA-AT, both with a trainable patch embedding,", "HyperAT+"),
+               ("penalty-lora", PENALTY, "LoRA-AT", "HyperAT+ with the diversity penalty − LoRA-AT", "HyperAT+"),
+               ("penalty-one", PENALTY, "HyperAT one method",
+                "HyperAT+ with the diversity penalty − one-method HyperAT", "HyperAT+"),
+               ("penalty", PENALTY, "HyperAT+", "HyperAT+ with the diversity penalty − HyperAT+ without it",
+                "the penalty")]
 
 
 def seeds(lines, rows, longer):
@@ -31,6 +37,7 @@ def seeds(lines, rows, longer):
     n = next(iter(rows.values()))["n"]
     rank16 = any(k.startswith(R16) for k in rows)
     patch = any(k.startswith(PATCH) for k in rows)
+    penalty = any(k.startswith(PENALTY) for k in rows)
     p(f"A shorter common budget for every row (see the script), evaluated on all {n:,} test images; "
       "each seed's models are compared image by image with McNemar's exact test on their PGD-20 "
       "robust flags (b: images only the first keeps, c: only the second). A cell still to run "
@@ -40,7 +47,10 @@ def seeds(lines, rows, longer):
       + (" The last asks whether the ablations' largest effect besides rank, a trainable patch "
          "embedding (ours, off by default), holds over the seeds, whether LoRA-AT gains as much from "
          "one, and where HyperAT+ stands against LoRA-AT when both have it; each model with one is "
-         "paired with its frozen twin of the first table." if patch else "") + "\n")
+         "paired with its frozen twin of the first table." if patch else "")
+      + (" The HyperAT+ of these tables has no diversity penalty; the last table trains it as the "
+         "main run is trained, with the penalty, and pairs it with the first table's models." if penalty else "")
+      + "\n")
     found = sorted({int(k.rsplit(" ", 1)[1]) for k in rows})
     get = lambda prefix, s: rows.get(f"{prefix} seed {s}")  # noqa: E731
     diffs = {key: [] for key, *_ in COMPARISONS}
@@ -73,7 +83,11 @@ def seeds(lines, rows, longer):
         table("| seed | HyperAT+ with a trainable patch embedding clean / PGD-20 "
               "| LoRA-AT with one clean / PGD-20 | HyperAT+ trainable − frozen (b, c, p) "
               "| LoRA-AT trainable − frozen (b, c, p) | HyperAT+ − LoRA-AT, both trainable (b, c, p) |",
-              PATCH, COMPARISONS[3:])
+              PATCH, COMPARISONS[3:6])
+    if penalty:
+        table("| seed | HyperAT+ with the diversity penalty clean / PGD-20 | − LoRA-AT (b, c, p) "
+              "| − one-method HyperAT (b, c, p) | − HyperAT+ without it (b, c, p) |",
+              (PENALTY,), COMPARISONS[6:])
     for key, _, _, label, subject in COMPARISONS:
         d = [x for x, _ in diffs[key]]
         below = sum(1 for x, pv in diffs[key] if x < 0 and pv < 0.05)

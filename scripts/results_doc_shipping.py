@@ -72,25 +72,32 @@ def shipped(lines, out, plan, ship_rows, main_rows):
             p(f"The rule keeps: {choice or 'nothing (the reference stays)'}.")
         p(f"One seed on {ref['n']} images (a standard error of about 1.5 points on each figure): "
           "the rule's margins, not these differences, carry the choice.\n")
+    shipped_run = plan.ship_run()
     for name, r in ship_rows.items():
-        ship_row(lines, out, name, r, main_rows)
-    meeting = [n for n, r in main_rows.items() if meets_targets(r)]
+        ship_row(lines, plan, name, r, main_rows, r["spec"].split("#")[0] == f"{out}/{shipped_run}")
+    if ship_rows:
+        measured = {r["spec"].split("#")[0] for r in ship_rows.values()}
+        todo = [run for run, _ in plan.SHIP_CANDIDATES if f"{out}/{run}" not in measured]
+        p(f"**Which candidate ships.** The rule, fixed before the run with the diversity penalty "
+          f"(`{plan.SHIP_DISTINCT_RUN}`) started: ship it when its HyperAT+ meets the targets and its "
+          "methods' mean delta cosine ends below 0.7 (so the Compare page shows distinct defenses), "
+          f"else `{plan.SHIP_RUN}`. Shipped: `{shipped_run}`"
+          + (f" (still to run: {', '.join(f'`{t}`' for t in todo)}; the rule is applied once it is measured)"
+             if todo else "") + ".\n")
+    meeting = [n for n, r in main_rows.items() if plan.meets_ship_targets(r)]
     if main_rows:
         p("Of the main table's rows (trained at eps 0.1), the targets are met by: "
           + (", ".join(meeting) if meeting else "none") + ".\n")
 
 
-def meets_targets(r):
-    """The shipped-model targets: clean >= 80%, AutoAttack >= 55%, confidence >= 0.6."""
-    return (r["clean_acc"] >= 0.80 and r["mean_confidence"] >= 0.6
-            and r.get("aa_acc") is not None and r["aa_acc"] >= 0.55)
-
-
-def ship_row(lines, out, name, r, main_rows):
+def ship_row(lines, plan, name, r, main_rows, shipped):
     p = lines.append
     others = [(n, main_rows[n]) for n in ("HyperAT+ (uniform)", "Full-AT (PGD-AT)") if n in main_rows]
-    p(f"**{name}** (the main HyperAT run's settings otherwise, seed 0, 10 epochs; evaluated at "
-      "eps **0.1** like every row):\n")
+    run = r["spec"].split("#")[0]
+    penalty = ("with the main run's diversity penalty" if os.path.basename(run) == plan.SHIP_DISTINCT_RUN
+               else "without the diversity penalty")
+    p(f"**{name}** (`{os.path.basename(run)}`: HyperAT's main settings {penalty}, seed 0, "
+      f"{plan.EPOCHS:g} epochs; evaluated at eps **0.1** like every row):\n")
     p("| model | clean | mean confidence | PGD-20 robust | CW-20 robust | AutoAttack (first 1000) "
       "| PGD-20 on those 1000 |")
     p("|---|---|---|---|---|---|---|")
@@ -98,24 +105,26 @@ def ship_row(lines, out, name, r, main_rows):
         p(f"| {n} | {pct(x['clean_acc'])} | {x['mean_confidence']:.3f} | {pct(x['pgd_acc'])} "
           f"| {pct(x['cw_acc'])} | {pct(x.get('aa_acc'))} | {pct(x.get('aa_pgd_acc'))} |")
     p("")
-    p(f"Shipped-model targets: {'**all met**' if meets_targets(r) else '**not all met**'} (clean "
+    p(f"Shipped-model targets: {'**all met**' if plan.meets_ship_targets(r) else '**not all met**'} (clean "
       f"{pct(r['clean_acc'])}%, AutoAttack {pct(r.get('aa_acc'))}%, confidence "
       f"{r['mean_confidence']:.3f}). Paired on the {r['n']:,} PGD-20 outcomes (exact McNemar; b = "
-      "images only the shipped run keeps, c = only the other): "
+      "images only this run keeps, c = only the other): "
       + "; ".join("vs {}: {} / {}, p = {}".format(n, *fmt(mcnemar(r["pgd_robust_flags"], x["pgd_robust_flags"])))
                   for n, x in others) + ".")
     if r.get("aa_components"):
         p("AutoAttack's components (cumulative): " + ", ".join(
             f"{c['name']} {pct(c['robust_acc'])}" for c in r["aa_components"]) + ".")
     size = folder_mib(SHIPPED)
-    if size:
+    if size and shipped:
         p(f"The shipped folder (`{os.path.relpath(SHIPPED, REPO)}`: the backbone, the run and its "
           f"merge as a timm export) is {size:.1f} MiB.")
-    run = r["spec"].split("#")[0]
     diag = diagnostics(run)
     if diag:
         d = diag[-1]["delta_cosine"]
         p(f"Its methods' delta cosine at the end: {d['mean']:.3f} ({d['min']:.3f}–{d['max']:.3f}).")
+    if not shipped:
+        p("")
+        return
     p("What this does not show: one seed each, and the clean / robust trade is measured for this "
       "one pair of runs only. HyperAT is shipped because the product demonstrates HyperAT (each "
       "method's LoRA and their merges), not because it is the best defense in the table.\n")
