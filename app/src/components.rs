@@ -2,7 +2,9 @@
 //! image picker (gallery, file, drag and drop, paste) and probability bars.
 
 use base64::Engine;
-use hyperat::wire::{Evaluation, PredictionView, Sample, SampleList, Showcase};
+use hyperat::wire::{
+    DefenseSimilarity, Distinctness, Evaluation, PredictionView, Sample, SampleList, Showcase,
+};
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
@@ -548,6 +550,55 @@ pub fn tradeoff_sentence(evaluation: &Evaluation, robust: &str) -> Option<String
 /// 0.10000000149, shown as "0.1".
 pub fn eps_text(eps: f32) -> String {
     format!("{}", (f64::from(eps) * 1e4).round() / 1e4)
+}
+
+/// How distinct a model's defenses are, in words a teacher can read out: each pair's
+/// cosine and what the mean says (one LoRA under several names merges to a rescaling).
+pub fn defenses_note(d: &DefenseSimilarity) -> impl IntoView + use<> {
+    let pairs: Vec<String> = d
+        .pairs
+        .iter()
+        .map(|p| {
+            format!(
+                "{} / {} {:.2}",
+                p.a.to_uppercase(),
+                p.b.to_uppercase(),
+                p.cosine
+            )
+        })
+        .collect();
+    let (reading, meaning) = match d.reading() {
+        Distinctness::Distinct => (
+            "distinct",
+            "Distinct: each defense changed the weights its own way, so a merge combines different changes.",
+        ),
+        Distinctness::PartlyAlike => (
+            "partly-alike",
+            "Partly alike: the defenses share much of their change.",
+        ),
+        Distinctness::OneLora => (
+            "one-lora",
+            "Nearly one LoRA under several names: merging them only rescales it.",
+        ),
+    };
+    view! {
+        <p class="defenses" data-reading=reading>
+            <strong>"How different are its defenses? "</strong>
+            {format!(
+                "Cosine between the weight changes each defense made (1: the same change): {} (mean {:.2}, step {}). {meaning}",
+                pairs.join(" · "),
+                d.mean,
+                d.step
+            )}
+        </p>
+    }
+}
+
+/// [`defenses_note`] of the chosen model, where it has one.
+#[component]
+pub fn Defenses() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    move || ctx.model_info()?.defenses.as_ref().map(defenses_note)
 }
 
 /// [`tradeoff_sentence`] of the chosen model for `robust` (default: the chosen variant),

@@ -68,6 +68,33 @@ async fn health_models_and_openapi() {
     );
     assert_eq!(tiny["default_variant"], "merged:uniform");
     assert_eq!(models[0]["variants"], json!(["base"]));
+    // How distinct its defenses are, from the run's last diagnostics: every pair, whose
+    // means average to the overall mean (every weight has all three cosines).
+    let pairs: Vec<(&str, &str, f64)> = tiny["defenses"]["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["a"].as_str().unwrap(),
+                p["b"].as_str().unwrap(),
+                p["cosine"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let names: Vec<(&str, &str)> = pairs.iter().map(|&(a, b, _)| (a, b)).collect();
+    assert_eq!(
+        names,
+        [("pgd-at", "trades"), ("pgd-at", "mart"), ("trades", "mart")]
+    );
+    let mean = tiny["defenses"]["mean"].as_f64().unwrap();
+    assert!(
+        (pairs.iter().map(|p| p.2).sum::<f64>() / 3.0 - mean).abs() < 1e-9,
+        "{pairs:?} {mean}"
+    );
+    assert!((-1.0..=1.0).contains(&mean));
+    assert_eq!(tiny["defenses"]["step"], 2);
+    assert_eq!(models[0].get("defenses"), None);
 
     let (st, v) = json(&s.router, get("/api/models/tiny")).await;
     assert_eq!(st, StatusCode::OK);

@@ -442,6 +442,33 @@ fn the_ui_end_to_end() {
     assert_eq!(rows.as_u64().unwrap() as usize, n_variants);
     let cells = b.js("return document.querySelectorAll('#transfer-table tbody td').length");
     assert_eq!(cells.as_u64().unwrap() as usize, n_variants * n_variants);
+    // Above it, how distinct the shipped run's defenses are: the API's pairs and mean, and
+    // the reading of that mean.
+    let defenses = &model["defenses"];
+    let note = b.text(".defenses");
+    for p in defenses["pairs"]
+        .as_array()
+        .expect("the shipped run records its diagnostics")
+    {
+        let pair = format!(
+            "{} / {} {:.2}",
+            p["a"].as_str().unwrap().to_uppercase(),
+            p["b"].as_str().unwrap().to_uppercase(),
+            p["cosine"].as_f64().unwrap()
+        );
+        assert!(note.contains(&pair), "{note} lacks {pair}");
+    }
+    let mean = defenses["mean"].as_f64().unwrap();
+    assert!(note.contains(&format!("(mean {mean:.2},")), "{note}");
+    let reading = b.js("return document.querySelector('.defenses').dataset.reading");
+    let expect = if mean < 0.7 {
+        "distinct"
+    } else if mean < 0.9 {
+        "partly-alike"
+    } else {
+        "one-lora"
+    };
+    assert_eq!(reading, expect, "{note}");
     // The heat map colours by right/wrong (green/red), says so in a legend, and names
     // its axes; the ✓/✗ agrees with the colour in every cell.
     assert!(b.text("#heat-legend").contains("still right"));
@@ -522,6 +549,10 @@ fn the_ui_end_to_end() {
     assert!(
         b.text("[data-model=\"fmnist-vit-tiny\"] .tradeoff")
             .contains("robustness costs")
+    );
+    assert!(
+        b.text("[data-model=\"fmnist-vit-tiny\"] .defenses")
+            .contains("How different are its defenses?")
     );
     b.screenshot(&shots.join("models.png"));
     // Its lessons open at the budget it was trained against (8/255, not the page's 0.1).

@@ -5,8 +5,8 @@ use hyperat::wire::CompareResponse;
 use leptos::prelude::*;
 
 use crate::components::{
-    AttackControls, AttackSettings, Busy, ErrorBox, ImagePicker, ModelPicker, picked_or_ask,
-    variant_label,
+    AttackControls, AttackSettings, Busy, Defenses, ErrorBox, ImagePicker, ModelPicker,
+    picked_or_ask, variant_label,
 };
 use crate::{Ctx, api};
 
@@ -42,6 +42,7 @@ pub fn Compare() -> impl IntoView {
         <h2>"Compare variants"</h2>
         <p class="lead">"The same attack, made against each variant in turn. The heat map shows transfer: an attack made on the row's variant, shown to the column's variant (green ✓: still right, red ✗: fooled)."</p>
         <div class="controls"><ModelPicker no_variant=true /></div>
+        <Defenses />
         <ImagePicker />
         <div class="controls">
             <AttackControls s=s select_id="compare-attack" />

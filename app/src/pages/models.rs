@@ -4,7 +4,9 @@
 use hyperat::wire::{Evaluation, ModelDetail, Report};
 use leptos::prelude::*;
 
-use crate::components::{Busy, ErrorBox, eps_text, tradeoff_sentence, variant_label};
+use crate::components::{
+    Busy, ErrorBox, defenses_note, eps_text, tradeoff_sentence, variant_label,
+};
 use crate::{Ctx, api};
 
 #[component]
@@ -55,6 +57,7 @@ pub fn Models() -> impl IntoView {
                         </ul>
                         {m.evaluation.as_ref().map(|e| figures_table(&m.id, e))}
                         {m.evaluation.as_ref().and_then(|e| tradeoff_sentence(e, &m.default_variant)).map(|t| view! { <p class="tradeoff">{t}</p> })}
+                        {m.defenses.as_ref().map(defenses_note)}
                         <button on:click=move |_| open(id2.clone())>"details"</button>
                     </article>
                 }

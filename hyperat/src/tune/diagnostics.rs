@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::Tuned;
 use crate::merge::{MethodLora, dense};
 use crate::vit::{Target, Vit};
+use crate::wire::{DefenseSimilarity, PairCosine};
 
 /// Mean, minimum and maximum of a set of cosines.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -190,6 +191,50 @@ pub fn run_diagnostics<B: Backend>(
 }
 
 impl DeltaDiagnostics {
+    /// Each method pair's cosine averaged over the adapted weights, in [`Self::pairs`]
+    /// order (`None` for a pair without a nonzero delta yet).
+    pub fn pair_means(&self) -> Vec<Option<f64>> {
+        (0..self.pairs.len())
+            .map(|k| {
+                Spread::of(
+                    self.entries
+                        .iter()
+                        .filter_map(|e| e.cosine.get(k).copied().flatten()),
+                )
+                .map(|s| s.mean)
+            })
+            .collect()
+    }
+
+    /// What a model page shows of it (`None` before any delta moved).
+    pub fn similarity(&self, step: usize) -> Option<DefenseSimilarity> {
+        let pairs = pairs(self.methods.len())
+            .into_iter()
+            .zip(self.pair_means())
+            .filter_map(|((i, j), cosine)| {
+                Some(PairCosine {
+                    a: self.methods[i].clone(),
+                    b: self.methods[j].clone(),
+                    cosine: cosine?,
+                })
+            })
+            .collect();
+        Some(DefenseSimilarity {
+            step,
+            pairs,
+            mean: self.delta_cosine?.mean,
+        })
+    }
+
+    /// The similarity in the last diagnostics record of `records` (a run's metrics).
+    pub fn last_similarity(records: &[serde_json::Value]) -> Option<DefenseSimilarity> {
+        let r = records.iter().rev().find(|r| r["kind"] == "diagnostics")?;
+        let step = r["step"].as_u64()? as usize;
+        serde_json::from_value::<Self>(r.clone())
+            .ok()?
+            .similarity(step)
+    }
+
     /// The metrics record (`kind: diagnostics`) for `metrics.jsonl` and job events.
     pub fn record(&self, step: usize) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("json");
@@ -300,5 +345,58 @@ mod tests {
             "{}",
             d.markdown()
         );
+    }
+
+    #[test]
+    fn a_page_gets_each_pairs_mean_over_the_weights_from_the_last_record() {
+        // Block 0's proj as above (p/q 1/√2, p/r 0, q/r 0); block 1's proj the same delta
+        // for all three (every pair 1).
+        let with_second = |mut m: MethodLora| {
+            let same = (
+                HostTensor::new(vec![2, 1], vec![1.0, 1.0]),
+                HostTensor::new(vec![1, 2], vec![1.0, 0.0]),
+            );
+            m.factors.insert((1, Target::Proj), same);
+            m
+        };
+        let m = [
+            with_second(lora("p", vec![1.0, 0.0], vec![1.0, 0.0])),
+            with_second(lora("q", vec![1.0, 0.0], vec![1.0, 1.0])),
+            with_second(lora("r", vec![0.0, 1.0], vec![0.0, -1.0])),
+        ];
+        let d = delta_diagnostics(&m, &BTreeMap::new());
+        let means: Vec<f64> = d.pair_means().into_iter().map(Option::unwrap).collect();
+        let expect = [(1.0 / 2f64.sqrt() + 1.0) / 2.0, 0.5, 0.5];
+        assert!(
+            means.iter().zip(expect).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{means:?}"
+        );
+        // Through metrics.jsonl: the last diagnostics record wins, other kinds are skipped.
+        let records = [
+            delta_diagnostics(&m[..2], &BTreeMap::new()).record(10),
+            d.record(20),
+            serde_json::json!({"kind": "holdout", "step": 30}),
+        ];
+        let s = DeltaDiagnostics::last_similarity(&records).unwrap();
+        assert_eq!(s.step, 20);
+        let names: Vec<(&str, &str)> = s
+            .pairs
+            .iter()
+            .map(|p| (p.a.as_str(), p.b.as_str()))
+            .collect();
+        assert_eq!(names, [("p", "q"), ("p", "r"), ("q", "r")]);
+        assert!((s.pairs[0].cosine - expect[0]).abs() < 1e-12);
+        assert!((s.mean - expect.iter().sum::<f64>() / 3.0).abs() < 1e-12);
+        assert_eq!(s.reading(), crate::wire::Distinctness::Distinct);
+        // Methods sharing one delta read as one LoRA; no record, no similarity.
+        let one = [
+            lora("p", vec![1.0, 0.0], vec![1.0, 0.0]),
+            lora("q", vec![2.0, 0.0], vec![1.0, 0.0]),
+        ];
+        let s = delta_diagnostics(&one, &BTreeMap::new())
+            .similarity(1)
+            .unwrap();
+        assert_eq!(s.reading(), crate::wire::Distinctness::OneLora);
+        assert_eq!(DeltaDiagnostics::last_similarity(&records[2..]), None);
     }
 }

@@ -205,6 +205,12 @@ impl RunDir {
         records
     }
 
+    /// How distinct its defenses' LoRAs were at the latest checkpoint (HyperAT runs that
+    /// recorded diagnostics).
+    pub fn defense_similarity(&self) -> Option<crate::wire::DefenseSimilarity> {
+        super::diagnostics::DeltaDiagnostics::last_similarity(&self.saved_metrics())
+    }
+
     /// `summary.json`, once the run finished.
     pub fn summary(&self) -> Option<TuneSummary> {
         serde_json::from_slice(&read(self.file("summary.json")).ok()?).ok()

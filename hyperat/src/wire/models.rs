@@ -64,6 +64,60 @@ pub struct ModelInfo {
     pub train_eps: Option<f32>,
     /// Each variant's clean and robust accuracy, where the model was evaluated.
     pub evaluation: Option<Evaluation>,
+    /// How distinct its defenses' LoRAs are (HyperAT runs with recorded diagnostics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defenses: Option<DefenseSimilarity>,
+}
+
+/// How distinct a HyperAT run's defenses are: the cosine between each pair of defenses'
+/// weight deltas, averaged over the adapted weights, from the run's last recorded
+/// diagnostics. A classroom's question: are these really different defenses, or one LoRA
+/// under several names (whose merges only rescale it)?
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct DefenseSimilarity {
+    /// The training step the diagnostics were recorded at.
+    pub step: usize,
+    /// Every method pair, in the run's method order.
+    pub pairs: Vec<PairCosine>,
+    /// Mean over every pair and adapted weight.
+    pub mean: f64,
+}
+
+/// Two defenses' weight deltas compared.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct PairCosine {
+    /// One method (`pgd-at`, ...).
+    pub a: String,
+    /// The other.
+    pub b: String,
+    /// Mean cosine of their deltas over the adapted weights (1: the same change).
+    pub cosine: f64,
+}
+
+/// What a [`DefenseSimilarity`] says, in three words a page can explain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Distinctness {
+    /// Mean cosine below 0.7 (the results' target for distinct defenses).
+    Distinct,
+    /// Between.
+    PartlyAlike,
+    /// Mean cosine 0.9 or more: one LoRA under several names.
+    OneLora,
+}
+
+impl DefenseSimilarity {
+    /// The reading of its mean cosine.
+    pub fn reading(&self) -> Distinctness {
+        if self.mean < 0.7 {
+            Distinctness::Distinct
+        } else if self.mean < 0.9 {
+            Distinctness::PartlyAlike
+        } else {
+            Distinctness::OneLora
+        }
+    }
 }
 
 /// A ViT's shape.

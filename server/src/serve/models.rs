@@ -12,7 +12,7 @@ use hyperat::prelude::*;
 use hyperat::report::{Evaluation, Report};
 use hyperat::tune::RunDir;
 use hyperat::variant::{VariantModel, build, trained_on};
-use hyperat::wire::{Architecture, ModelInfo};
+use hyperat::wire::{Architecture, DefenseSimilarity, ModelInfo};
 
 /// One model and its ready-to-run variants.
 #[derive(Debug)]
@@ -46,6 +46,8 @@ pub struct ModelEntry<B: AutodiffBackend> {
     /// Each variant's clean and robust accuracy, from the folder's `evaluation.json`
     /// (`hyperat report --json`, rows named by variant) where there is one.
     pub evaluation: Option<Evaluation>,
+    /// How distinct its defenses' LoRAs are, from the run's diagnostics (HyperAT runs).
+    pub defenses: Option<DefenseSimilarity>,
 }
 
 impl<B: AutodiffBackend> ModelEntry<B> {
@@ -76,6 +78,7 @@ impl<B: AutodiffBackend> ModelEntry<B> {
             summary: self.summary.clone(),
             train_eps: self.train_eps,
             evaluation: self.evaluation.clone(),
+            defenses: self.defenses.clone(),
         }
     }
 
@@ -142,6 +145,7 @@ fn load_model<B: AutodiffBackend>(
         let config = variants[0].1.config.clone();
         let default_variant = info.default_variant().to_string();
         let summary = run.summary().and_then(|s| serde_json::to_value(s).ok());
+        let defenses = run.defense_similarity();
         return Ok(Some(ModelEntry {
             id: id.to_string(),
             name: Default::default(),
@@ -156,6 +160,7 @@ fn load_model<B: AutodiffBackend>(
             summary,
             train_eps: Some(info.config.defense.eps),
             evaluation: None,
+            defenses,
         }));
     }
     let ck_dir = if dir.join("config.json").is_file() {
@@ -189,6 +194,7 @@ fn load_model<B: AutodiffBackend>(
         summary: None,
         train_eps: None,
         evaluation: None,
+        defenses: None,
     }))
 }
 
