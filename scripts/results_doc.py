@@ -68,6 +68,7 @@ def document(out, seconds):
     ship_rows = {n: r for n, r in every_main.items() if n not in main_names}
     seed_rows = load_rows(out, "seeds", [n for n, _ in plan.seed_rows()])
     abl_rows = load_rows(out, "ablations", [n for n, _ in plan.ablation_rows()])
+    distinct_rows = load_rows(out, "distinct", [n for n, *_ in plan.distinct_rows()])
     lines = []
     p = lines.append
     p("# Results on Fashion-MNIST\n")
@@ -79,7 +80,7 @@ def document(out, seconds):
       "main runs are kept in [`results/fashion-mnist/`](../results/fashion-mnist/); the script "
       "restores them before it plans, so it redoes nothing already there.\n")
     train_s = sum(json.load(open(f))["seconds"] for f in glob.glob(f"{out}/*/summary.json"))
-    eval_s = sum(r["eval_seconds"] for g in (every_main, seed_rows, abl_rows) for r in g.values())
+    eval_s = sum(r["eval_seconds"] for g in (every_main, seed_rows, abl_rows, distinct_rows) for r in g.values())
     pre = json.load(open(f"{out}/backbone/train.json"))
     pre_s = pre["summary"]["seconds"]
     p(f"Compute behind this document, one core per job: pretraining {human(pre_s)}, tuning runs "
@@ -106,7 +107,6 @@ def document(out, seconds):
         holdout_vs_test(lines, out, plan, main_rows)
         convergence(lines, out, plan)
         distinct(lines, out, plan)
-        distinct_rows = load_rows(out, "distinct", [n for n, *_ in plan.distinct_rows()])
         results_doc_distinct.distinct_runs(lines, out, plan, main_rows, distinct_rows)
     shipping.shipped(lines, out, plan, ship_rows, main_rows)
     shipping.wise(lines, out)

@@ -119,8 +119,10 @@ def distinct_runs(lines, out, plan, main_rows, distinct_rows):
         p("Of each run's HyperAT+ PGD-20 robust accuracy, the sparsifying merges keep: "
           + "; ".join(kept) + ".\n")
     if len(merge_vs) > 1:
+        # Each run's part after the first starts a sentence ("Without …"; "λ" stays as it is).
+        parts = [merge_vs[0]] + [m[0].upper() + m[1:] if m[0].isascii() else m for m in merge_vs[1:]]
         p("HyperAT+ (uniform) − each of its methods' own LoRAs, paired within the run (b = images "
-          "only HyperAT+ keeps): " + ". ".join(merge_vs) + ".\n")
+          "only HyperAT+ keeps): " + ". ".join(parts) + ".\n")
     p("What this does not show: one seed per setting, and the penalty's weights and margin were "
       "not tuned (two weights, one margin, fixed before the runs).\n")
 
