@@ -44,7 +44,7 @@ def seeds(lines, rows, longer):
       "says so." + (" The first table is at the main runs' rank 8." if rank16 or patch else "")
       + (" The next asks whether the gap to LoRA-AT is the rank's, with both at rank 16 (alpha 32)."
          if rank16 else "")
-      + (" The last asks whether the ablations' largest effect besides rank, a trainable patch "
+      + (" Another asks whether the ablations' largest effect besides rank, a trainable patch "
          "embedding (ours, off by default), holds over the seeds, whether LoRA-AT gains as much from "
          "one, and where HyperAT+ stands against LoRA-AT when both have it; each model with one is "
          "paired with its frozen twin of the first table." if patch else "")
