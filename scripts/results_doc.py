@@ -317,7 +317,7 @@ def convergence(lines, out, plan):
       "trained, evaluated about every half epoch:\n")
     p("| run | model | first evaluation | one epoch before the end | end | change over the last epoch |")
     p("|---|---|---|---|---|---|")
-    for run in ["full-at", "lora-at", "full-lora-at", plan.MAIN_HYPERAT, "hyperat"] + ships:
+    for run in ["full-at", "lora-at", "full-lora-at", plan.MAIN_HYPERAT, plan.PLAIN_HYPERAT] + ships:
         recs = [r for r in records(f"{out}/{run}") if r.get("kind") == "holdout"]
         if not recs or not os.path.exists(f"{out}/{run}/summary.json"):
             continue
@@ -335,7 +335,7 @@ def convergence(lines, out, plan):
 def distinct(lines, out, plan):
     """How close the defenses' deltas end: the main run's, beside the run's without the penalty."""
     p = lines.append
-    runs = [(run, diagnostics(f"{out}/{run}")) for run in (plan.MAIN_HYPERAT, "hyperat")]
+    runs = [(run, diagnostics(f"{out}/{run}")) for run in (plan.MAIN_HYPERAT, plan.PLAIN_HYPERAT)]
     runs = [(run, diag) for run, diag in runs if diag]
     if not runs or runs[0][0] != plan.MAIN_HYPERAT:
         return
